@@ -1,0 +1,144 @@
+/**
+ * ckptkit: crash-safe checkpoints for long-running ML training jobs.
+ *
+ * Write a checkpoint with a manifest of sha256 digests, commit it atomically,
+ * validate it at the depth you can afford, and choose a checkpoint to resume
+ * from that is known to be complete.
+ *
+ * ```ts
+ * import { openCheckpointWriter, resumeFromRoot, validateCheckpoint } from "./mod.ts";
+ *
+ * const root = await Deno.makeTempDir();
+ * const writer = await openCheckpointWriter(root, { step: 10, jobId: "demo", runId: "run1" });
+ * await writer.writeFile("model.pt", new Uint8Array(1024));
+ * const committed = await writer.commit();
+ *
+ * const result = await validateCheckpoint(committed.path);
+ * console.assert(result.ok);
+ * const decision = await resumeFromRoot(root);
+ * console.assert(decision.chosen?.path === committed.path);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ *
+ * The library never prints and never exits: every function returns a result
+ * or throws a {@linkcode CkptkitError} with a stable `reason`.
+ *
+ * @module
+ */
+
+export { CkptkitError, ERROR_REASONS, type ErrorReason } from "./src/errors.ts";
+export {
+  isProblemReason,
+  type Problem,
+  PROBLEM_REASONS,
+  type ProblemReason,
+} from "./src/problems.ts";
+export {
+  createHasher,
+  DEFAULT_SAMPLE_BYTES,
+  type FileDigest,
+  HASH_ALGORITHMS,
+  type HashAlgorithm,
+  type Hasher,
+  hashFile,
+  type HashFileOptions,
+  hashRegions,
+  MAX_SAMPLE_REGIONS,
+  type Region,
+  type RegionDigest,
+  sampleRegions,
+} from "./src/hashing.ts";
+export {
+  createManifest,
+  type Manifest,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type ManifestFields,
+  type ManifestFile,
+  type ManifestHash,
+  type ManifestWriter,
+  type ParsedManifest,
+  parseManifest,
+  serializeManifest,
+} from "./src/manifest.ts";
+export {
+  checkpointName,
+  CORRUPT_DIR,
+  inferStep,
+  LATEST_NAME,
+  MANIFEST_NAME,
+  parseCheckpointName,
+  STATE_DIR,
+} from "./src/layout.ts";
+export { unsafePathReason } from "./src/paths.ts";
+export { type LatestPointer, readLatest, writeLatest } from "./src/latest.ts";
+export {
+  fsyncPath,
+  writeFileAtomic,
+  type WriteFileAtomicOptions,
+} from "./src/durable.ts";
+export {
+  acquireRootLock,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  type LockOptions,
+  type RootLock,
+} from "./src/lock.ts";
+export {
+  type CheckpointIdentity,
+  commitCheckpoint,
+  type CommitOptions,
+  type CommitResult,
+} from "./src/commit.ts";
+export type { CommitPoint, FaultHook } from "./src/publish.ts";
+export { type HashingOptions } from "./src/seal_files.ts";
+export {
+  CheckpointWriter,
+  type FileData,
+  openCheckpointWriter,
+  type WriterOptions,
+} from "./src/writer.ts";
+export {
+  sealCheckpoint,
+  type SealOptions,
+  type SealResult,
+} from "./src/seal.ts";
+export {
+  validateCheckpoint,
+  type ValidateOptions,
+  type ValidationDepth,
+  type ValidationResult,
+} from "./src/validate.ts";
+export {
+  listRoot,
+  type RootCheckpoint,
+  type RootListing,
+  type RootStaging,
+  type RootStray,
+} from "./src/root.ts";
+export {
+  DEFAULT_STALE_STAGING_S,
+  type ScanLatest,
+  type ScanOptions,
+  type ScanResult,
+  scanRoot,
+} from "./src/scan.ts";
+export {
+  planResume,
+  type Rejection,
+  type ResumeCandidate,
+  type ResumeDecision,
+  resumeFromRoot,
+  resumeOrder,
+} from "./src/resume.ts";
+export { type Config, loadConfig, parseConfig } from "./src/config.ts";
+export {
+  createJsonLogger,
+  type JsonLoggerOptions,
+  LOG_LEVELS,
+  type LogFields,
+  type Logger,
+  type LogLevel,
+  type Severity,
+  silentLogger,
+} from "./src/log.ts";
+export { VERSION } from "./src/version.ts";

@@ -1,0 +1,191 @@
+/**
+ * What every command shares: the I/O streams, the exit codes, the global
+ * options merged with the config file, the logger, and the one place where
+ * errors become a one-line message and an exit code.
+ *
+ * @module
+ */
+
+import { type Config, loadConfig } from "../config.ts";
+import { CkptkitError, USAGE_ERROR_REASONS } from "../errors.ts";
+import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
+import type { CommitPoint, FaultHook } from "../publish.ts";
+
+/** Exit codes, the same for every command. */
+export const EXIT = {
+  /** Success. */
+  ok: 0,
+  /** Integrity problems found. */
+  problems: 1,
+  /** Usage or config error. */
+  usage: 2,
+  /** Nothing to resume from. */
+  nothingToResume: 3,
+  /** Runtime error: I/O, lock held, no space, checkpoint exists. */
+  runtime: 4,
+} as const;
+
+/** Where the CLI writes and what it reads from its environment. */
+export interface CliIo {
+  /** Writes to standard output. */
+  stdout: (text: string) => void;
+  /** Writes to standard error. */
+  stderr: (text: string) => void;
+  /** Reads an environment variable. */
+  env: (name: string) => string | undefined;
+}
+
+/** What a command builder gets from the program. */
+export interface CliHandle {
+  /** Standard streams and environment. */
+  io: CliIo;
+  /** The global options as parsed (call inside the action). */
+  globals: () => GlobalOptions;
+  /** Runs a command body with {@linkcode runCommand} and records its exit code. */
+  run: (body: (ctx: CommandContext) => Promise<number>) => Promise<void>;
+}
+
+/** The global options, accepted before or after the command name. */
+export interface GlobalOptions {
+  config?: string;
+  json?: boolean;
+  logLevel?: string;
+}
+
+/** A command's view of the global options, the config and the logger. */
+export interface CommandContext {
+  io: CliIo;
+  config: Config;
+  json: boolean;
+  logger: Logger;
+  /** Writes a JSON document (pretty, one per command) to stdout. */
+  printJson: (value: unknown) => void;
+  /** Fault injection from CKPTKIT_TEST_PAUSE_AT / CKPTKIT_TEST_FAIL_AT (tests only). */
+  faultHook?: FaultHook;
+}
+
+/** Builds the context of a command from its global options. */
+export async function createContext(
+  io: CliIo,
+  globals: GlobalOptions,
+): Promise<CommandContext> {
+  const config = globals.config ? await loadConfig(globals.config) : {};
+  const level = (globals.logLevel ?? config.log_level ?? "info") as LogLevel;
+  const logger = createJsonLogger({ write: io.stderr, level });
+  return {
+    io,
+    config,
+    json: globals.json ?? false,
+    logger,
+    printJson: (value) => io.stdout(JSON.stringify(value, null, 2) + "\n"),
+    faultHook: faultHookFromEnv(io),
+  };
+}
+
+/**
+ * Runs a command body and turns a thrown error into a one-line message on
+ * stderr, an `error` log line, a JSON error document with `--json`, and an
+ * exit code (2 for usage and config errors, 4 for everything else).
+ */
+export async function runCommand(
+  io: CliIo,
+  globals: GlobalOptions,
+  body: (ctx: CommandContext) => Promise<number>,
+): Promise<number> {
+  let ctx: CommandContext | undefined;
+  try {
+    ctx = await createContext(io, globals);
+    return await body(ctx);
+  } catch (err) {
+    const error = err instanceof CkptkitError ? err : new CkptkitError(
+      "io_error",
+      `Unexpected error: ${(err as Error)?.message ?? String(err)}`,
+      {
+        cause: err,
+      },
+    );
+    const code = USAGE_ERROR_REASONS.has(error.reason)
+      ? EXIT.usage
+      : EXIT.runtime;
+    io.stderr(`ckptkit: error: ${oneLine(error.message)} [${error.reason}]\n`);
+    ctx?.logger.log("error", "error", {
+      reason: error.reason,
+      checkpoint_path: error.path ?? null,
+      message: oneLine(error.message),
+    });
+    if (globals.json) {
+      io.stdout(
+        JSON.stringify(
+          {
+            ok: false,
+            error: {
+              reason: error.reason,
+              message: oneLine(error.message),
+              path: error.path ?? null,
+            },
+          },
+          null,
+          2,
+        ) + "\n",
+      );
+    }
+    return code;
+  }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, " ").trim();
+}
+
+const COMMIT_POINTS: readonly CommitPoint[] = [
+  "manifest_written",
+  "folders_synced",
+  "before_rename",
+  "after_rename",
+  "before_latest_rename",
+  "committed",
+];
+
+/**
+ * Test-only fault injection: `CKPTKIT_TEST_PAUSE_AT=<point>` logs
+ * `test_paused` and waits forever (a test then SIGKILLs the process);
+ * `CKPTKIT_TEST_FAIL_AT=<point>` fails there as an I/O error would.
+ */
+function faultHookFromEnv(io: CliIo): FaultHook | undefined {
+  const pauseAt = readEnv(io, "CKPTKIT_TEST_PAUSE_AT");
+  const failAt = readEnv(io, "CKPTKIT_TEST_FAIL_AT");
+  if (!pauseAt && !failAt) return undefined;
+  for (const point of [pauseAt, failAt]) {
+    if (point && !COMMIT_POINTS.includes(point as CommitPoint)) {
+      throw new CkptkitError(
+        "invalid_argument",
+        `Unknown commit point "${point}": expected one of ${
+          COMMIT_POINTS.join(", ")
+        }`,
+      );
+    }
+  }
+  return async (point) => {
+    if (point === failAt) {
+      throw new CkptkitError(
+        "io_error",
+        `Injected failure at ${point} (CKPTKIT_TEST_FAIL_AT)`,
+      );
+    }
+    if (point === pauseAt) {
+      io.stderr(
+        JSON.stringify({ event: "test_paused", point, pid: Deno.pid }) + "\n",
+      );
+      // A pending timer keeps the event loop alive until the test kills us.
+      await new Promise((resolve) => setTimeout(resolve, 2 ** 31 - 1));
+    }
+  };
+}
+
+function readEnv(io: CliIo, name: string): string | undefined {
+  try {
+    return io.env(name) || undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The command tree of the `ckptkit` CLI, declared with commander: global
+ * options, one file per command, help and suggestions from the framework.
+ *
+ * @module
+ */
+
+import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { LOG_LEVELS } from "../log.ts";
+import { VERSION } from "../version.ts";
+import { commitCommand } from "./commit.ts";
+import {
+  type CliHandle,
+  type CliIo,
+  EXIT,
+  type GlobalOptions,
+  runCommand,
+} from "./context.ts";
+import { resumeCommand } from "./resume.ts";
+import { scanCommand } from "./scan.ts";
+import { sealCommand } from "./seal.ts";
+import { validateCommand } from "./validate.ts";
+import { writeCommand } from "./write.ts";
+
+/**
+ * Runs the CLI with `args` (without the program name) and returns the exit
+ * code: 0 success, 1 integrity problems, 2 usage or config error, 3 nothing
+ * to resume, 4 runtime error.
+ */
+export async function runCli(args: string[], io: CliIo): Promise<number> {
+  let exitCode: number = EXIT.ok;
+  const program = new Command("ckptkit")
+    .description(
+      "Crash-safe checkpoints for long-running training jobs: atomic commits with sha256 manifests, " +
+        "validation, and resume planning.",
+    )
+    .version(VERSION, "-V, --version")
+    .addOption(
+      new Option(
+        "--config <path>",
+        "YAML config file; flags override its values",
+      ).env("CKPTKIT_CONFIG"),
+    )
+    .addOption(
+      new Option("--json", "print one JSON document on stdout instead of text"),
+    )
+    .addOption(
+      new Option(
+        "--log-level <level>",
+        "lowest severity of the JSON log lines on stderr (default info)",
+      )
+        .choices(LOG_LEVELS)
+        .env("CKPTKIT_LOG_LEVEL"),
+    )
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .showHelpAfterError("(add --help for usage)")
+    .showSuggestionAfterError(true);
+
+  const globals = (): GlobalOptions => program.opts();
+  const cli: CliHandle = {
+    io,
+    globals,
+    run: async (body) => {
+      exitCode = await runCommand(io, globals(), body);
+    },
+  };
+  for (
+    const command of [
+      writeCommand(cli),
+      commitCommand(cli),
+      sealCommand(cli),
+      validateCommand(cli),
+      scanCommand(cli),
+      resumeCommand(cli),
+    ]
+  ) {
+    command.copyInheritedSettings(program);
+    program.addCommand(command);
+  }
+
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    throw err;
+  }
+  return exitCode;
+}

@@ -1,0 +1,118 @@
+/**
+ * `ckptkit scan [root]`: validates every checkpoint of a root and reports
+ * crashed writes, a broken `latest` and strays.
+ *
+ * @module
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { DEFAULT_STALE_STAGING_S, scanRoot } from "../scan.ts";
+import { type CliHandle, EXIT } from "./context.ts";
+import { formatBytes, formatSeconds, plural } from "./format.ts";
+import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import { parseSeconds } from "./parse.ts";
+import { formatValidation, logValidation } from "./validation_output.ts";
+
+/** Builds the `scan` command. */
+export function scanCommand(cli: CliHandle) {
+  const [fast, sampleBytes, jobs] = depthOptions();
+  return new Command("scan")
+    .description(
+      "validate every checkpoint of a root, newest first, and report crashed writes, a broken latest " +
+        "and folders that are not checkpoints; exit 0 when all is valid, 1 otherwise",
+    )
+    .argument(
+      "[root]",
+      "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)",
+    )
+    .addOption(
+      new Option(
+        "--root <dir>",
+        "checkpoint root, when not given as the argument",
+      ).env("CKPTKIT_ROOT"),
+    )
+    .addOption(fast)
+    .addOption(sampleBytes)
+    .addOption(jobs)
+    .addOption(
+      new Option(
+        "--stale-after <duration>",
+        `staging folders untouched for longer are crashed writes (default ${
+          DEFAULT_STALE_STAGING_S / 3600
+        }h)`,
+      ).argParser(parseSeconds),
+    )
+    .action(async (rootArg, opts) => {
+      await cli.run(async (ctx) => {
+        const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const result = await scanRoot(root, {
+          ...resolveDepth(opts, ctx.config),
+          staleStagingAfterS: opts.staleAfter,
+        });
+        for (const checkpoint of result.checkpoints) {
+          logValidation(ctx, checkpoint);
+        }
+        if (result.latest.problem) {
+          ctx.logger.log("warn", "latest_invalid", {
+            checkpoint_path: result.root,
+            reason: "latest_invalid",
+            detail: result.latest.problem,
+          });
+        }
+        for (const staging of result.staging.filter((s) => s.stale)) {
+          ctx.logger.log("warn", "stale_staging", {
+            checkpoint_path: staging.path,
+            reason: "stale_staging",
+            age_s: Math.round(staging.age_s),
+          });
+        }
+        ctx.logger.log(result.ok ? "info" : "warn", "scan_completed", {
+          checkpoint_path: result.root,
+          ...result.summary,
+        });
+        if (ctx.json) {
+          ctx.printJson(result);
+        } else {
+          ctx.io.stdout(`scanning ${result.root} (${result.depth})\n`);
+          for (const checkpoint of result.checkpoints) {
+            ctx.io.stdout(formatValidation(checkpoint));
+          }
+          ctx.io.stdout(
+            result.latest.state === "missing"
+              ? `latest: missing${
+                result.latest.problem ? ` (${result.latest.problem})` : ""
+              }\n`
+              : `latest: ${result.latest.name ?? "unreadable"}${
+                result.latest.problem
+                  ? ` (PROBLEM: ${result.latest.problem})`
+                  : " (ok)"
+              }\n`,
+          );
+          for (const staging of result.staging) {
+            ctx.io.stdout(
+              `staging: ${staging.name} (${formatSeconds(staging.age_s)} old; ${
+                staging.stale
+                  ? "STALE: a crashed write, removed by gc"
+                  : "a write in progress"
+              })\n`,
+            );
+          }
+          for (const stray of result.strays) {
+            ctx.io.stdout(`hint: ${stray.name}: ${stray.detail}\n`);
+          }
+          const s = result.summary;
+          ctx.io.stdout(
+            `${
+              plural(s.checkpoints, "checkpoint")
+            }: ${s.valid} valid, ${s.invalid} invalid` +
+              (s.gone ? `, ${s.gone} removed during the scan` : "") +
+              `; ${formatBytes(s.bytes_checked)} read in ${
+                formatSeconds(s.duration_s)
+              }. ` +
+              (result.ok ? "No problems found.\n" : "PROBLEMS FOUND.\n"),
+          );
+        }
+        return result.ok ? EXIT.ok : EXIT.problems;
+      });
+    });
+}

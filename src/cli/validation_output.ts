@@ -1,0 +1,65 @@
+/**
+ * Output shared by `validate`, `scan` and `resume`: a checkpoint's result as
+ * text, and its problems as `validation_failed` log events.
+ *
+ * @module
+ */
+
+import type { ValidationResult } from "../validate.ts";
+import type { CommandContext } from "./context.ts";
+import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";
+
+/** Most problems logged per checkpoint; the rest are counted in one line. */
+const MAX_LOGGED_PROBLEMS = 100;
+
+/** Logs each problem of a result as a `validation_failed` event. */
+export function logValidation(
+  ctx: CommandContext,
+  result: ValidationResult,
+): void {
+  const common = {
+    job_id: result.job_id,
+    run_id: result.run_id,
+    step: result.step,
+    checkpoint_path: result.path,
+    depth: result.depth,
+  };
+  for (const problem of result.problems.slice(0, MAX_LOGGED_PROBLEMS)) {
+    ctx.logger.log("warn", "validation_failed", {
+      ...common,
+      reason: problem.reason,
+      file: problem.path,
+      detail: problem.detail,
+    });
+  }
+  if (result.problems.length > MAX_LOGGED_PROBLEMS) {
+    ctx.logger.log("warn", "validation_failed_truncated", {
+      ...common,
+      omitted: result.problems.length - MAX_LOGGED_PROBLEMS,
+    });
+  }
+  if (result.ok) {
+    ctx.logger.log("debug", "validation_passed", {
+      ...common,
+      bytes_checked: result.bytes_checked,
+    });
+  }
+}
+
+/** The text report of one validated checkpoint. */
+export function formatValidation(result: ValidationResult): string {
+  const what = `${result.depth}, ${plural(result.files_checked, "file")}, ${
+    formatBytes(result.bytes_checked)
+  } read`;
+  if (result.ok) {
+    return `OK ${result.path} (${what}, ${
+      formatSeconds(result.duration_s)
+    })\n` +
+      result.notes.map((note) => `  note: ${note}\n`).join("");
+  }
+  return `FAILED ${result.path} (${what}): ${
+    plural(result.problems.length, "problem")
+  }\n` +
+    result.problems.map((p) => formatProblem(p) + "\n").join("") +
+    result.notes.map((note) => `  note: ${note}\n`).join("");
+}

@@ -1,0 +1,264 @@
+/**
+ * `commit`: seals a folder written by another program (a PyTorch
+ * `torch.save`, a DeepSpeed save) and moves it into the root as `step-N`,
+ * with the crash-safe protocol of DESIGN.md.
+ *
+ * @module
+ */
+
+import { basename, dirname, resolve } from "node:path";
+import { CkptkitError } from "./errors.ts";
+import {
+  checkpointName,
+  CORRUPT_DIR,
+  isValidStep,
+  parseCheckpointName,
+  STATE_DIR,
+} from "./layout.ts";
+import { createManifest } from "./manifest.ts";
+import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
+import {
+  checkHashingOptions,
+  hashFolder,
+  type HashingOptions,
+} from "./seal_files.ts";
+import { hostName, VERSION } from "./version.ts";
+
+/** Who a checkpoint belongs to, recorded in its manifest. */
+export interface CheckpointIdentity {
+  /** The training step (a non-negative integer). */
+  step: number;
+  /** The training job. */
+  jobId?: string;
+  /** The run of the job. */
+  runId?: string;
+  /** Free-form metadata (JSON values). */
+  metadata?: Record<string, unknown>;
+}
+
+/** Options for {@linkcode commitCheckpoint}. */
+export interface CommitOptions extends CheckpointIdentity, HashingOptions {
+  /** The checkpoint root; created when missing. */
+  root: string;
+  /** How long to wait for the root lock, in ms (default 60 000). */
+  lockTimeoutMs?: number;
+  /** Fault injection for crash tests. */
+  faultHook?: FaultHook;
+}
+
+/** What a commit did; also the `--json` document of `ckptkit commit`. */
+export interface CommitResult {
+  /** The committed checkpoint's path. */
+  path: string;
+  /** Its folder name, e.g. `step-10`. */
+  name: string;
+  /** Its step. */
+  step: number;
+  /** The job, when given. */
+  job_id: string | null;
+  /** The run, when given. */
+  run_id: string | null;
+  /** Number of files. */
+  files: number;
+  /** Sum of the files' sizes. */
+  total_bytes: number;
+  /** Wall time in seconds, hashing included. */
+  duration_s: number;
+  /** The manifest's self-digest. */
+  manifest_digest: string;
+  /** Whether `latest` now names this checkpoint. */
+  latest_updated: boolean;
+}
+
+/**
+ * Hashes every file of `stagingDir` (in parallel, each byte read once and
+ * fsynced), writes the manifest, and renames the folder to `<root>/step-N`,
+ * then points `latest` at it unless `latest` names a newer step. A failure at
+ * any point leaves no visible checkpoint and `latest` unchanged.
+ *
+ * Throws a {@linkcode CkptkitError}: `checkpoint_exists` when `step-N` is
+ * already there, `cross_device` when the staging folder is on another file
+ * system than the root, `unsupported_entry` for symlinks, `lock_timeout`,
+ * `no_space`, `io_error`.
+ *
+ * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
+ *
+ * @example
+ * ```ts
+ * import { commitCheckpoint } from "./commit.ts";
+ * const root = await Deno.makeTempDir();
+ * const staging = `${root}/incoming`;
+ * await Deno.mkdir(staging);
+ * await Deno.writeTextFile(`${staging}/model.pt`, "weights");
+ * const result = await commitCheckpoint(staging, { root, step: 10, jobId: "demo" });
+ * console.assert(result.path === `${root}/step-10`);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function commitCheckpoint(
+  stagingDir: string,
+  options: CommitOptions,
+): Promise<CommitResult> {
+  const started = performance.now();
+  checkIdentity(options);
+  checkHashingOptions(options);
+  const root = await prepareRoot(options.root);
+  const staging = await checkStaging(stagingDir, root);
+  const name = checkpointName(options.step);
+  if (await exists(`${root}/${name}`)) {
+    throw new CkptkitError(
+      "checkpoint_exists",
+      `${root}/${name} already exists; a committed checkpoint is never replaced`,
+      { path: `${root}/${name}` },
+    );
+  }
+  const hashed = await hashFolder(staging, options);
+  const manifest = await createManifest({
+    job_id: options.jobId ?? null,
+    run_id: options.runId ?? null,
+    step: options.step,
+    created_at: new Date().toISOString(),
+    write_duration_s: round(hashed.durationS),
+    writer: { host: hostName(), ckptkit_version: VERSION },
+    hash: {
+      algorithm: options.algorithm ?? "sha256",
+      sample_bytes: options.sampleBytes ?? 65536,
+    },
+    files: hashed.files,
+    metadata: options.metadata ?? {},
+  });
+  const outcome = await publishCheckpoint({
+    root,
+    stagingDir: staging,
+    stagingDirs: hashed.dirs,
+    name,
+    manifest,
+    lockTimeoutMs: options.lockTimeoutMs,
+    faultHook: options.faultHook,
+  });
+  return {
+    path: outcome.path,
+    name,
+    step: options.step,
+    job_id: manifest.job_id,
+    run_id: manifest.run_id,
+    files: manifest.files.length,
+    total_bytes: manifest.total_bytes,
+    duration_s: round((performance.now() - started) / 1000),
+    manifest_digest: manifest.manifest_digest,
+    latest_updated: outcome.latestUpdated,
+  };
+}
+
+/** Checks step, job and run before any work. */
+export function checkIdentity(identity: CheckpointIdentity): void {
+  if (!isValidStep(identity.step)) {
+    throw new CkptkitError(
+      "invalid_argument",
+      `Cannot commit as 'step' must be a non-negative integer: current value is ${identity.step}`,
+    );
+  }
+  for (
+    const [key, value] of [["jobId", identity.jobId], [
+      "runId",
+      identity.runId,
+    ]] as const
+  ) {
+    if (
+      value !== undefined &&
+      (typeof value !== "string" || value.length === 0 || value.length > 256)
+    ) {
+      throw new CkptkitError(
+        "invalid_argument",
+        `Cannot commit as '${key}' must be a non-empty string of at most 256 characters: current value is ${
+          JSON.stringify(value)
+        }`,
+      );
+    }
+  }
+}
+
+/** Creates the root when missing and returns its real path. */
+export async function prepareRoot(root: string): Promise<string> {
+  if (typeof root !== "string" || root.length === 0) {
+    throw new CkptkitError(
+      "invalid_argument",
+      "Cannot commit as 'root' is empty",
+    );
+  }
+  try {
+    await Deno.mkdir(root, { recursive: true });
+    return await Deno.realPath(root);
+  } catch (err) {
+    throw new CkptkitError(
+      err instanceof Deno.errors.AlreadyExists
+        ? "invalid_argument"
+        : "io_error",
+      `Cannot use ${root} as a checkpoint root: ${(err as Error).message}`,
+      { path: root, cause: err },
+    );
+  }
+}
+
+async function checkStaging(stagingDir: string, root: string): Promise<string> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(stagingDir);
+  } catch (err) {
+    throw new CkptkitError(
+      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
+      `Cannot read staging folder ${stagingDir}: ${(err as Error).message}`,
+      { path: stagingDir, cause: err },
+    );
+  }
+  if (info.isSymlink || !info.isDirectory) {
+    throw new CkptkitError(
+      "staging_invalid",
+      `${stagingDir} is ${
+        info.isSymlink ? "a symbolic link" : "not a folder"
+      }; commit takes the folder itself`,
+      { path: stagingDir },
+    );
+  }
+  const staging = await Deno.realPath(stagingDir);
+  const relation = relativeInside(root, staging);
+  if (
+    staging === root || relativeInside(staging, root) !== undefined ||
+    (relation !== undefined &&
+      (parseCheckpointName(relation.split("/")[0]) !== undefined ||
+        [CORRUPT_DIR, STATE_DIR].includes(relation.split("/")[0])))
+  ) {
+    throw new CkptkitError(
+      "staging_invalid",
+      `${stagingDir} cannot be committed: it is the root, contains it, or lies inside a ` +
+        `committed checkpoint, corrupt/ or .ckptkit/`,
+      { path: stagingDir },
+    );
+  }
+  const rootInfo = await Deno.stat(root);
+  const parentInfo = await Deno.stat(dirname(staging));
+  if (rootInfo.dev !== parentInfo.dev) {
+    throw new CkptkitError(
+      "cross_device",
+      `${stagingDir} is on another file system than ${root}, so it cannot be renamed into ` +
+        `place atomically; write it inside the root (e.g. ${root}/.staging-${
+          basename(staging)
+        })`,
+      { path: stagingDir },
+    );
+  }
+  return staging;
+}
+
+/** The `/`-path of `path` inside `folder`, or undefined when it is not inside. */
+function relativeInside(folder: string, path: string): string | undefined {
+  const base = resolve(folder);
+  const target = resolve(path);
+  return target.startsWith(base + "/")
+    ? target.slice(base.length + 1)
+    : undefined;
+}
+
+function round(seconds: number): number {
+  return Math.round(seconds * 1e6) / 1e6;
+}

@@ -1,0 +1,177 @@
+/**
+ * The YAML configuration file. Unknown keys and wrong types are errors that
+ * name the key, so a typo never silently falls back to a default.
+ *
+ * ```yaml
+ * root: /tmp/ckpts
+ * hashing:
+ *   sample_bytes: 65536
+ * retention:
+ *   keep_last: 3
+ *   keep_every: 1000
+ * metrics:
+ *   textfile: /var/lib/node_exporter/ckptkit.prom
+ *   pushgateway: http://pushgateway:9091/metrics
+ * ```
+ *
+ * @module
+ */
+
+import { parse, YAMLParseError } from "yaml";
+import { z } from "zod";
+import { CkptkitError } from "./errors.ts";
+import { HASH_ALGORITHMS } from "./hashing.ts";
+
+const positiveInteger = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const nonNegativeInteger = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const text = z.string().min(1);
+
+/** The parsed configuration file; every key is optional. */
+export interface Config {
+  /** Default checkpoint root. */
+  root?: string;
+  /** Default job id for write, commit and seal. */
+  job_id?: string;
+  /** Default run id for write, commit and seal. */
+  run_id?: string;
+  /** Lowest severity of the JSON log lines. */
+  log_level?: "debug" | "info" | "warn" | "error" | "silent";
+  /** How long mutating commands wait for the root lock, in seconds. */
+  lock_timeout_s?: number;
+  /** How files are hashed. */
+  hashing?: {
+    /** Digest algorithm for new manifests. */
+    algorithm?: "sha256" | "xxh128";
+    /** Size of each sampled region recorded at commit. */
+    sample_bytes?: number;
+    /** Files hashed at once. */
+    jobs?: number;
+  };
+  /** Retention for gc. */
+  retention?: {
+    /** Keep the newest N valid checkpoints. */
+    keep_last?: number;
+    /** Keep every checkpoint whose step is a multiple of K. */
+    keep_every?: number;
+  };
+  /** Where metrics go. */
+  metrics?: {
+    /** node_exporter textfile path. */
+    textfile?: string;
+    /** Pushgateway URL. */
+    pushgateway?: string;
+  };
+}
+
+const configSchema: z.ZodType<Config> = z.strictObject({
+  root: text.optional(),
+  job_id: text.optional(),
+  run_id: text.optional(),
+  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).optional(),
+  lock_timeout_s: z.number().min(0).optional(),
+  hashing: z.strictObject({
+    algorithm: z.enum(HASH_ALGORITHMS).optional(),
+    sample_bytes: nonNegativeInteger.optional(),
+    jobs: positiveInteger.optional(),
+  }).optional(),
+  retention: z.strictObject({
+    keep_last: nonNegativeInteger.optional(),
+    keep_every: nonNegativeInteger.optional(),
+  }).optional(),
+  metrics: z.strictObject({
+    textfile: text.optional(),
+    pushgateway: z.url().optional(),
+  }).optional(),
+});
+
+/**
+ * Parses configuration text. Throws a `config_invalid`
+ * {@linkcode CkptkitError} whose message names the file, the key and what was
+ * wrong (with line and column for YAML syntax errors).
+ *
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * const config = parseConfig("root: /tmp/ckpts\nhashing:\n  sample_bytes: 65536\n");
+ * console.assert(config.hashing?.sample_bytes === 65536);
+ * try {
+ *   parseConfig("hashing:\n  sampel_bytes: 1\n", "ckptkit.yaml");
+ * } catch (err) {
+ *   console.assert(String(err).includes("hashing.sampel_bytes"));
+ * }
+ * ```
+ */
+export function parseConfig(source: string, origin = "config"): Config {
+  let raw: unknown;
+  try {
+    raw = parse(source);
+  } catch (err) {
+    const where = err instanceof YAMLParseError && err.linePos
+      ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}`
+      : "";
+    const message = (err as Error).message.split("\n")[0]
+      .replace(/ at line \d+, column \d+:?$/, "");
+    throw new CkptkitError(
+      "config_invalid",
+      `${origin}: invalid YAML${where}: ${message}`,
+      {
+        path: origin,
+        cause: err,
+      },
+    );
+  }
+  if (raw === null || raw === undefined) return {};
+  const parsed = configSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const key = issue.path.map(String).join(".");
+  if (issue.code === "unrecognized_keys") {
+    const keys = issue.keys.map((k) => (key ? `${key}.${k}` : k));
+    throw new CkptkitError(
+      "config_invalid",
+      `${origin}: unknown key${keys.length > 1 ? "s" : ""} ${
+        keys.map((k) => `"${k}"`).join(", ")
+      }`,
+      { path: origin },
+    );
+  }
+  const value = issue.path.reduce<unknown>(
+    (node, k) => (node as Record<PropertyKey, unknown>)?.[k as PropertyKey],
+    raw,
+  );
+  throw new CkptkitError(
+    "config_invalid",
+    `${origin}: key "${
+      key || "(top level)"
+    }" is invalid: ${issue.message} (got ${JSON.stringify(value)})`,
+    { path: origin },
+  );
+}
+
+/**
+ * Reads and parses a configuration file.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig } from "./config.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/ckptkit.yaml`, "root: /tmp/ckpts\n");
+ * console.assert((await loadConfig(`${dir}/ckptkit.yaml`)).root === "/tmp/ckpts");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function loadConfig(path: string): Promise<Config> {
+  let source: string;
+  try {
+    source = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new CkptkitError(
+      "config_invalid",
+      `Cannot read config file ${path}: ${(err as Error).message}`,
+      { path, cause: err },
+    );
+  }
+  return parseConfig(source, path);
+}

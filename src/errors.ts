@@ -1,0 +1,126 @@
+/**
+ * The typed error every library function throws for expected failures, with
+ * a stable reason that the CLI maps to an exit code.
+ *
+ * @module
+ */
+
+/** Every reason a {@linkcode CkptkitError} can carry. */
+export const ERROR_REASONS = [
+  "invalid_argument",
+  "config_invalid",
+  "not_found",
+  "not_a_checkpoint",
+  "checkpoint_exists",
+  "manifest_exists",
+  "staging_invalid",
+  "unsupported_entry",
+  "unsafe_path",
+  "cross_device",
+  "file_changed",
+  "lock_timeout",
+  "no_space",
+  "permission_denied",
+  "io_error",
+] as const;
+
+/**
+ * A stable reason for a failed operation (as opposed to a validation
+ * {@linkcode Problem}, which describes a checkpoint).
+ */
+export type ErrorReason = typeof ERROR_REASONS[number];
+
+/** Reasons that mean the caller asked for something wrong (exit code 2). */
+export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
+  "invalid_argument",
+  "config_invalid",
+]);
+
+/** Options for {@linkcode CkptkitError}. */
+export interface CkptkitErrorOptions {
+  /** The file or folder the error is about. */
+  path?: string;
+  /** The underlying error, kept for debugging. */
+  cause?: unknown;
+}
+
+/**
+ * An expected failure with a stable {@linkcode ErrorReason}.
+ *
+ * @example
+ * ```ts
+ * import { CkptkitError } from "./errors.ts";
+ * const err = new CkptkitError("checkpoint_exists", "step-10 already exists", {
+ *   path: "/tmp/ckpts/step-10",
+ * });
+ * console.assert(err.reason === "checkpoint_exists");
+ * ```
+ */
+export class CkptkitError extends Error {
+  /** The stable reason. */
+  readonly reason: ErrorReason;
+  /** The file or folder the error is about, when there is one. */
+  readonly path?: string;
+
+  /** Creates an error with a stable reason and a one-line message. */
+  constructor(
+    reason: ErrorReason,
+    message: string,
+    options: CkptkitErrorOptions = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "CkptkitError";
+    this.reason = reason;
+    this.path = options.path;
+  }
+}
+
+/**
+ * Turns an error thrown by the runtime (a `Deno.errors.*` or a Node-style
+ * error with a `code`) into a {@linkcode CkptkitError} whose message names
+ * what was being done.
+ *
+ * @example
+ * ```ts
+ * import { asCkptkitError } from "./errors.ts";
+ * try {
+ *   await Deno.readFile("/nonexistent/file");
+ * } catch (err) {
+ *   const e = asCkptkitError(err, "reading /nonexistent/file");
+ *   console.assert(e.reason === "not_found" || e.reason === "permission_denied");
+ * }
+ * ```
+ */
+export function asCkptkitError(
+  err: unknown,
+  doing: string,
+  path?: string,
+): CkptkitError {
+  if (err instanceof CkptkitError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new CkptkitError(
+    reasonOf(err),
+    `${doing} failed: ${message}`,
+    { path, cause: err },
+  );
+}
+
+function reasonOf(err: unknown): ErrorReason {
+  if (err instanceof Deno.errors.NotFound) return "not_found";
+  if (
+    err instanceof Deno.errors.PermissionDenied ||
+    err instanceof Deno.errors.NotCapable
+  ) {
+    return "permission_denied";
+  }
+  const code = (err as { code?: unknown })?.code;
+  const message = err instanceof Error ? err.message : "";
+  if (
+    code === "ENOSPC" || code === "EDQUOT" ||
+    /os error (28|122)\b/.test(message)
+  ) {
+    return "no_space";
+  }
+  if (code === "EXDEV" || /os error 18\b/.test(message)) return "cross_device";
+  return "io_error";
+}

@@ -1,0 +1,283 @@
+/**
+ * Streaming file digests: the whole-file digest and the digests of sampled
+ * regions, computed in one pass with a bounded buffer whatever the file size.
+ *
+ * SHA-256 streams through `node:crypto` (native; Web Crypto's `digest` cannot
+ * stream and needs the whole input in memory). `xxh128` (via `hash-wasm`) is
+ * offered for users who want speed over cryptographic strength.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { createXXHash128 } from "hash-wasm";
+import { CkptkitError } from "./errors.ts";
+
+/** The digest algorithms a manifest can use. */
+export const HASH_ALGORITHMS = ["sha256", "xxh128"] as const;
+/** A digest algorithm: `sha256` (default, cryptographic) or `xxh128` (fast). */
+export type HashAlgorithm = typeof HASH_ALGORITHMS[number];
+/** Default size of one sampled region recorded at commit time. */
+export const DEFAULT_SAMPLE_BYTES = 65536;
+/** Most regions sampled per file: head, tail and evenly spaced between. */
+export const MAX_SAMPLE_REGIONS = 8;
+/** Size of the read buffer; one per file being hashed. */
+export const READ_CHUNK_BYTES = 2 * 1024 * 1024;
+
+/** A byte range of a file. */
+export interface Region {
+  /** First byte of the region. */
+  offset: number;
+  /** Number of bytes. */
+  length: number;
+}
+
+/** A byte range of a file with the digest of its bytes. */
+export interface RegionDigest extends Region {
+  /** Lower-case hex digest of the region's bytes. */
+  digest: string;
+}
+
+/** An incremental digest. */
+export interface Hasher {
+  /** Feeds bytes. The chunk may be reused by the caller afterwards. */
+  update(chunk: Uint8Array): void;
+  /** Returns the lower-case hex digest; the hasher cannot be used after. */
+  digest(): string;
+}
+
+/**
+ * Creates an incremental hasher for `algorithm`.
+ *
+ * @example
+ * ```ts
+ * import { createHasher } from "./hashing.ts";
+ * const hasher = await createHasher("sha256");
+ * hasher.update(new TextEncoder().encode("abc"));
+ * console.assert(
+ *   hasher.digest() ===
+ *     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+ * );
+ * ```
+ */
+export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
+  if (algorithm === "sha256") {
+    const hash = createHash("sha256");
+    return {
+      update: (chunk) => void hash.update(chunk),
+      digest: () => hash.digest("hex"),
+    };
+  }
+  if (algorithm === "xxh128") {
+    const hash = await createXXHash128();
+    hash.init();
+    return {
+      update: (chunk) => void hash.update(chunk),
+      digest: () => hash.digest("hex"),
+    };
+  }
+  throw new CkptkitError(
+    "invalid_argument",
+    `Unknown hash algorithm "${algorithm}": expected one of ${
+      HASH_ALGORITHMS.join(", ")
+    }`,
+  );
+}
+
+/**
+ * The regions sampled in a file of `size` bytes with regions of `sampleBytes`:
+ * the head, the tail and up to {@linkcode MAX_SAMPLE_REGIONS} in all, evenly
+ * spaced. A file no larger than one region is sampled whole. Deterministic, so
+ * commit and validation agree.
+ *
+ * @example
+ * ```ts
+ * import { sampleRegions } from "./hashing.ts";
+ * const regions = sampleRegions(1_000_000, 65536);
+ * console.assert(regions[0].offset === 0);
+ * console.assert(regions.at(-1)!.offset + 65536 === 1_000_000);
+ * ```
+ */
+export function sampleRegions(size: number, sampleBytes: number): Region[] {
+  if (sampleBytes <= 0 || size === 0) return [];
+  if (size <= sampleBytes) return [{ offset: 0, length: size }];
+  const count = Math.min(MAX_SAMPLE_REGIONS, Math.ceil(size / sampleBytes));
+  const span = size - sampleBytes;
+  const regions: Region[] = [];
+  for (let i = 0; i < count; i++) {
+    regions.push({
+      offset: Math.floor((i * span) / (count - 1)),
+      length: sampleBytes,
+    });
+  }
+  return regions;
+}
+
+/** What {@linkcode hashFile} found. */
+export interface FileDigest {
+  /** Bytes read, equal to the size at open. */
+  size: number;
+  /** Digest of the whole file. */
+  digest: string;
+  /** Digests of the sampled regions. */
+  samples: RegionDigest[];
+  /** Modification time at open, in ms since the epoch (0 when unknown). */
+  mtimeMs: number;
+}
+
+/** Options for {@linkcode hashFile}. */
+export interface HashFileOptions {
+  /** Digest algorithm (default `sha256`). */
+  algorithm?: HashAlgorithm;
+  /** Region size for sampled digests; 0 records none (default 65536). */
+  sampleBytes?: number;
+  /** fsync the file after reading it (commit does, to read each byte once). */
+  sync?: boolean;
+  /** Called with the number of bytes read after each chunk. */
+  onProgress?: (bytes: number) => void;
+  /** Stops reading when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Hashes a whole file and its sampled regions in one streaming pass with a
+ * bounded buffer. Throws a `file_changed` {@linkcode CkptkitError} when the
+ * file's size or mtime changes while it is read (a writer still appending).
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { hashFile } from "./hashing.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/a.bin`, "abc");
+ * const { size, digest } = await hashFile(`${dir}/a.bin`);
+ * console.assert(size === 3 && digest.startsWith("ba7816bf"));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function hashFile(
+  path: string,
+  options: HashFileOptions = {},
+): Promise<FileDigest> {
+  const algorithm = options.algorithm ?? "sha256";
+  const sampleBytes = options.sampleBytes ?? DEFAULT_SAMPLE_BYTES;
+  const file = await Deno.open(path, { read: true });
+  try {
+    const before = await file.stat();
+    const size = before.size;
+    const whole = await createHasher(algorithm);
+    const regions = sampleRegions(size, sampleBytes);
+    const regionHashers = await Promise.all(
+      regions.map(() => createHasher(algorithm)),
+    );
+    const buffer = new Uint8Array(
+      Math.min(READ_CHUNK_BYTES, Math.max(size, 1)),
+    );
+    let position = 0;
+    while (true) {
+      options.signal?.throwIfAborted();
+      const n = await file.read(buffer);
+      if (n === null) break;
+      const chunk = buffer.subarray(0, n);
+      whole.update(chunk);
+      feedRegions(regions, regionHashers, position, chunk);
+      position += n;
+      options.onProgress?.(n);
+      if (position > size) break;
+    }
+    const after = await file.stat();
+    if (
+      position !== size || after.size !== size ||
+      (after.mtime?.getTime() ?? 0) !== (before.mtime?.getTime() ?? 0)
+    ) {
+      throw new CkptkitError(
+        "file_changed",
+        `${path} changed while it was read: size was ${size} bytes at open, ` +
+          `${after.size} after, ${position} read`,
+        { path },
+      );
+    }
+    if (options.sync) await file.sync();
+    return {
+      size,
+      digest: whole.digest(),
+      samples: regions.map((region, i) => ({
+        ...region,
+        digest: regionHashers[i].digest(),
+      })),
+      mtimeMs: before.mtime?.getTime() ?? 0,
+    };
+  } finally {
+    file.close();
+  }
+}
+
+function feedRegions(
+  regions: Region[],
+  hashers: Hasher[],
+  position: number,
+  chunk: Uint8Array,
+): void {
+  const end = position + chunk.length;
+  for (let i = 0; i < regions.length; i++) {
+    const start = Math.max(regions[i].offset, position);
+    const stop = Math.min(regions[i].offset + regions[i].length, end);
+    if (start < stop) {
+      hashers[i].update(chunk.subarray(start - position, stop - position));
+    }
+  }
+}
+
+/**
+ * Hashes only the given regions of a file, reading nothing else. Throws a
+ * `file_changed` {@linkcode CkptkitError} when a region lies past the end.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { hashRegions } from "./hashing.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/a.bin`, "xxabcxx");
+ * const [region] = await hashRegions(`${dir}/a.bin`, [{ offset: 2, length: 3 }]);
+ * console.assert(region.digest.startsWith("ba7816bf"));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function hashRegions(
+  path: string,
+  regions: readonly Region[],
+  algorithm: HashAlgorithm = "sha256",
+): Promise<RegionDigest[]> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const out: RegionDigest[] = [];
+    const buffer = new Uint8Array(
+      Math.min(READ_CHUNK_BYTES, Math.max(1, ...regions.map((r) => r.length))),
+    );
+    for (const region of regions) {
+      const hasher = await createHasher(algorithm);
+      await file.seek(region.offset, Deno.SeekMode.Start);
+      let remaining = region.length;
+      while (remaining > 0) {
+        const n = await file.read(
+          buffer.subarray(0, Math.min(remaining, buffer.length)),
+        );
+        if (n === null) {
+          throw new CkptkitError(
+            "file_changed",
+            `${path} ended inside the sampled region at offset ${region.offset}`,
+            { path },
+          );
+        }
+        hasher.update(buffer.subarray(0, n));
+        remaining -= n;
+      }
+      out.push({ ...region, digest: hasher.digest() });
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}

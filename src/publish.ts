@@ -1,0 +1,156 @@
+/**
+ * The last steps of the commit protocol, shared by the writer and by
+ * `commit` of a folder written elsewhere: write the manifest, fsync every
+ * folder, rename the staging folder into place under the root lock, fsync the
+ * root, and move `latest`.
+ *
+ * A kill at any instant leaves either the old state or the new one: before
+ * the rename nothing is visible; after it the checkpoint is complete and
+ * durable; `latest` only ever names a checkpoint that was fully renamed.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { fsyncPath, writeFileAtomic } from "./durable.ts";
+import { asCkptkitError, CkptkitError } from "./errors.ts";
+import { readLatest, writeLatest } from "./latest.ts";
+import { MANIFEST_NAME } from "./layout.ts";
+import { acquireRootLock } from "./lock.ts";
+import { type Manifest, serializeManifest } from "./manifest.ts";
+
+/**
+ * Instants of the commit protocol at which a fault hook is called, in order.
+ * Tests pause or fail there to prove a crash at that instant is harmless.
+ */
+export type CommitPoint =
+  | "manifest_written"
+  | "folders_synced"
+  | "before_rename"
+  | "after_rename"
+  | "before_latest_rename"
+  | "committed";
+
+/** Called at each {@linkcode CommitPoint}; may wait or throw. */
+export type FaultHook = (point: CommitPoint) => Promise<void> | void;
+
+/** Inputs of {@linkcode publishCheckpoint}. */
+export interface PublishInput {
+  /** The root (its real path). */
+  root: string;
+  /** The staging folder holding every file, already fsynced. */
+  stagingDir: string;
+  /** Sub-folders of the staging folder, parents before children. */
+  stagingDirs: string[];
+  /** The final folder name in the root, e.g. `step-10`. */
+  name: string;
+  /** The manifest to write. */
+  manifest: Manifest;
+  /** Lock wait in ms. */
+  lockTimeoutMs?: number;
+  /** Fault injection for tests. */
+  faultHook?: FaultHook;
+}
+
+/** What {@linkcode publishCheckpoint} did. */
+export interface PublishOutcome {
+  /** The committed checkpoint's path. */
+  path: string;
+  /** Whether `latest` now names it (it is not moved back to an older step). */
+  latestUpdated: boolean;
+  /** What `latest` named before, if anything. */
+  previousLatest: string | null;
+}
+
+/**
+ * Runs the commit protocol's steps 2 to 5 (DESIGN.md) on a staging folder
+ * whose files are written and fsynced.
+ *
+ * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
+ */
+export async function publishCheckpoint(
+  input: PublishInput,
+): Promise<PublishOutcome> {
+  const { root, stagingDir, name, faultHook } = input;
+  const finalPath = `${root}/${name}`;
+  try {
+    await writeFileAtomic(
+      `${stagingDir}/${MANIFEST_NAME}`,
+      serializeManifest(input.manifest),
+    );
+    await faultHook?.("manifest_written");
+    for (const dir of [...input.stagingDirs].reverse()) {
+      await fsyncPath(`${stagingDir}/${dir}`);
+    }
+    await fsyncPath(stagingDir);
+    await faultHook?.("folders_synced");
+  } catch (err) {
+    throw asCkptkitError(
+      err,
+      `Writing the manifest of ${stagingDir}`,
+      stagingDir,
+    );
+  }
+
+  const lock = await acquireRootLock(root, { timeoutMs: input.lockTimeoutMs });
+  try {
+    await refuseExisting(finalPath);
+    await faultHook?.("before_rename");
+    try {
+      await Deno.rename(stagingDir, finalPath);
+    } catch (err) {
+      throw asCkptkitError(
+        err,
+        `Renaming ${stagingDir} to ${finalPath}`,
+        finalPath,
+      );
+    }
+    await fsyncPath(root);
+    const stagingParent = dirname(stagingDir);
+    if (stagingParent !== root) await fsyncPath(stagingParent);
+    await faultHook?.("after_rename");
+
+    const previous = await readLatest(root);
+    const latestUpdated = previous.state !== "ok" ||
+      (previous.step ?? -1) <= input.manifest.step ||
+      !(await exists(`${root}/${previous.name}`));
+    if (latestUpdated) {
+      await writeLatest(root, name, {
+        beforeRename: async () => await faultHook?.("before_latest_rename"),
+      });
+    }
+    await faultHook?.("committed");
+    return {
+      path: finalPath,
+      latestUpdated,
+      previousLatest: previous.name ?? null,
+    };
+  } catch (err) {
+    throw asCkptkitError(err, `Committing ${finalPath}`, finalPath);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function refuseExisting(finalPath: string): Promise<void> {
+  // rename(2) would silently replace an empty folder, so look first; the root
+  // lock keeps other ckptkit processes from creating it in between.
+  if (await exists(finalPath)) {
+    throw new CkptkitError(
+      "checkpoint_exists",
+      `${finalPath} already exists; a committed checkpoint is never replaced`,
+      { path: finalPath },
+    );
+  }
+}
+
+/** Whether anything (file, folder, dangling symlink) exists at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}

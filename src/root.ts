@@ -1,0 +1,186 @@
+/**
+ * Lists what a checkpoint root holds, classifying every entry without
+ * opening any checkpoint: committed checkpoints (numeric step order), staging
+ * folders, ckptkit's own entries, and everything else, which is reported
+ * rather than guessed at.
+ *
+ * @module
+ */
+
+import { CkptkitError } from "./errors.ts";
+import {
+  CORRUPT_DIR,
+  inferStep,
+  isStagingName,
+  LATEST_NAME,
+  MANIFEST_NAME,
+  parseCheckpointName,
+  STATE_DIR,
+} from "./layout.ts";
+
+/** A committed checkpoint folder found in a root. */
+export interface RootCheckpoint {
+  /** Folder name, e.g. `step-10`. */
+  name: string;
+  /** Absolute path. */
+  path: string;
+  /** Step parsed from the name. */
+  step: number;
+  /** Folder modification time in ms since the epoch. */
+  mtimeMs: number;
+}
+
+/** A staging folder (a write in progress or a crashed one). */
+export interface RootStaging {
+  /** Folder name. */
+  name: string;
+  /** Absolute path. */
+  path: string;
+  /** Seconds since it was last modified. */
+  age_s: number;
+}
+
+/** A root entry that is not part of the layout. */
+export interface RootStray {
+  /** Entry name. */
+  name: string;
+  /** Why it is reported. */
+  detail: string;
+  /** A step inferred from another tool's naming, when there is one. */
+  inferred_step: number | null;
+}
+
+/** Everything {@linkcode listRoot} found. */
+export interface RootListing {
+  /** The root's real path. */
+  root: string;
+  /** Committed checkpoints, newest (highest step) first. */
+  checkpoints: RootCheckpoint[];
+  /** Staging folders. */
+  staging: RootStaging[];
+  /** Entries that are not part of the layout. */
+  strays: RootStray[];
+}
+
+/**
+ * Lists a root's entries with lstat only; symlinks are never followed.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { listRoot } from "./root.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/step-9`);
+ * await Deno.mkdir(`${root}/step-10`);
+ * const listing = await listRoot(root);
+ * console.assert(listing.checkpoints.map((c) => c.step).join() === "10,9");
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function listRoot(root: string): Promise<RootListing> {
+  let realRoot: string;
+  let entries: Deno.DirEntry[];
+  try {
+    realRoot = await Deno.realPath(root);
+    entries = await Array.fromAsync(Deno.readDir(realRoot));
+  } catch (err) {
+    throw new CkptkitError(
+      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
+      `Cannot read checkpoint root ${root}: ${(err as Error).message}`,
+      { path: root, cause: err },
+    );
+  }
+  const listing: RootListing = {
+    root: realRoot,
+    checkpoints: [],
+    staging: [],
+    strays: [],
+  };
+  const now = Date.now();
+  for (const entry of entries) {
+    const { name } = entry;
+    const path = `${realRoot}/${name}`;
+    if (name === STATE_DIR || name === LATEST_NAME || name === CORRUPT_DIR) {
+      continue;
+    }
+    if (name.startsWith(`.${LATEST_NAME}.tmp-`)) {
+      listing.strays.push({
+        name,
+        detail: "leftover temporary file of latest (a crashed update)",
+        inferred_step: null,
+      });
+      continue;
+    }
+    if (entry.isSymlink) {
+      listing.strays.push({
+        name,
+        detail: "symbolic link in the root; never followed",
+        inferred_step: null,
+      });
+      continue;
+    }
+    const info = await Deno.lstat(path).catch(() => undefined);
+    if (!info) continue; // removed while listing
+    const mtimeMs = info.mtime?.getTime() ?? 0;
+    if (isStagingName(name) && entry.isDirectory) {
+      listing.staging.push({
+        name,
+        path,
+        age_s: Math.max(0, (now - mtimeMs) / 1000),
+      });
+      continue;
+    }
+    const step = parseCheckpointName(name);
+    if (step !== undefined && entry.isDirectory) {
+      listing.checkpoints.push({ name, path, step, mtimeMs });
+      continue;
+    }
+    listing.strays.push(await describeStray(name, path, entry));
+  }
+  listing.checkpoints.sort((a, b) => b.step - a.step);
+  listing.staging.sort((a, b) => (a.name < b.name ? -1 : 1));
+  listing.strays.sort((a, b) => (a.name < b.name ? -1 : 1));
+  return listing;
+}
+
+async function describeStray(
+  name: string,
+  path: string,
+  entry: Deno.DirEntry,
+): Promise<RootStray> {
+  const inferred = inferStep(name) ?? null;
+  if (!entry.isDirectory) {
+    return {
+      name,
+      detail: "file that is not part of the root layout",
+      inferred_step: null,
+    };
+  }
+  const hasManifest = await Deno.lstat(`${path}/${MANIFEST_NAME}`).then(
+    () => true,
+    () => false,
+  );
+  if (/^step-/.test(name)) {
+    return {
+      name,
+      detail:
+        `name does not parse as step-<n> (no leading zeros or suffixes); not treated as a checkpoint`,
+      inferred_step: null,
+    };
+  }
+  if (inferred !== null) {
+    return {
+      name,
+      detail: hasManifest
+        ? `checkpoint named by another tool; rename to step-${inferred} to manage it`
+        : `looks like a checkpoint of another tool but has no manifest; adopt it with ckptkit seal`,
+      inferred_step: inferred,
+    };
+  }
+  return {
+    name,
+    detail: "folder that is not part of the root layout",
+    inferred_step: null,
+  };
+}

@@ -1,0 +1,157 @@
+/**
+ * `scan`: validates every checkpoint of a root (newest first) and reports,
+ * besides each checkpoint's problems, crashed writes, a broken `latest` and
+ * folders that look like checkpoints but have no manifest. Invalid
+ * checkpoints, stale staging and a broken `latest` make the scan fail;
+ * strays (foreign or misnamed folders) are reported as hints.
+ *
+ * @module
+ */
+
+import { mapConcurrent } from "./concurrency.ts";
+import { CkptkitError } from "./errors.ts";
+import { type LatestPointer, readLatest } from "./latest.ts";
+import { listRoot, type RootStaging, type RootStray } from "./root.ts";
+import {
+  validateCheckpoint,
+  type ValidateOptions,
+  type ValidationDepth,
+  type ValidationResult,
+} from "./validate.ts";
+
+/** Options for {@linkcode scanRoot}. */
+export interface ScanOptions extends ValidateOptions {
+  /** Staging folders untouched for longer than this are stale (crashed writes), in seconds (default 3600). */
+  staleStagingAfterS?: number;
+}
+
+/** Default age after which a staging folder counts as a crashed write. */
+export const DEFAULT_STALE_STAGING_S = 3600;
+
+/** What `latest` names and whether that is usable. */
+export interface ScanLatest extends LatestPointer {
+  /** Why `latest` is a problem, or null when it names a valid checkpoint (or is absent with nothing committed). */
+  problem: string | null;
+}
+
+/** The result of a scan; also the `--json` document of `ckptkit scan`. */
+export interface ScanResult {
+  /** The root's real path. */
+  root: string;
+  /** True when every checkpoint is valid and nothing else is wrong. */
+  ok: boolean;
+  /** The depth validated at. */
+  depth: ValidationDepth;
+  /** One result per checkpoint, newest first. */
+  checkpoints: ValidationResult[];
+  /** The `latest` pointer. */
+  latest: ScanLatest;
+  /** Staging folders: writes in progress or crashed, each marked stale or not. */
+  staging: (RootStaging & { stale: boolean })[];
+  /** Entries that are not part of the layout. */
+  strays: RootStray[];
+  /** Totals. */
+  summary: {
+    checkpoints: number;
+    valid: number;
+    invalid: number;
+    gone: number;
+    staging: number;
+    stale_staging: number;
+    strays: number;
+    bytes_checked: number;
+    duration_s: number;
+  };
+}
+
+/**
+ * Scans a root: lists it, validates every checkpoint newest first (two at a
+ * time, files in parallel within each), and checks `latest`. A checkpoint
+ * removed while the scan runs is counted as gone, not as corrupt.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { scanRoot } from "./scan.ts";
+ * const root = await Deno.makeTempDir();
+ * const result = await scanRoot(root, { depth: "fast" });
+ * console.assert(result.ok && result.summary.checkpoints === 0);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function scanRoot(
+  root: string,
+  options: ScanOptions = {},
+): Promise<ScanResult> {
+  const started = performance.now();
+  const staleAfter = options.staleStagingAfterS ?? DEFAULT_STALE_STAGING_S;
+  const listing = await listRoot(root);
+  const validated = await mapConcurrent(
+    listing.checkpoints,
+    2,
+    async (checkpoint) => {
+      try {
+        return await validateCheckpoint(checkpoint.path, options);
+      } catch (err) {
+        if (
+          err instanceof CkptkitError && err.reason === "not_found"
+        ) return undefined;
+        throw err;
+      }
+    },
+  );
+  const checkpoints = validated.filter((r): r is ValidationResult =>
+    r !== undefined
+  );
+  const pointer = await readLatest(listing.root);
+  const latest: ScanLatest = {
+    ...pointer,
+    problem: latestProblem(pointer, checkpoints),
+  };
+  const valid = checkpoints.filter((c) => c.ok).length;
+  const result: ScanResult = {
+    root: listing.root,
+    ok: false,
+    depth: options.depth ?? "full",
+    checkpoints,
+    latest,
+    staging: listing.staging.map((s) => ({
+      ...s,
+      stale: s.age_s > staleAfter,
+    })),
+    strays: listing.strays,
+    summary: {
+      checkpoints: checkpoints.length,
+      valid,
+      invalid: checkpoints.length - valid,
+      gone: validated.length - checkpoints.length,
+      staging: listing.staging.length,
+      stale_staging: listing.staging.filter((s) => s.age_s > staleAfter).length,
+      strays: listing.strays.length,
+      bytes_checked: checkpoints.reduce((sum, c) => sum + c.bytes_checked, 0),
+      duration_s: Math.round((performance.now() - started) * 1e3) / 1e6,
+    },
+  };
+  result.ok = result.summary.invalid === 0 && latest.problem === null &&
+    result.summary.stale_staging === 0;
+  return result;
+}
+
+function latestProblem(
+  pointer: LatestPointer,
+  checkpoints: ValidationResult[],
+): string | null {
+  if (pointer.state === "missing") {
+    return checkpoints.length === 0
+      ? null
+      : "latest is missing although checkpoints exist";
+  }
+  if (pointer.state === "invalid") {
+    return pointer.detail ?? "latest is unreadable";
+  }
+  const named = checkpoints.find((c) => c.path.endsWith(`/${pointer.name}`));
+  if (!named) return `latest names ${pointer.name}, which does not exist`;
+  if (!named.ok) return `latest names ${pointer.name}, which is invalid`;
+  return null;
+}

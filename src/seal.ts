@@ -1,0 +1,132 @@
+/**
+ * `seal`: writes a manifest in place for a checkpoint that already exists
+ * (adopting checkpoints written before ckptkit), atomically, without moving
+ * the checkpoint.
+ *
+ * @module
+ */
+
+import { basename } from "node:path";
+import { checkIdentity } from "./commit.ts";
+import { writeFileAtomic } from "./durable.ts";
+import { CkptkitError } from "./errors.ts";
+import { inferStep, MANIFEST_NAME } from "./layout.ts";
+import { createManifest, serializeManifest } from "./manifest.ts";
+import { exists } from "./publish.ts";
+import {
+  checkHashingOptions,
+  hashFolder,
+  type HashingOptions,
+} from "./seal_files.ts";
+import { hostName, VERSION } from "./version.ts";
+
+/** Options for {@linkcode sealCheckpoint}. */
+export interface SealOptions extends HashingOptions {
+  /** The step; inferred from names like `step-10`, `checkpoint-500`, `global_step500` when omitted. */
+  step?: number;
+  /** The training job. */
+  jobId?: string;
+  /** The run of the job. */
+  runId?: string;
+  /** Free-form metadata (JSON values). */
+  metadata?: Record<string, unknown>;
+}
+
+/** What {@linkcode sealCheckpoint} did; also the `--json` document of `ckptkit seal`. */
+export interface SealResult {
+  /** The sealed folder. */
+  path: string;
+  /** The step recorded. */
+  step: number;
+  /** Number of files. */
+  files: number;
+  /** Sum of the files' sizes. */
+  total_bytes: number;
+  /** Wall time in seconds. */
+  duration_s: number;
+  /** The manifest's self-digest. */
+  manifest_digest: string;
+}
+
+/**
+ * Hashes every file of `dir` and writes its manifest atomically (temp file,
+ * fsync, rename, fsync). Refuses with `manifest_exists` when the folder is
+ * already sealed, and `unsupported_entry` when it holds a symlink.
+ *
+ * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
+ *
+ * @example
+ * ```ts
+ * import { sealCheckpoint } from "./seal.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/checkpoint-500`);
+ * await Deno.writeTextFile(`${root}/checkpoint-500/model.safetensors`, "x");
+ * const result = await sealCheckpoint(`${root}/checkpoint-500`);
+ * console.assert(result.step === 500);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function sealCheckpoint(
+  dir: string,
+  options: SealOptions = {},
+): Promise<SealResult> {
+  const started = performance.now();
+  checkHashingOptions(options);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(dir);
+  } catch (err) {
+    throw new CkptkitError(
+      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
+      `Cannot read ${dir}: ${(err as Error).message}`,
+      { path: dir, cause: err },
+    );
+  }
+  if (!info.isDirectory) {
+    throw new CkptkitError("not_a_checkpoint", `${dir} is not a folder`, {
+      path: dir,
+    });
+  }
+  const step = options.step ?? inferStep(basename(dir));
+  if (step === undefined) {
+    throw new CkptkitError(
+      "invalid_argument",
+      `Cannot infer the step from the folder name "${
+        basename(dir)
+      }"; pass --step`,
+      { path: dir },
+    );
+  }
+  checkIdentity({ ...options, step });
+  if (await exists(`${dir}/${MANIFEST_NAME}`)) {
+    throw new CkptkitError(
+      "manifest_exists",
+      `${dir} is already sealed (${MANIFEST_NAME} exists); validate it instead`,
+      { path: dir },
+    );
+  }
+  const hashed = await hashFolder(dir, options);
+  const manifest = await createManifest({
+    job_id: options.jobId ?? null,
+    run_id: options.runId ?? null,
+    step,
+    created_at: new Date().toISOString(),
+    write_duration_s: Math.round(hashed.durationS * 1e6) / 1e6,
+    writer: { host: hostName(), ckptkit_version: VERSION },
+    hash: {
+      algorithm: options.algorithm ?? "sha256",
+      sample_bytes: options.sampleBytes ?? 65536,
+    },
+    files: hashed.files,
+    metadata: options.metadata ?? {},
+  });
+  await writeFileAtomic(`${dir}/${MANIFEST_NAME}`, serializeManifest(manifest));
+  return {
+    path: dir,
+    step,
+    files: manifest.files.length,
+    total_bytes: manifest.total_bytes,
+    duration_s: Math.round((performance.now() - started) / 1000 * 1e6) / 1e6,
+    manifest_digest: manifest.manifest_digest,
+  };
+}
