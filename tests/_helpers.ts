@@ -1,0 +1,123 @@
+/**
+ * Helpers shared by the tests: temporary roots, byte-level corruption of real
+ * files, and running the CLI as a subprocess under exactly the permission
+ * flags the compiled binary gets.
+ */
+
+import denoJson from "../deno.json" with { type: "json" };
+
+const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Absolute path of the repository. */
+export const REPO = repo;
+/** The shared fixtures written by other tools (read-only). */
+export const FIXTURES =
+  new URL("../../shared/fixtures", import.meta.url).pathname;
+
+/** The permission flags of the `ckptkit` task, which the compile tasks also grant. */
+export function ckptkitFlags(): string[] {
+  const task = denoJson.tasks.ckptkit;
+  const match = /^deno run (.*) cli\.ts$/.exec(task);
+  if (!match) throw new Error(`unexpected ckptkit task: ${task}`);
+  return match[1].split(/\s+/);
+}
+
+/** A temporary folder removed when disposed (`await using tmp = await tempDir()`). */
+export interface TempDir extends AsyncDisposable {
+  /** Its real path. */
+  path: string;
+}
+
+/** A fresh temporary folder (real path), removed when disposed. */
+export async function tempDir(prefix = "ckptkit-test-"): Promise<TempDir> {
+  const path = await Deno.realPath(await Deno.makeTempDir({ prefix }));
+  return {
+    path,
+    [Symbol.asyncDispose]: () =>
+      Deno.remove(path, { recursive: true }).catch(() => {}),
+  };
+}
+
+/** Flips one bit of the byte at `offset` (negative: from the end). */
+export async function flipByte(path: string, offset = 0): Promise<void> {
+  const bytes = await Deno.readFile(path);
+  const at = offset < 0 ? bytes.length + offset : offset;
+  bytes[at] ^= 0x01;
+  await Deno.writeFile(path, bytes);
+}
+
+/** Cuts a file to `size` bytes. */
+export async function truncateFile(path: string, size: number): Promise<void> {
+  await Deno.truncate(path, size);
+}
+
+/** What a CLI run printed and returned. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The JSON log lines on stderr, parsed. */
+  logs: Record<string, unknown>[];
+}
+
+/** Options for {@linkcode runCli}. */
+export interface RunCliOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Remove CKPTKIT_* variables inherited from the test environment (default true). */
+  cleanEnv?: boolean;
+}
+
+/**
+ * Runs `deno run <ckptkit task flags> cli.ts …args` and collects its output.
+ */
+export async function runCli(
+  args: string[],
+  options: RunCliOptions = {},
+): Promise<CliRun> {
+  const output = await cliCommand(args, options).output();
+  return decode(output);
+}
+
+/** The CLI as a `Deno.Command`, for tests that spawn and signal it. */
+export function cliCommand(
+  args: string[],
+  options: RunCliOptions = {},
+): Deno.Command {
+  const env: Record<string, string> = { NO_COLOR: "1", ...options.env };
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...ckptkitFlags(), `${repo}/cli.ts`, ...args],
+    cwd: options.cwd ?? repo,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  });
+}
+
+/** Decodes a finished subprocess's output. */
+export function decode(output: Deno.CommandOutput): CliRun {
+  const stdout = new TextDecoder().decode(output.stdout);
+  const stderr = new TextDecoder().decode(output.stderr);
+  const logs = stderr.split("\n").filter((line) => line.startsWith("{")).map((
+    line,
+  ) => JSON.parse(line));
+  return { code: output.code, stdout, stderr, logs };
+}
+
+/** Lists a folder's entry names, sorted. */
+export async function names(dir: string): Promise<string[]> {
+  return (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+}
+
+/** Copies a folder tree (files and folders only). */
+export async function copyTree(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { recursive: true });
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isDirectory) {
+      await copyTree(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    } else if (entry.isFile) {
+      await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    }
+  }
+}
