@@ -30,10 +30,16 @@ export const ERROR_REASONS = [
  */
 export type ErrorReason = typeof ERROR_REASONS[number];
 
-/** Reasons that mean the caller asked for something wrong (exit code 2). */
+/**
+ * Reasons that mean the caller asked for something wrong (exit code 2): a
+ * bad flag or config, or a path argument that does not exist or is not a
+ * folder.
+ */
 export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
   "invalid_argument",
   "config_invalid",
+  "not_found",
+  "not_a_checkpoint",
 ]);
 
 /** Options for {@linkcode CkptkitError}. */

@@ -158,6 +158,13 @@ export async function hashFolder(
           samples: digest.samples,
         };
       } catch (err) {
+        if (err instanceof Deno.errors.NotFound) {
+          throw new CkptkitError(
+            "file_changed",
+            `${path} disappeared while it was hashed`,
+            { path, cause: err },
+          );
+        }
         throw asCkptkitError(err, `Hashing ${path}`, path);
       }
     },
