@@ -15,8 +15,14 @@ import {
   parseCheckpointName,
   STATE_DIR,
 } from "./layout.ts";
-import { createManifest } from "./manifest.ts";
-import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
+import { createManifest, type Manifest } from "./manifest.ts";
+import {
+  exists,
+  type FaultHook,
+  publishCheckpoint,
+  type PublishOutcome,
+} from "./publish.ts";
+import { recordCommit } from "./record.ts";
 import {
   checkHashingOptions,
   hashFolder,
@@ -68,6 +74,8 @@ export interface CommitResult {
   manifest_digest: string;
   /** Whether `latest` now names this checkpoint. */
   latest_updated: boolean;
+  /** Why the root's state (known-good, counters) was not updated, or null. */
+  state_error: string | null;
 }
 
 /**
@@ -136,18 +144,31 @@ export async function commitCheckpoint(
     lockTimeoutMs: options.lockTimeoutMs,
     faultHook: options.faultHook,
   });
-  return {
+  return await finishCommit(root, manifest, outcome, started);
+}
+
+/** Builds the result of a published commit and records it in the root's state. */
+export async function finishCommit(
+  root: string,
+  manifest: Manifest,
+  outcome: PublishOutcome,
+  startedMs: number,
+): Promise<CommitResult> {
+  const result: CommitResult = {
     path: outcome.path,
-    name,
-    step: options.step,
+    name: checkpointName(manifest.step),
+    step: manifest.step,
     job_id: manifest.job_id,
     run_id: manifest.run_id,
     files: manifest.files.length,
     total_bytes: manifest.total_bytes,
-    duration_s: round((performance.now() - started) / 1000),
+    duration_s: round((performance.now() - startedMs) / 1000),
     manifest_digest: manifest.manifest_digest,
     latest_updated: outcome.latestUpdated,
+    state_error: null,
   };
+  result.state_error = await recordCommit(root, result);
+  return result;
 }
 
 /** Checks step, job and run before any work. */

@@ -22,6 +22,7 @@ import {
   checkIdentity,
   type CheckpointIdentity,
   type CommitResult,
+  finishCommit,
   prepareRoot,
 } from "./commit.ts";
 import { hostName, VERSION } from "./version.ts";
@@ -199,19 +200,7 @@ export class CheckpointWriter {
         faultHook: this.#options.faultHook,
       });
       this.#state = "committed";
-      return {
-        path: outcome.path,
-        name: checkpointName(step),
-        step,
-        job_id: manifest.job_id,
-        run_id: manifest.run_id,
-        files: manifest.files.length,
-        total_bytes: manifest.total_bytes,
-        duration_s:
-          Math.round((performance.now() - this.#started) / 1000 * 1e6) / 1e6,
-        manifest_digest: manifest.manifest_digest,
-        latest_updated: outcome.latestUpdated,
-      };
+      return await finishCommit(this.#root, manifest, outcome, this.#started);
     } catch (err) {
       this.#state = "open";
       throw err;

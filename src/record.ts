@@ -1,0 +1,143 @@
+/**
+ * Recording results into the root's state: a full validation or a commit
+ * makes a checkpoint known-good; a failed validation forgets it and counts
+ * its problems by reason.
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import type { CommitResult } from "./commit.ts";
+import { fingerprintCheckpoint } from "./fingerprint.ts";
+import { LATEST_NAME, parseCheckpointName, STATE_DIR } from "./layout.ts";
+import { type RootState, updateState } from "./state.ts";
+import type { ValidationResult } from "./validate.ts";
+
+/** Why recording did not happen, or null when it did. */
+export type RecordOutcome = string | null;
+
+/**
+ * Records a validation result of a checkpoint `<root>/step-N`: a full, clean
+ * validation makes it known-good; any problem removes it from known-good and
+ * adds to the failure counters. Never throws: a state that cannot be written
+ * (read-only mount) is reported in the return value.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts ignore
+ * import { recordValidation } from "./record.ts";
+ * import { validateCheckpoint } from "./validate.ts";
+ * const result = await validateCheckpoint("/tmp/ckpts/step-10");
+ * await recordValidation("/tmp/ckpts", result, "validate");
+ * ```
+ */
+export async function recordValidation(
+  root: string,
+  result: ValidationResult,
+  by: string,
+): Promise<RecordOutcome> {
+  const name = basename(result.path.replace(/\/+$/, ""));
+  if (parseCheckpointName(name) === undefined) {
+    return "not a step-<n> checkpoint";
+  }
+  const fingerprint = result.ok && result.depth === "full"
+    ? await fingerprintCheckpoint(result.path)
+    : undefined;
+  return await safely(root, (state) => {
+    for (const problem of result.problems) {
+      state.validation_failures_total[problem.reason] =
+        (state.validation_failures_total[problem.reason] ?? 0) + 1;
+    }
+    if (!result.ok) {
+      delete state.known_good[name];
+    } else if (fingerprint && result.manifest_digest && result.step !== null) {
+      state.known_good[name] = {
+        step: result.step,
+        manifest_digest: result.manifest_digest,
+        fingerprint,
+        validated_at: new Date().toISOString(),
+        by,
+      };
+    }
+  });
+}
+
+/**
+ * Records a commit: bytes written, the last commit, and the new checkpoint
+ * as known-good (commit hashed every byte itself). Never throws.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ */
+export async function recordCommit(
+  root: string,
+  result: CommitResult,
+): Promise<RecordOutcome> {
+  const fingerprint = await fingerprintCheckpoint(result.path);
+  return await safely(root, (state) => {
+    state.write_bytes_total += result.total_bytes;
+    state.last_commit = {
+      name: result.name,
+      step: result.step,
+      at: new Date().toISOString(),
+      duration_s: result.duration_s,
+      job_id: result.job_id,
+      run_id: result.run_id,
+    };
+    if (fingerprint) {
+      state.known_good[result.name] = {
+        step: result.step,
+        manifest_digest: result.manifest_digest,
+        fingerprint,
+        validated_at: new Date().toISOString(),
+        by: "commit",
+      };
+    }
+  });
+}
+
+/** Forgets known-good records of checkpoints that were removed or quarantined. Never throws. */
+export async function forgetCheckpoints(
+  root: string,
+  names: readonly string[],
+): Promise<RecordOutcome> {
+  if (names.length === 0) return null;
+  return await safely(root, (state) => {
+    for (const name of names) delete state.known_good[name];
+  });
+}
+
+/**
+ * The root a checkpoint path belongs to, when its parent looks like a
+ * ckptkit root (it has `.ckptkit/` or `latest`) and its name is `step-<n>`.
+ */
+export async function rootOfCheckpoint(
+  path: string,
+): Promise<string | undefined> {
+  const trimmed = path.replace(/\/+$/, "");
+  if (parseCheckpointName(basename(trimmed)) === undefined) return undefined;
+  const parent = dirname(trimmed);
+  for (const marker of [STATE_DIR, LATEST_NAME]) {
+    try {
+      await Deno.lstat(`${parent}/${marker}`);
+      return parent;
+    } catch {
+      // not this marker
+    }
+  }
+  return undefined;
+}
+
+async function safely(
+  root: string,
+  change: (state: RootState) => void,
+): Promise<RecordOutcome> {
+  try {
+    await updateState(root, change);
+    return null;
+  } catch (err) {
+    return `cannot write ${root}/${STATE_DIR}/state.json: ${
+      (err as Error).message
+    }`;
+  }
+}
