@@ -123,13 +123,58 @@ export {
   scanRoot,
 } from "./src/scan.ts";
 export {
+  type KnownGoodCheck,
   planResume,
+  type PlanResumeInput,
   type Rejection,
+  type RepairAction,
+  RESUME_POLICIES,
   type ResumeCandidate,
   type ResumeDecision,
   resumeFromRoot,
+  type ResumeOptions,
   resumeOrder,
+  type ResumeOrderInput,
+  type ResumePolicy,
 } from "./src/resume.ts";
+export {
+  quarantineCheckpoint,
+  type QuarantineOptions,
+  type QuarantineRecord,
+  type QuarantineResult,
+} from "./src/quarantine.ts";
+export {
+  type DeletedCheckpoint,
+  type KeptCheckpoint,
+  planRetention,
+  type RetentionCheckpoint,
+  type RetentionInput,
+  type RetentionPlan,
+  type RetentionStaging,
+  type RetentionStatus,
+} from "./src/retention.ts";
+export {
+  collectGarbage,
+  type GcOptions,
+  type GcResult,
+  TRASH_DIR,
+} from "./src/gc.ts";
+export {
+  emptyState,
+  type KnownGood,
+  readState,
+  type RootState,
+  statePath,
+  updateState,
+} from "./src/state.ts";
+export {
+  forgetCheckpoints,
+  recordCommit,
+  type RecordOutcome,
+  recordValidation,
+  rootOfCheckpoint,
+} from "./src/record.ts";
+export { fingerprintCheckpoint } from "./src/fingerprint.ts";
 export { type Config, loadConfig, parseConfig } from "./src/config.ts";
 export {
   createJsonLogger,

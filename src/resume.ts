@@ -1,19 +1,36 @@
 /**
  * `resume`: chooses the checkpoint a restarting training job should load.
- * Planning is pure (what is on disk and what validated in, a decision out)
- * and tested without files; {@linkcode resumeFromRoot} does the validating.
+ * Planning is pure ({@linkcode resumeOrder}, {@linkcode planResume}: what is
+ * on disk and what validated in, a decision out) and tested without files;
+ * {@linkcode resumeFromRoot} validates lazily, newest first, stopping at the
+ * first valid checkpoint, and with `repair` fixes a broken `latest`.
  *
  * @module
  */
 
-import { readLatest } from "./latest.ts";
+import { fingerprintCheckpoint } from "./fingerprint.ts";
+import { readLatest, writeLatest } from "./latest.ts";
+import { MANIFEST_NAME } from "./layout.ts";
+import { acquireRootLock } from "./lock.ts";
+import type { Problem } from "./problems.ts";
+import { quarantineLocked } from "./quarantine.ts";
 import { listRoot } from "./root.ts";
+import { readState } from "./state.ts";
 import {
   validateCheckpoint,
   type ValidateOptions,
-  type ValidationResult,
+  type ValidationDepth,
 } from "./validate.ts";
-import type { Problem } from "./problems.ts";
+import { CkptkitError } from "./errors.ts";
+
+/** How `resume` chooses. */
+export type ResumePolicy = "latest-valid" | "last-known-good" | "newest-before";
+/** Every {@linkcode ResumePolicy}. */
+export const RESUME_POLICIES: readonly ResumePolicy[] = [
+  "latest-valid",
+  "last-known-good",
+  "newest-before",
+];
 
 /** A checkpoint considered for resuming. */
 export interface ResumeCandidate {
@@ -23,6 +40,8 @@ export interface ResumeCandidate {
   path: string;
   /** Step. */
   step: number;
+  /** Creation time from its manifest, when known (for `--before-time`). */
+  created_at?: string | null;
 }
 
 /** A candidate that was not chosen, and why. */
@@ -31,52 +50,126 @@ export interface Rejection {
   name: string;
   /** Step. */
   step: number;
-  /** Stable reasons of its problems (or `gone`). */
+  /** Stable reasons of its problems (or `gone` when it vanished meanwhile). */
   reasons: string[];
   /** The first problem, for humans. */
   detail: string;
 }
 
+/** Which candidates a policy allows, and in which order to try them. */
+export interface ResumeOrderInput {
+  /** Every checkpoint on disk. */
+  candidates: readonly ResumeCandidate[];
+  /** What `latest` names ("" when missing or unreadable). */
+  latest: string;
+  /** The policy (default `latest-valid`). */
+  policy?: ResumePolicy;
+  /** For `newest-before`: only steps below this. */
+  beforeStep?: number;
+  /** For `newest-before`: only checkpoints created before this. */
+  beforeTime?: Date;
+}
+
+/** An action `resume --repair` took. */
+export interface RepairAction {
+  /** `latest_rewritten` or `quarantined`. */
+  action: "latest_rewritten" | "quarantined";
+  /** The checkpoint concerned. */
+  name: string;
+  /** For `latest_rewritten`: what latest said before ("" when missing). For `quarantined`: where it went. */
+  detail: string;
+}
+
 /** The decision; also the `--json` document of `ckptkit resume`. */
 export interface ResumeDecision {
+  /** True when a checkpoint was chosen. */
+  ok: boolean;
+  /** The chosen checkpoint's path, or null. */
+  path: string | null;
   /** The chosen checkpoint, or null when there is nothing to resume from. */
   chosen: ResumeCandidate | null;
-  /** Candidates tried and rejected, in the order tried. */
-  rejected: Rejection[];
-  /** True when the chosen checkpoint is not the one `latest` names. */
-  fallback: boolean;
+  /** The policy used. */
+  policy: ResumePolicy;
+  /** The depth candidates were validated at (`none` when last-known-good was trusted). */
+  depth: ValidationDepth | "none";
   /** What `latest` named ("" when missing or unreadable). */
   latest: string;
-  /** The policy used. */
-  policy: "latest-valid";
+  /** True when the chosen checkpoint is not the first choice of the policy. */
+  fallback: boolean;
+  /** Why a fallback happened, or null. */
+  fallback_reason: string | null;
+  /** Candidates tried and rejected, in the order tried. */
+  rejected: Rejection[];
+  /** Candidates the policy left out (newest-before), by name. */
+  excluded: string[];
+  /** What `--repair` did. */
+  actions: RepairAction[];
 }
 
 /**
- * The order in which candidates are tried under `latest-valid`: the one
- * `latest` names first, then every other from the highest step down.
+ * The candidates a policy allows, in the order to try them: under
+ * `latest-valid` and `last-known-good` the one `latest` names first, then the
+ * rest from the highest step down; under `newest-before` only those before
+ * the cut-off, highest step first.
  *
  * @example
  * ```ts
  * import { resumeOrder } from "./resume.ts";
- * const order = resumeOrder(
- *   [{ name: "step-30", path: "/r/step-30", step: 30 }, { name: "step-20", path: "/r/step-20", step: 20 }],
- *   "step-20",
- * );
- * console.assert(order[0].name === "step-20");
+ * const candidates = [
+ *   { name: "step-30", path: "/r/step-30", step: 30 },
+ *   { name: "step-20", path: "/r/step-20", step: 20 },
+ * ];
+ * console.assert(resumeOrder({ candidates, latest: "step-20" }).order[0].name === "step-20");
+ * const before = resumeOrder({ candidates, latest: "step-30", policy: "newest-before", beforeStep: 30 });
+ * console.assert(before.order[0].name === "step-20" && before.excluded[0] === "step-30");
  * ```
  */
 export function resumeOrder(
-  candidates: readonly ResumeCandidate[],
-  latest: string,
-): ResumeCandidate[] {
-  const sorted = [...candidates].sort((a, b) => b.step - a.step);
-  const named = sorted.find((c) => c.name === latest);
-  return named ? [named, ...sorted.filter((c) => c !== named)] : sorted;
+  input: ResumeOrderInput,
+): { order: ResumeCandidate[]; excluded: string[] } {
+  const sorted = [...input.candidates].sort((a, b) => b.step - a.step);
+  if ((input.policy ?? "latest-valid") === "newest-before") {
+    const allowed = (c: ResumeCandidate) =>
+      (input.beforeStep === undefined || c.step < input.beforeStep) &&
+      (input.beforeTime === undefined ||
+        (c.created_at != null &&
+          Date.parse(c.created_at) < input.beforeTime.getTime()));
+    return {
+      order: sorted.filter(allowed),
+      excluded: sorted.filter((c) => !allowed(c)).map((c) => c.name),
+    };
+  }
+  const named = sorted.find((c) => c.name === input.latest);
+  return {
+    order: named ? [named, ...sorted.filter((c) => c !== named)] : sorted,
+    excluded: [],
+  };
+}
+
+/** What the acting side learned about the last-known-good record. */
+export interface KnownGoodCheck {
+  /** The recorded checkpoint, or null when there is no record. */
+  name: string | null;
+  /** Whether it still matches the record (exists, same fingerprint and manifest digest). */
+  usable: boolean;
+  /** Why it is not usable. */
+  detail: string;
+}
+
+/** Inputs of {@linkcode planResume}. */
+export interface PlanResumeInput extends ResumeOrderInput {
+  /** Validation problems by candidate name (`[]` = valid, `gone` = vanished); candidates without an entry were not validated. */
+  validations: ReadonlyMap<string, readonly Problem[] | "gone">;
+  /** For `last-known-good`: the record check. */
+  knownGood?: KnownGoodCheck;
+  /** The depth validations were made at. */
+  depth?: ValidationDepth;
 }
 
 /**
- * Plans a resume from candidates and their validation results (pure): the
- * first candidate in {@linkcode resumeOrder} whose result is ok.
+ * Plans a resume from what is on disk and what validated (pure). Under
+ * `last-known-good` a usable record is chosen without validation; otherwise
+ * the first candidate in {@linkcode resumeOrder} whose validation is clean.
  *
  * @example
  * ```ts
@@ -85,21 +178,56 @@ export function resumeOrder(
  *   { name: "step-20", path: "/r/step-20", step: 20 },
  *   { name: "step-10", path: "/r/step-10", step: 10 },
  * ];
- * const decision = planResume(candidates, "step-20", new Map([
- *   ["step-20", [{ reason: "hash_mismatch", path: "a.bin", detail: "…" }]],
- *   ["step-10", []],
- * ]));
+ * const decision = planResume({
+ *   candidates,
+ *   latest: "step-20",
+ *   validations: new Map([
+ *     ["step-20", [{ reason: "hash_mismatch", path: "a.bin", detail: "…" }]],
+ *     ["step-10", []],
+ *   ]),
+ * });
  * console.assert(decision.chosen?.name === "step-10" && decision.fallback);
  * ```
  */
-export function planResume(
-  candidates: readonly ResumeCandidate[],
-  latest: string,
-  problems: ReadonlyMap<string, readonly Problem[] | "gone">,
-): ResumeDecision {
+export function planResume(input: PlanResumeInput): ResumeDecision {
+  const policy = input.policy ?? "latest-valid";
+  const { order, excluded } = resumeOrder(input);
+  const base = {
+    policy,
+    depth: input.depth ?? "full",
+    latest: input.latest,
+    excluded,
+    actions: [],
+  } as const;
+  if (
+    policy === "last-known-good" && input.knownGood?.usable &&
+    input.knownGood.name
+  ) {
+    const chosen = input.candidates.find((c) =>
+      c.name === input.knownGood!.name
+    );
+    if (chosen) {
+      return {
+        ...base,
+        depth: "none",
+        ok: true,
+        path: chosen.path,
+        chosen,
+        fallback: false,
+        fallback_reason: null,
+        rejected: [],
+        actions: [],
+      };
+    }
+  }
+  const knownGoodMiss = policy === "last-known-good"
+    ? `no usable last-known-good record (${
+      input.knownGood?.detail ?? "none recorded"
+    }); fell back to latest-valid`
+    : null;
   const rejected: Rejection[] = [];
-  for (const candidate of resumeOrder(candidates, latest)) {
-    const found = problems.get(candidate.name);
+  for (const candidate of order) {
+    const found = input.validations.get(candidate.name);
     if (found === undefined) break;
     if (found === "gone") {
       rejected.push({
@@ -111,12 +239,22 @@ export function planResume(
       continue;
     }
     if (found.length === 0) {
+      const firstChoice = policy === "newest-before"
+        ? order[0]?.name
+        : input.latest;
+      const fallback = knownGoodMiss !== null || candidate.name !== firstChoice;
       return {
+        ...base,
+        actions: [],
+        ok: true,
+        path: candidate.path,
         chosen: candidate,
+        fallback,
+        fallback_reason: knownGoodMiss ??
+          (fallback
+            ? fallbackReason(input.latest, firstChoice, rejected, policy)
+            : null),
         rejected,
-        fallback: candidate.name !== latest,
-        latest,
-        policy: "latest-valid",
       };
     }
     rejected.push({
@@ -129,48 +267,254 @@ export function planResume(
     });
   }
   return {
+    ...base,
+    actions: [],
+    ok: false,
+    path: null,
     chosen: null,
+    fallback: rejected.length > 0 || knownGoodMiss !== null,
+    fallback_reason: knownGoodMiss,
     rejected,
-    fallback: rejected.length > 0,
-    latest,
-    policy: "latest-valid",
   };
 }
 
+function fallbackReason(
+  latest: string,
+  firstChoice: string | undefined,
+  rejected: Rejection[],
+  policy: ResumePolicy,
+): string {
+  if (policy !== "newest-before" && !latest) {
+    return "latest is missing or unreadable";
+  }
+  if (policy !== "newest-before" && !rejected.some((r) => r.name === latest)) {
+    return `latest names ${latest}, which does not exist`;
+  }
+  return `${firstChoice} is invalid (${rejected[0]?.reasons.join(", ")})`;
+}
+
+/** Options for {@linkcode resumeFromRoot}. */
+export interface ResumeOptions extends ValidateOptions {
+  /** The policy (default `latest-valid`). */
+  policy?: ResumePolicy;
+  /** For `newest-before`: only steps below this. */
+  beforeStep?: number;
+  /** For `newest-before`: only checkpoints created before this. */
+  beforeTime?: Date;
+  /**
+   * When `latest` is missing, unreadable or names an invalid checkpoint:
+   * rewrite it to the chosen one and quarantine the invalid checkpoints
+   * skipped, under the root lock. Without it nothing on disk changes.
+   */
+  repair?: boolean;
+  /** Root lock wait for `repair`, in ms. */
+  lockTimeoutMs?: number;
+}
+
+/** Problems that may be transient, so repair never quarantines for them alone. */
+const TRANSIENT: ReadonlySet<string> = new Set([
+  "io_error",
+  "file_changed",
+  "gone",
+]);
+
 /**
- * Chooses the newest checkpoint of `root` that validates at the given depth,
- * starting from the one `latest` names, validating one at a time and stopping
- * at the first valid one. Changes nothing on disk.
+ * Chooses the checkpoint of `root` to resume from under a policy, validating
+ * candidates one at a time and stopping at the first valid one.
  *
- * Requires `--allow-read`.
+ * Requires `--allow-read`; with `repair` also `--allow-write` and `--allow-sys`.
  *
  * @example
  * ```ts
  * import { resumeFromRoot } from "./resume.ts";
  * const root = await Deno.makeTempDir();
- * const decision = await resumeFromRoot(root);
+ * const decision = await resumeFromRoot(root, { policy: "latest-valid" });
  * console.assert(decision.chosen === null);
  * await Deno.remove(root, { recursive: true });
  * ```
  */
 export async function resumeFromRoot(
   root: string,
-  options: ValidateOptions = {},
+  options: ResumeOptions = {},
 ): Promise<ResumeDecision> {
+  const policy = options.policy ?? "latest-valid";
+  if (!RESUME_POLICIES.includes(policy)) {
+    throw new CkptkitError(
+      "invalid_argument",
+      `Unknown resume policy "${policy}": expected one of ${
+        RESUME_POLICIES.join(", ")
+      }`,
+    );
+  }
+  if (
+    policy === "newest-before" && options.beforeStep === undefined &&
+    options.beforeTime === undefined
+  ) {
+    throw new CkptkitError(
+      "invalid_argument",
+      "The newest-before policy needs --before-step or --before-time",
+    );
+  }
+  if (
+    policy !== "newest-before" &&
+    (options.beforeStep !== undefined || options.beforeTime !== undefined)
+  ) {
+    throw new CkptkitError(
+      "invalid_argument",
+      "--before-step and --before-time need --policy newest-before",
+    );
+  }
   const listing = await listRoot(root);
   const pointer = await readLatest(listing.root);
   const latest = pointer.state === "ok" ? pointer.name! : "";
-  const results = new Map<string, Problem[] | "gone">();
-  for (const candidate of resumeOrder(listing.checkpoints, latest)) {
-    let result: ValidationResult;
-    try {
-      result = await validateCheckpoint(candidate.path, options);
-    } catch {
-      results.set(candidate.name, "gone");
-      continue;
+  const candidates: ResumeCandidate[] = await Promise.all(
+    listing.checkpoints.map(async (c) => ({
+      name: c.name,
+      path: c.path,
+      step: c.step,
+      created_at: options.beforeTime ? await createdAt(c.path) : undefined,
+    })),
+  );
+  const knownGood = policy === "last-known-good"
+    ? await checkKnownGood(listing.root, candidates)
+    : undefined;
+  const depth = options.depth ?? "full";
+  const validations = new Map<string, Problem[] | "gone">();
+  const plan = () =>
+    planResume({
+      ...options,
+      candidates,
+      latest,
+      policy,
+      validations,
+      knownGood,
+      depth,
+    });
+  if (!(knownGood?.usable)) {
+    for (
+      const candidate of resumeOrder({ ...options, candidates, latest, policy })
+        .order
+    ) {
+      try {
+        const result = await validateCheckpoint(candidate.path, options);
+        const vanished = !result.ok && !(await stillThere(candidate.path));
+        validations.set(candidate.name, vanished ? "gone" : result.problems);
+        if (result.ok) break;
+      } catch {
+        validations.set(candidate.name, "gone");
+      }
     }
-    results.set(candidate.name, result.problems);
-    if (result.ok) break;
   }
-  return planResume(listing.checkpoints, latest, results);
+  const decision = plan();
+  if (options.repair) {
+    decision.actions = await repair(
+      listing.root,
+      pointer.state,
+      latest,
+      decision,
+      options,
+    );
+  }
+  return decision;
+}
+
+async function repair(
+  root: string,
+  pointerState: string,
+  latest: string,
+  decision: ResumeDecision,
+  options: ResumeOptions,
+): Promise<RepairAction[]> {
+  const latestBroken = pointerState !== "ok" ||
+    decision.rejected.some((r) =>
+      r.name === latest && !r.reasons.every((x) => TRANSIENT.has(x))
+    ) ||
+    !(await stillThere(`${root}/${latest}`));
+  if (!latestBroken) return [];
+  const actions: RepairAction[] = [];
+  const lock = await acquireRootLock(root, {
+    timeoutMs: options.lockTimeoutMs,
+  });
+  try {
+    for (const rejection of decision.rejected) {
+      if (rejection.reasons.every((r) => TRANSIENT.has(r))) continue;
+      if (!(await stillThere(`${root}/${rejection.name}`))) continue;
+      const moved = await quarantineLocked(root, rejection.name, {
+        reason: `resume --repair: ${rejection.detail}`,
+      });
+      actions.push({
+        action: "quarantined",
+        name: rejection.name,
+        detail: moved.to,
+      });
+    }
+    if (decision.chosen && (await stillThere(decision.chosen.path))) {
+      const current = await readLatest(root);
+      if (current.name !== decision.chosen.name) {
+        await writeLatest(root, decision.chosen.name);
+        actions.push({
+          action: "latest_rewritten",
+          name: decision.chosen.name,
+          detail: latest,
+        });
+      }
+    }
+  } finally {
+    await lock.release();
+  }
+  return actions;
+}
+
+async function checkKnownGood(
+  root: string,
+  candidates: ResumeCandidate[],
+): Promise<KnownGoodCheck> {
+  const { state } = await readState(root);
+  const records = Object.entries(state.known_good).sort((a, b) =>
+    b[1].step - a[1].step
+  );
+  if (records.length === 0) {
+    return { name: null, usable: false, detail: "none recorded" };
+  }
+  const [name, record] = records[0];
+  if (!candidates.some((c) => c.name === name)) {
+    return { name, usable: false, detail: `${name} is gone` };
+  }
+  const path = `${root}/${name}`;
+  const fast = await validateCheckpoint(path, { depth: "fast" }).catch(() =>
+    undefined
+  );
+  if (!fast?.ok || fast.manifest_digest !== record.manifest_digest) {
+    return {
+      name,
+      usable: false,
+      detail: `${name} changed since it was validated (manifest or files)`,
+    };
+  }
+  if ((await fingerprintCheckpoint(path)) !== record.fingerprint) {
+    return {
+      name,
+      usable: false,
+      detail:
+        `${name} changed since it was validated (size or mtime of a file)`,
+    };
+  }
+  return {
+    name,
+    usable: true,
+    detail: `validated by ${record.by} at ${record.validated_at}`,
+  };
+}
+
+async function createdAt(path: string): Promise<string | null> {
+  try {
+    const raw = JSON.parse(await Deno.readTextFile(`${path}/${MANIFEST_NAME}`));
+    return typeof raw.created_at === "string" ? raw.created_at : null;
+  } catch {
+    return null;
+  }
+}
+
+async function stillThere(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
 }

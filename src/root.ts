@@ -8,6 +8,7 @@
  */
 
 import { CkptkitError } from "./errors.ts";
+import { listTree } from "./tree.ts";
 import {
   CORRUPT_DIR,
   inferStep,
@@ -36,7 +37,7 @@ export interface RootStaging {
   name: string;
   /** Absolute path. */
   path: string;
-  /** Seconds since it was last modified. */
+  /** Seconds since anything in it was last modified. */
   age_s: number;
 }
 
@@ -142,6 +143,22 @@ export async function listRoot(root: string): Promise<RootListing> {
   listing.staging.sort((a, b) => (a.name < b.name ? -1 : 1));
   listing.strays.sort((a, b) => (a.name < b.name ? -1 : 1));
   return listing;
+}
+
+/**
+ * The newest mtime inside a staging folder: a writer appending to one big
+ * file for hours does not touch the folder's own mtime, only the file's.
+ */
+async function newestMtime(
+  path: string,
+  folderMtimeMs: number,
+): Promise<number> {
+  const tree = await listTree(path);
+  let newest = folderMtimeMs;
+  for (const file of tree.files.values()) {
+    newest = Math.max(newest, file.mtimeMs);
+  }
+  return newest;
 }
 
 async function describeStray(

@@ -11,6 +11,9 @@
 import { mapConcurrent } from "./concurrency.ts";
 import { CkptkitError } from "./errors.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
+import { acquireRootLock } from "./lock.ts";
+import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
+import { recordValidation } from "./record.ts";
 import { listRoot, type RootStaging, type RootStray } from "./root.ts";
 import {
   validateCheckpoint,
@@ -21,6 +24,12 @@ import {
 
 /** Options for {@linkcode scanRoot}. */
 export interface ScanOptions extends ValidateOptions {
+  /** Move every checkpoint with integrity problems into `corrupt/` (takes the root lock). */
+  quarantine?: boolean;
+  /** Root lock wait for `quarantine`, in ms. */
+  lockTimeoutMs?: number;
+  /** Record results in the root's state (known-good, failure counters); default true. */
+  record?: boolean;
   /** Staging folders untouched for longer than this are stale (crashed writes), in seconds (default 3600). */
   staleStagingAfterS?: number;
 }
@@ -50,6 +59,10 @@ export interface ScanResult {
   staging: (RootStaging & { stale: boolean })[];
   /** Entries that are not part of the layout. */
   strays: RootStray[];
+  /** Checkpoints moved to `corrupt/` by `quarantine`. */
+  quarantined: QuarantineResult[];
+  /** Why the root's state could not be updated, or null. */
+  state_error: string | null;
   /** Totals. */
   summary: {
     checkpoints: number;
@@ -121,6 +134,8 @@ export async function scanRoot(
       stale: s.age_s > staleAfter,
     })),
     strays: listing.strays,
+    quarantined: [],
+    state_error: null,
     summary: {
       checkpoints: checkpoints.length,
       valid,
@@ -133,9 +148,57 @@ export async function scanRoot(
       duration_s: Math.round((performance.now() - started) * 1e3) / 1e6,
     },
   };
+  if (options.record ?? true) {
+    for (const checkpoint of checkpoints) {
+      result.state_error ??= await recordValidation(
+        listing.root,
+        checkpoint,
+        "scan",
+      );
+    }
+  }
+  if (options.quarantine) {
+    result.quarantined = await quarantineInvalid(
+      listing.root,
+      checkpoints,
+      options,
+    );
+  }
   result.ok = result.summary.invalid === 0 && latest.problem === null &&
     result.summary.stale_staging === 0;
   return result;
+}
+
+/** Problems that may be transient: never a reason to quarantine on their own. */
+const TRANSIENT: ReadonlySet<string> = new Set(["io_error", "file_changed"]);
+
+async function quarantineInvalid(
+  root: string,
+  checkpoints: ValidationResult[],
+  options: ScanOptions,
+): Promise<QuarantineResult[]> {
+  const bad = checkpoints.filter((c) =>
+    !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason))
+  );
+  if (bad.length === 0) return [];
+  const moved: QuarantineResult[] = [];
+  const lock = await acquireRootLock(root, {
+    timeoutMs: options.lockTimeoutMs,
+  });
+  try {
+    for (const checkpoint of bad) {
+      const name = checkpoint.path.slice(checkpoint.path.lastIndexOf("/") + 1);
+      if (!(await Deno.lstat(checkpoint.path).then(() => true, () => false))) {
+        continue;
+      }
+      moved.push(
+        await quarantineLocked(root, name, { problems: checkpoint.problems }),
+      );
+    }
+  } finally {
+    await lock.release();
+  }
+  return moved;
 }
 
 function latestProblem(

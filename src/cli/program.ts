@@ -16,6 +16,8 @@ import {
   type GlobalOptions,
   runCommand,
 } from "./context.ts";
+import { gcCommand } from "./gc.ts";
+import { quarantineCommand } from "./quarantine.ts";
 import { resumeCommand } from "./resume.ts";
 import { scanCommand } from "./scan.ts";
 import { sealCommand } from "./seal.ts";
@@ -73,6 +75,8 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
       validateCommand(cli),
       scanCommand(cli),
       resumeCommand(cli),
+      quarantineCommand(cli),
+      gcCommand(cli),
     ]
   ) {
     command.copyInheritedSettings(program);

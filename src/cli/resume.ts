@@ -6,18 +6,29 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
-import { resumeFromRoot } from "../resume.ts";
+import {
+  Command,
+  InvalidArgumentError,
+  Option,
+} from "@commander-js/extra-typings";
+import { RESUME_POLICIES, resumeFromRoot } from "../resume.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+} from "./options.ts";
+import { parseNonNegativeInteger } from "./parse.ts";
 
 /** Builds the `resume` command. */
 export function resumeCommand(cli: CliHandle) {
   const [fast, sampleBytes, jobs] = depthOptions();
   return new Command("resume")
     .description(
-      "print the path of the newest checkpoint that validates (starting from latest, falling back to " +
-        "older ones); exit 3 when there is none",
+      "print the path of the checkpoint to resume from (only the path); exit 3 when there is none. " +
+        "Changes nothing on disk unless --repair is given",
     )
     .argument(
       "[root]",
@@ -29,16 +40,46 @@ export function resumeCommand(cli: CliHandle) {
         "checkpoint root, when not given as the argument",
       ).env("CKPTKIT_ROOT"),
     )
+    .addOption(
+      new Option(
+        "--policy <policy>",
+        "latest-valid: newest checkpoint that validates, starting from latest; last-known-good: newest one " +
+          "recorded as validated, without re-hashing; newest-before: newest valid one before --before-step/--before-time",
+      ).choices(RESUME_POLICIES).default("latest-valid" as const),
+    )
+    .addOption(
+      new Option("--before-step <n>", "with newest-before: only steps below N")
+        .argParser(parseNonNegativeInteger),
+    )
+    .addOption(
+      new Option(
+        "--before-time <iso8601>",
+        "with newest-before: only checkpoints created before this time",
+      )
+        .argParser(parseTime),
+    )
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(
+      new Option(
+        "--repair",
+        "when latest is missing, unreadable or names an invalid checkpoint: rewrite it to the chosen one and " +
+          "quarantine the invalid ones skipped",
+      ),
+    )
+    .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
-        const decision = await resumeFromRoot(
-          root,
-          resolveDepth(opts, ctx.config),
-        );
+        const decision = await resumeFromRoot(root, {
+          ...resolveDepth(opts, ctx.config),
+          policy: opts.policy,
+          beforeStep: opts.beforeStep,
+          beforeTime: opts.beforeTime,
+          repair: opts.repair,
+          lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+        });
         for (const rejection of decision.rejected) {
           ctx.logger.log("warn", "resume_rejected", {
             step: rejection.step,
@@ -47,38 +88,61 @@ export function resumeCommand(cli: CliHandle) {
             detail: rejection.detail,
           });
         }
+        for (const action of decision.actions) {
+          ctx.logger.log(
+            "warn",
+            action.action === "quarantined"
+              ? "checkpoint_quarantined"
+              : "latest_rewritten",
+            {
+              checkpoint_path: `${root}/${action.name}`,
+              reason: "repair",
+              detail: action.action === "quarantined"
+                ? `moved to ${action.detail}`
+                : `latest was "${action.detail}"`,
+            },
+          );
+        }
         if (decision.chosen) {
           ctx.logger.log("info", "resume_selected", {
             step: decision.chosen.step,
             checkpoint_path: decision.chosen.path,
-            fallback: decision.fallback,
             policy: decision.policy,
+            fallback: decision.fallback,
+            detail: decision.fallback_reason,
           });
         } else {
           ctx.logger.log("error", "resume_nothing", {
             checkpoint_path: root,
             reason: "no_valid_checkpoint",
+            policy: decision.policy,
             rejected: decision.rejected.length,
           });
         }
         if (ctx.json) {
-          ctx.printJson({
-            ok: decision.chosen !== null,
-            path: decision.chosen?.path ?? null,
-            ...decision,
-          });
+          ctx.printJson(decision);
         } else if (decision.chosen) {
           ctx.io.stdout(decision.chosen.path + "\n");
         } else {
           ctx.io.stderr(
-            `ckptkit: nothing to resume from in ${root}: ` +
+            `ckptkit: nothing to resume from in ${root} (policy ${decision.policy}): ` +
               (decision.rejected.length
-                ? `all ${decision.rejected.length} checkpoints are invalid`
-                : "no checkpoints") +
+                ? `all ${decision.rejected.length} candidate checkpoints are invalid`
+                : "no candidate checkpoints") +
               "\n",
           );
         }
         return decision.chosen ? EXIT.ok : EXIT.nothingToResume;
       });
     });
+}
+
+function parseTime(value: string): Date {
+  const time = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(time)) {
+    throw new InvalidArgumentError(
+      "expected an ISO 8601 time such as 2026-11-29T12:00:00Z.",
+    );
+  }
+  return new Date(time);
 }

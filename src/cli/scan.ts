@@ -9,7 +9,14 @@ import { Command, Option } from "@commander-js/extra-typings";
 import { DEFAULT_STALE_STAGING_S, scanRoot } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
-import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+} from "./options.ts";
+import { formatQuarantine, logQuarantine } from "./quarantine.ts";
 import { parseSeconds } from "./parse.ts";
 import { formatValidation, logValidation } from "./validation_output.ts";
 
@@ -42,13 +49,28 @@ export function scanCommand(cli: CliHandle) {
         }h)`,
       ).argParser(parseSeconds),
     )
+    .addOption(
+      new Option(
+        "--quarantine",
+        "move every checkpoint with integrity problems into <root>/corrupt/",
+      ),
+    )
+    .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const result = await scanRoot(root, {
           ...resolveDepth(opts, ctx.config),
           staleStagingAfterS: opts.staleAfter,
+          quarantine: opts.quarantine,
+          lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
         });
+        for (const moved of result.quarantined) logQuarantine(ctx, moved);
+        if (result.state_error) {
+          ctx.logger.log("warn", "state_write_failed", {
+            detail: result.state_error,
+          });
+        }
         for (const checkpoint of result.checkpoints) {
           logValidation(ctx, checkpoint);
         }
@@ -96,6 +118,9 @@ export function scanCommand(cli: CliHandle) {
                   : "a write in progress"
               })\n`,
             );
+          }
+          for (const moved of result.quarantined) {
+            ctx.io.stdout(formatQuarantine(moved));
           }
           for (const stray of result.strays) {
             ctx.io.stdout(`hint: ${stray.name}: ${stray.detail}\n`);

@@ -6,6 +6,7 @@
  */
 
 import { Command } from "@commander-js/extra-typings";
+import { recordValidation, rootOfCheckpoint } from "../record.ts";
 import { validateCheckpoint } from "../validate.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { plural } from "./format.ts";

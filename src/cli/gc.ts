@@ -1,0 +1,133 @@
+/**
+ * `ckptkit gc [root]`: applies retention (keep-last valid, keep-every K) and
+ * removes stale staging folders, with every safety rule of
+ * `src/retention.ts`.
+ *
+ * @module
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { collectGarbage } from "../gc.ts";
+import { DEFAULT_STALE_STAGING_S } from "../scan.ts";
+import { type CliHandle, EXIT } from "./context.ts";
+import { formatBytes, plural } from "./format.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+} from "./options.ts";
+import { parseNonNegativeInteger, parseSeconds } from "./parse.ts";
+
+/** Builds the `gc` command. */
+export function gcCommand(cli: CliHandle) {
+  const [fast, sampleBytes, jobs] = depthOptions();
+  return new Command("gc")
+    .description(
+      "delete checkpoints retention does not keep (never the one latest names, the newest valid or the " +
+        "last-known-good; corrupt ones do not count toward keep-last) and stale staging folders",
+    )
+    .argument(
+      "[root]",
+      "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)",
+    )
+    .addOption(
+      new Option(
+        "--root <dir>",
+        "checkpoint root, when not given as the argument",
+      ).env("CKPTKIT_ROOT"),
+    )
+    .addOption(
+      new Option(
+        "--keep-last <n>",
+        "keep the newest N valid checkpoints (config: retention.keep_last)",
+      ).argParser(
+        parseNonNegativeInteger,
+      ),
+    )
+    .addOption(
+      new Option(
+        "--keep-every <k>",
+        "keep every checkpoint whose step is a multiple of K (config: retention.keep_every)",
+      )
+        .argParser(parseNonNegativeInteger),
+    )
+    .addOption(
+      new Option(
+        "--dry-run",
+        "print what would be deleted and why each survivor is kept; change nothing",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--stale-after <duration>",
+        `remove staging folders untouched for longer (default ${
+          DEFAULT_STALE_STAGING_S / 3600
+        }h)`,
+      ).argParser(parseSeconds),
+    )
+    .addOption(fast)
+    .addOption(sampleBytes)
+    .addOption(jobs)
+    .addOption(lockTimeoutOption())
+    .action(async (rootArg, opts) => {
+      await cli.run(async (ctx) => {
+        const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const result = await collectGarbage(root, {
+          ...resolveDepth(opts, ctx.config),
+          keepLast: opts.keepLast ?? ctx.config.retention?.keep_last,
+          keepEvery: opts.keepEvery ?? ctx.config.retention?.keep_every,
+          dryRun: opts.dryRun,
+          staleStagingAfterS: opts.staleAfter,
+          lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+        });
+        if (!result.dry_run) {
+          for (const deleted of result.delete) {
+            ctx.logger.log("info", "gc_delete", {
+              step: deleted.step,
+              checkpoint_path: `${result.root}/${deleted.name}`,
+              reason: "retention",
+              detail: deleted.why,
+            });
+          }
+          for (const staging of result.deleteStaging) {
+            ctx.logger.log("info", "gc_delete", {
+              checkpoint_path: `${result.root}/${staging.name}`,
+              reason: "stale_staging",
+              age_s: Math.round(staging.age_s),
+            });
+          }
+        }
+        if (ctx.json) {
+          ctx.printJson({ ok: true, ...result });
+          return EXIT.ok;
+        }
+        const verb = result.dry_run ? "would delete" : "deleted";
+        for (const kept of result.keep) {
+          ctx.io.stdout(`keep    ${kept.name}: ${kept.reasons.join("; ")}\n`);
+        }
+        for (const gone of result.delete) {
+          ctx.io.stdout(`${verb.padEnd(12)} ${gone.name}: ${gone.why}\n`);
+        }
+        for (const s of result.deleteStaging) {
+          ctx.io.stdout(
+            `${verb.padEnd(12)} ${s.name}: stale staging (a crashed write)\n`,
+          );
+        }
+        for (const s of result.keepStaging) {
+          ctx.io.stdout(`keep    ${s.name}: a write in progress\n`);
+        }
+        ctx.io.stdout(
+          `${result.dry_run ? "dry run: " : ""}${
+            plural(result.keep.length, "checkpoint")
+          } kept, ` +
+            `${result.delete.length + result.deleteStaging.length} ${verb}, ${
+              formatBytes(result.bytes_freed)
+            } ` +
+            `${result.dry_run ? "would be " : ""}freed\n`,
+        );
+        return EXIT.ok;
+      });
+    });
+}

@@ -1,0 +1,247 @@
+/**
+ * `gc`: applies retention to a root. Validates newest first (stopping once
+ * keep-last is satisfied), plans with {@linkcode planRetention}, then under
+ * the root lock re-reads the root, re-plans, and deletes each checkpoint by
+ * renaming it into `.ckptkit/trash/` first, so that a crash mid-delete never
+ * leaves a half-deleted checkpoint that looks valid.
+ *
+ * @module
+ */
+
+import { fsyncPath } from "./durable.ts";
+import { asCkptkitError, CkptkitError } from "./errors.ts";
+import { readLatest } from "./latest.ts";
+import { STATE_DIR } from "./layout.ts";
+import { acquireRootLock } from "./lock.ts";
+import { forgetCheckpoints } from "./record.ts";
+import {
+  planRetention,
+  type RetentionCheckpoint,
+  type RetentionPlan,
+} from "./retention.ts";
+import { listRoot } from "./root.ts";
+import { DEFAULT_STALE_STAGING_S } from "./scan.ts";
+import { readState } from "./state.ts";
+import { listTree } from "./tree.ts";
+import { validateCheckpoint, type ValidateOptions } from "./validate.ts";
+
+/** Options for {@linkcode collectGarbage}. */
+export interface GcOptions extends ValidateOptions {
+  /** Keep the newest N valid checkpoints. */
+  keepLast?: number;
+  /** Keep every checkpoint whose step is a multiple of K. */
+  keepEvery?: number;
+  /** Plan only; delete nothing and take no lock. */
+  dryRun?: boolean;
+  /** Staging folders untouched for longer are removed, in seconds (default 3600). */
+  staleStagingAfterS?: number;
+  /** Root lock wait in ms. */
+  lockTimeoutMs?: number;
+}
+
+/** What gc did; also the `--json` document of `ckptkit gc`. */
+export interface GcResult extends RetentionPlan {
+  /** The root's real path. */
+  root: string;
+  /** True when nothing was deleted on purpose. */
+  dry_run: boolean;
+  /** Bytes freed (or that would be freed). */
+  bytes_freed: number;
+  /** Leftovers of interrupted deletes removed from `.ckptkit/trash/`. */
+  trash_emptied: string[];
+  /** Wall time in seconds. */
+  duration_s: number;
+}
+
+/** Folder where deletions go first. */
+export const TRASH_DIR = `${STATE_DIR}/trash`;
+
+/**
+ * Applies retention to `root`. Throws `invalid_argument` when neither
+ * keep-last nor keep-every is given.
+ *
+ * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
+ *
+ * @example
+ * ```ts
+ * import { collectGarbage } from "./gc.ts";
+ * const root = await Deno.makeTempDir();
+ * const result = await collectGarbage(root, { keepLast: 3, dryRun: true });
+ * console.assert(result.delete.length === 0);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function collectGarbage(
+  root: string,
+  options: GcOptions,
+): Promise<GcResult> {
+  const started = performance.now();
+  const keepLast = options.keepLast ?? 0;
+  const keepEvery = options.keepEvery ?? 0;
+  if (options.keepLast === undefined && options.keepEvery === undefined) {
+    throw new CkptkitError(
+      "invalid_argument",
+      "No retention policy: pass --keep-last and/or --keep-every, or set retention in the config",
+    );
+  }
+  for (
+    const [key, value] of [["keepLast", keepLast], [
+      "keepEvery",
+      keepEvery,
+    ]] as const
+  ) {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new CkptkitError(
+        "invalid_argument",
+        `Cannot collect garbage as '${key}' must be a non-negative integer: current value is ${value}`,
+      );
+    }
+  }
+  const staleAfter = options.staleStagingAfterS ?? DEFAULT_STALE_STAGING_S;
+  const first = await listRoot(root);
+  const realRoot = first.root;
+  const statuses = new Map<string, RetentionCheckpoint>();
+  let valid = 0;
+  for (const checkpoint of first.checkpoints) {
+    if (valid >= Math.max(keepLast, 1)) break;
+    const result = await validateCheckpoint(checkpoint.path, options).catch(
+      () => undefined,
+    );
+    if (!result) continue;
+    const transient = result.problems.every((p) =>
+      p.reason === "io_error" || p.reason === "file_changed"
+    );
+    const status = result.ok ? "valid" : transient ? "unchecked" : "invalid";
+    if (status === "valid") valid++;
+    statuses.set(checkpoint.name, {
+      name: checkpoint.name,
+      step: checkpoint.step,
+      status,
+      reasons: [...new Set(result.problems.map((p) => p.reason))],
+    });
+  }
+
+  const plan = async () => {
+    const listing = await listRoot(realRoot);
+    const latest = await readLatest(realRoot);
+    const { state } = await readState(realRoot);
+    const present = new Set(listing.checkpoints.map((c) => c.name));
+    const knownGood = Object.entries(state.known_good)
+      .filter(([name]) => present.has(name))
+      .sort((a, b) => b[1].step - a[1].step)[0]?.[0] ?? null;
+    return {
+      listing,
+      plan: planRetention({
+        checkpoints: listing.checkpoints.map((c) =>
+          statuses.get(c.name) ??
+            { name: c.name, step: c.step, status: "unchecked" }
+        ),
+        latest: latest.state === "ok" ? latest.name! : null,
+        lastKnownGood: knownGood,
+        keepLast,
+        keepEvery,
+        staging: listing.staging,
+        staleStagingAfterS: staleAfter,
+      }),
+    };
+  };
+
+  if (options.dryRun) {
+    const { plan: dry } = await plan();
+    const bytes = await sizeOf([
+      ...dry.delete.map((d) => `${realRoot}/${d.name}`),
+      ...dry.deleteStaging.map((s) => `${realRoot}/${s.name}`),
+    ]);
+    return {
+      root: realRoot,
+      dry_run: true,
+      ...dry,
+      bytes_freed: bytes,
+      trash_emptied: [],
+      duration_s: since(started),
+    };
+  }
+
+  const lock = await acquireRootLock(realRoot, {
+    timeoutMs: options.lockTimeoutMs,
+  });
+  try {
+    const { plan: final } = await plan();
+    const trash = `${realRoot}/${TRASH_DIR}`;
+    await Deno.mkdir(trash, { recursive: true });
+    const leftovers = (await Array.fromAsync(Deno.readDir(trash))).map((e) =>
+      e.name
+    );
+    let bytes = 0;
+    for (
+      const name of [
+        ...final.delete.map((d) => d.name),
+        ...final.deleteStaging.map((s) => s.name),
+      ]
+    ) {
+      bytes += await sizeOf([`${realRoot}/${name}`]);
+      await moveToTrash(realRoot, trash, name);
+    }
+    await emptyTrash(trash);
+    await forgetCheckpoints(realRoot, final.delete.map((d) => d.name));
+    return {
+      root: realRoot,
+      dry_run: false,
+      ...final,
+      bytes_freed: bytes,
+      trash_emptied: leftovers,
+      duration_s: since(started),
+    };
+  } finally {
+    await lock.release();
+  }
+}
+
+async function moveToTrash(
+  root: string,
+  trash: string,
+  name: string,
+): Promise<void> {
+  const target = `${trash}/${name}-${Date.now()}-${
+    crypto.randomUUID().slice(0, 8)
+  }`;
+  try {
+    await Deno.rename(`${root}/${name}`, target);
+    await fsyncPath(root);
+    await fsyncPath(trash);
+  } catch (err) {
+    throw asCkptkitError(
+      err,
+      `Moving ${root}/${name} to the trash`,
+      `${root}/${name}`,
+    );
+  }
+}
+
+async function emptyTrash(trash: string): Promise<void> {
+  for await (const entry of Deno.readDir(trash)) {
+    try {
+      await Deno.remove(`${trash}/${entry.name}`, { recursive: true });
+    } catch (err) {
+      throw asCkptkitError(
+        err,
+        `Removing ${trash}/${entry.name}`,
+        `${trash}/${entry.name}`,
+      );
+    }
+  }
+  await fsyncPath(trash);
+}
+
+async function sizeOf(paths: string[]): Promise<number> {
+  let total = 0;
+  for (const path of paths) {
+    const tree = await listTree(path).catch(() => undefined);
+    for (const file of tree?.files.values() ?? []) total += file.size;
+  }
+  return total;
+}
+
+function since(started: number): number {
+  return Math.round(performance.now() - started) / 1000;
+}
