@@ -125,10 +125,11 @@ export async function listRoot(root: string): Promise<RootListing> {
     if (!info) continue; // removed while listing
     const mtimeMs = info.mtime?.getTime() ?? 0;
     if (isStagingName(name) && entry.isDirectory) {
+      const newest = await newestMtime(path, mtimeMs);
       listing.staging.push({
         name,
         path,
-        age_s: Math.max(0, (now - mtimeMs) / 1000),
+        age_s: Math.max(0, (now - newest) / 1000),
       });
       continue;
     }

@@ -13,7 +13,7 @@ import { writeFileAtomic } from "./durable.ts";
 import { STATE_DIR } from "./layout.ts";
 
 /** The state file's format version. */
-export const STATE_VERSION = 1;
+export const STATE_VERSION: 1 = 1;
 
 /** A checkpoint recorded as validated in full (or committed). */
 export interface KnownGood {
@@ -31,8 +31,8 @@ export interface KnownGood {
 
 /** The content of `.ckptkit/state.json`. */
 export interface RootState {
-  /** Format version. */
-  version: typeof STATE_VERSION;
+  /** Format version (1). */
+  version: 1;
   /** Checkpoints validated in full, by folder name. */
   known_good: Record<string, KnownGood>;
   /** Validation problems found so far, by stable reason. */

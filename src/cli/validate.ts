@@ -32,6 +32,16 @@ export function validateCommand(cli: CliHandle) {
           resolveDepth(opts, ctx.config),
         );
         logValidation(ctx, result);
+        const root = await rootOfCheckpoint(path);
+        const stateError = root
+          ? await recordValidation(root, result, "validate")
+          : null;
+        if (stateError) {
+          ctx.logger.log("warn", "state_write_failed", {
+            checkpoint_path: path,
+            detail: stateError,
+          });
+        }
         if (ctx.json) {
           ctx.printJson(result);
         } else {
