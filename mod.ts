@@ -27,12 +27,7 @@
  */
 
 export { CkptkitError, ERROR_REASONS, type ErrorReason } from "./src/errors.ts";
-export {
-  isProblemReason,
-  type Problem,
-  PROBLEM_REASONS,
-  type ProblemReason,
-} from "./src/problems.ts";
+export { isProblemReason, type Problem, PROBLEM_REASONS, type ProblemReason } from "./src/problems.ts";
 export {
   createHasher,
   DEFAULT_SAMPLE_BYTES,
@@ -72,56 +67,21 @@ export {
 } from "./src/layout.ts";
 export { unsafePathReason } from "./src/paths.ts";
 export { type LatestPointer, readLatest, writeLatest } from "./src/latest.ts";
-export {
-  fsyncPath,
-  writeFileAtomic,
-  type WriteFileAtomicOptions,
-} from "./src/durable.ts";
-export {
-  acquireRootLock,
-  DEFAULT_LOCK_TIMEOUT_MS,
-  type LockOptions,
-  type RootLock,
-} from "./src/lock.ts";
-export {
-  type CheckpointIdentity,
-  commitCheckpoint,
-  type CommitOptions,
-  type CommitResult,
-} from "./src/commit.ts";
+export { fsyncPath, writeFileAtomic, type WriteFileAtomicOptions } from "./src/durable.ts";
+export { acquireRootLock, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions, type RootLock } from "./src/lock.ts";
+export { type CheckpointIdentity, commitCheckpoint, type CommitOptions, type CommitResult } from "./src/commit.ts";
 export type { CommitPoint, FaultHook } from "./src/publish.ts";
 export { type HashingOptions } from "./src/seal_files.ts";
-export {
-  CheckpointWriter,
-  type FileData,
-  openCheckpointWriter,
-  type WriterOptions,
-} from "./src/writer.ts";
-export {
-  sealCheckpoint,
-  type SealOptions,
-  type SealResult,
-} from "./src/seal.ts";
+export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";
+export { sealCheckpoint, type SealOptions, type SealResult } from "./src/seal.ts";
 export {
   validateCheckpoint,
   type ValidateOptions,
   type ValidationDepth,
   type ValidationResult,
 } from "./src/validate.ts";
-export {
-  listRoot,
-  type RootCheckpoint,
-  type RootListing,
-  type RootStaging,
-  type RootStray,
-} from "./src/root.ts";
-export {
-  DEFAULT_STALE_STAGING_S,
-  type ScanLatest,
-  type ScanOptions,
-  type ScanResult,
-  scanRoot,
-} from "./src/scan.ts";
+export { listRoot, type RootCheckpoint, type RootListing, type RootStaging, type RootStray } from "./src/root.ts";
+export { DEFAULT_STALE_STAGING_S, type ScanLatest, type ScanOptions, type ScanResult, scanRoot } from "./src/scan.ts";
 export {
   type KnownGoodCheck,
   planResume,
@@ -153,20 +113,8 @@ export {
   type RetentionStaging,
   type RetentionStatus,
 } from "./src/retention.ts";
-export {
-  collectGarbage,
-  type GcOptions,
-  type GcResult,
-  TRASH_DIR,
-} from "./src/gc.ts";
-export {
-  emptyState,
-  type KnownGood,
-  readState,
-  type RootState,
-  statePath,
-  updateState,
-} from "./src/state.ts";
+export { collectGarbage, type GcOptions, type GcResult, TRASH_DIR } from "./src/gc.ts";
+export { emptyState, type KnownGood, readState, type RootState, statePath, updateState } from "./src/state.ts";
 export {
   forgetCheckpoints,
   recordCommit,

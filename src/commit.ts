@@ -8,26 +8,11 @@
 
 import { basename, dirname, resolve } from "node:path";
 import { CkptkitError } from "./errors.ts";
-import {
-  checkpointName,
-  CORRUPT_DIR,
-  isValidStep,
-  parseCheckpointName,
-  STATE_DIR,
-} from "./layout.ts";
+import { checkpointName, CORRUPT_DIR, isValidStep, parseCheckpointName, STATE_DIR } from "./layout.ts";
 import { createManifest, type Manifest } from "./manifest.ts";
-import {
-  exists,
-  type FaultHook,
-  publishCheckpoint,
-  type PublishOutcome,
-} from "./publish.ts";
+import { exists, type FaultHook, publishCheckpoint, type PublishOutcome } from "./publish.ts";
 import { recordCommit } from "./record.ts";
-import {
-  checkHashingOptions,
-  hashFolder,
-  type HashingOptions,
-} from "./seal_files.ts";
+import { checkHashingOptions, hashFolder, type HashingOptions } from "./seal_files.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Who a checkpoint belongs to, recorded in its manifest. */
@@ -212,9 +197,7 @@ export async function prepareRoot(root: string): Promise<string> {
     return await Deno.realPath(root);
   } catch (err) {
     throw new CkptkitError(
-      err instanceof Deno.errors.AlreadyExists
-        ? "invalid_argument"
-        : "io_error",
+      err instanceof Deno.errors.AlreadyExists ? "invalid_argument" : "io_error",
       `Cannot use ${root} as a checkpoint root: ${(err as Error).message}`,
       { path: root, cause: err },
     );
@@ -235,9 +218,7 @@ async function checkStaging(stagingDir: string, root: string): Promise<string> {
   if (info.isSymlink || !info.isDirectory) {
     throw new CkptkitError(
       "staging_invalid",
-      `${stagingDir} is ${
-        info.isSymlink ? "a symbolic link" : "not a folder"
-      }; commit takes the folder itself`,
+      `${stagingDir} is ${info.isSymlink ? "a symbolic link" : "not a folder"}; commit takes the folder itself`,
       { path: stagingDir },
     );
   }
@@ -262,9 +243,7 @@ async function checkStaging(stagingDir: string, root: string): Promise<string> {
     throw new CkptkitError(
       "cross_device",
       `${stagingDir} is on another file system than ${root}, so it cannot be renamed into ` +
-        `place atomically; write it inside the root (e.g. ${root}/.staging-${
-          basename(staging)
-        })`,
+        `place atomically; write it inside the root (e.g. ${root}/.staging-${basename(staging)})`,
       { path: stagingDir },
     );
   }
@@ -275,9 +254,7 @@ async function checkStaging(stagingDir: string, root: string): Promise<string> {
 function relativeInside(folder: string, path: string): string | undefined {
   const base = resolve(folder);
   const target = resolve(path);
-  return target.startsWith(base + "/")
-    ? target.slice(base.length + 1)
-    : undefined;
+  return target.startsWith(base + "/") ? target.slice(base.length + 1) : undefined;
 }
 
 function round(seconds: number): number {

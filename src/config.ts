@@ -129,9 +129,7 @@ export function parseConfig(source: string, origin = "config"): Config {
     const keys = issue.keys.map((k) => (key ? `${key}.${k}` : k));
     throw new CkptkitError(
       "config_invalid",
-      `${origin}: unknown key${keys.length > 1 ? "s" : ""} ${
-        keys.map((k) => `"${k}"`).join(", ")
-      }`,
+      `${origin}: unknown key${keys.length > 1 ? "s" : ""} ${keys.map((k) => `"${k}"`).join(", ")}`,
       { path: origin },
     );
   }
@@ -141,9 +139,7 @@ export function parseConfig(source: string, origin = "config"): Config {
   );
   throw new CkptkitError(
     "config_invalid",
-    `${origin}: key "${
-      key || "(top level)"
-    }" is invalid: ${issue.message} (got ${JSON.stringify(value)})`,
+    `${origin}: key "${key || "(top level)"}" is invalid: ${issue.message} (got ${JSON.stringify(value)})`,
     { path: origin },
   );
 }

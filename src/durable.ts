@@ -55,12 +55,8 @@ export async function writeFileAtomic(
   options: WriteFileAtomicOptions = {},
 ): Promise<void> {
   const folder = dirname(path);
-  const temp = `${folder}/.${basename(path)}.tmp-${
-    crypto.randomUUID().slice(0, 8)
-  }`;
-  const bytes = typeof data === "string"
-    ? new TextEncoder().encode(data)
-    : data;
+  const temp = `${folder}/.${basename(path)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const file = await Deno.open(temp, {
     write: true,
     createNew: true,

@@ -13,12 +13,8 @@ import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest } from "./latest.ts";
 import { STATE_DIR } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
-import { forgetCheckpoints } from "./record.ts";
-import {
-  planRetention,
-  type RetentionCheckpoint,
-  type RetentionPlan,
-} from "./retention.ts";
+import { forgetCheckpoints, recordValidation } from "./record.ts";
+import { planRetention, type RetentionCheckpoint, type RetentionPlan } from "./retention.ts";
 import { listRoot } from "./root.ts";
 import { DEFAULT_STALE_STAGING_S } from "./scan.ts";
 import { readState } from "./state.ts";
@@ -108,11 +104,10 @@ export async function collectGarbage(
       () => undefined,
     );
     if (!result) continue;
-    const transient = result.problems.every((p) =>
-      p.reason === "io_error" || p.reason === "file_changed"
-    );
+    const transient = result.problems.every((p) => p.reason === "io_error" || p.reason === "file_changed");
     const status = result.ok ? "valid" : transient ? "unchecked" : "invalid";
     if (status === "valid") valid++;
+    if (!options.dryRun) await recordValidation(realRoot, result, "gc");
     statuses.set(checkpoint.name, {
       name: checkpoint.name,
       step: checkpoint.step,
@@ -126,8 +121,9 @@ export async function collectGarbage(
     const latest = await readLatest(realRoot);
     const { state } = await readState(realRoot);
     const present = new Set(listing.checkpoints.map((c) => c.name));
+    // A record is only as good as today's validation: one found invalid now is not last-known-good.
     const knownGood = Object.entries(state.known_good)
-      .filter(([name]) => present.has(name))
+      .filter(([name]) => present.has(name) && statuses.get(name)?.status !== "invalid")
       .sort((a, b) => b[1].step - a[1].step)[0]?.[0] ?? null;
     return {
       listing,
@@ -169,9 +165,7 @@ export async function collectGarbage(
     const { plan: final } = await plan();
     const trash = `${realRoot}/${TRASH_DIR}`;
     await Deno.mkdir(trash, { recursive: true });
-    const leftovers = (await Array.fromAsync(Deno.readDir(trash))).map((e) =>
-      e.name
-    );
+    const leftovers = (await Array.fromAsync(Deno.readDir(trash))).map((e) => e.name);
     let bytes = 0;
     for (
       const name of [
@@ -202,9 +196,7 @@ async function moveToTrash(
   trash: string,
   name: string,
 ): Promise<void> {
-  const target = `${trash}/${name}-${Date.now()}-${
-    crypto.randomUUID().slice(0, 8)
-  }`;
+  const target = `${trash}/${name}-${Date.now()}-${crypto.randomUUID().slice(0, 8)}`;
   try {
     await Deno.rename(`${root}/${name}`, target);
     await fsyncPath(root);

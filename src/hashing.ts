@@ -78,9 +78,7 @@ export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
   }
   throw new CkptkitError(
     "invalid_argument",
-    `Unknown hash algorithm "${algorithm}": expected one of ${
-      HASH_ALGORITHMS.join(", ")
-    }`,
+    `Unknown hash algorithm "${algorithm}": expected one of ${HASH_ALGORITHMS.join(", ")}`,
   );
 }
 

@@ -73,9 +73,7 @@ export async function readLatest(root: string): Promise<LatestPointer> {
   if (step === undefined) {
     return {
       state: "invalid",
-      detail: `latest says ${
-        JSON.stringify(name.slice(0, 200))
-      }, not a checkpoint name like "step-20"`,
+      detail: `latest says ${JSON.stringify(name.slice(0, 200))}, not a checkpoint name like "step-20"`,
     };
   }
   return { state: "ok", name, step };

@@ -8,11 +8,7 @@
 
 import canonicalize from "canonicalize";
 import { z } from "zod";
-import {
-  HASH_ALGORITHMS,
-  type HashAlgorithm,
-  type RegionDigest,
-} from "./hashing.ts";
+import { HASH_ALGORITHMS, type HashAlgorithm, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { unsafePathReason } from "./paths.ts";
 import type { Problem } from "./problems.ts";
@@ -245,9 +241,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const where = issue.path.length
-      ? formatIssuePath(issue.path)
-      : "(top level)";
+    const where = issue.path.length ? formatIssuePath(issue.path) : "(top level)";
     return corrupt(`field ${where}: ${issue.message}`);
   }
   const manifest = raw as Manifest;
@@ -257,8 +251,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
     problems.push({
       reason: "manifest_corrupt",
       path: MANIFEST_NAME,
-      detail:
-        `self-digest mismatch: manifest says ${manifest.manifest_digest}, ` +
+      detail: `self-digest mismatch: manifest says ${manifest.manifest_digest}, ` +
         `its content hashes to ${expected}`,
     });
   }
@@ -267,8 +260,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
     problems.push({
       reason: "manifest_corrupt",
       path: MANIFEST_NAME,
-      detail:
-        `total_bytes is ${manifest.total_bytes}, files add up to ${total}`,
+      detail: `total_bytes is ${manifest.total_bytes}, files add up to ${total}`,
     });
   }
   const unsafePaths = new Set<number>();
@@ -276,9 +268,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   manifest.files.forEach((file, index) => {
     const shown = typeof file.path === "string" ? file.path : String(file.path);
     const unsafe = unsafePathReason(file.path) ??
-      (file.path === MANIFEST_NAME
-        ? "path names the manifest itself"
-        : undefined) ??
+      (file.path === MANIFEST_NAME ? "path names the manifest itself" : undefined) ??
       (seen.has(file.path) ? "path is listed more than once" : undefined);
     if (unsafe) {
       unsafePaths.add(index);
@@ -291,8 +281,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
         problems.push({
           reason: "manifest_corrupt",
           path: MANIFEST_NAME,
-          detail:
-            `sampled region ${sample.offset}+${sample.length} of ${shown} ` +
+          detail: `sampled region ${sample.offset}+${sample.length} of ${shown} ` +
             `lies past its size ${file.size}`,
         });
         unsafePaths.add(index);
@@ -304,7 +293,5 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
 }
 
 function formatIssuePath(path: readonly PropertyKey[]): string {
-  return path.map((key, i) =>
-    typeof key === "number" ? `[${key}]` : `${i ? "." : ""}${String(key)}`
-  ).join("");
+  return path.map((key, i) => typeof key === "number" ? `[${key}]` : `${i ? "." : ""}${String(key)}`).join("");
 }

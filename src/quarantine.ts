@@ -140,9 +140,7 @@ export async function quarantineLocked(
   const problems = options.problems ??
     (await validateCheckpoint(from, { depth: "fast" })).problems;
   const reason = options.reason ??
-    (problems[0]
-      ? `${problems[0].reason}: ${problems[0].detail}`
-      : "quarantined by an operator");
+    (problems[0] ? `${problems[0].reason}: ${problems[0].detail}` : "quarantined by an operator");
   const corrupt = `${root}/${CORRUPT_DIR}`;
   try {
     await Deno.mkdir(corrupt);

@@ -41,13 +41,10 @@ export async function recordValidation(
   if (parseCheckpointName(name) === undefined) {
     return "not a step-<n> checkpoint";
   }
-  const fingerprint = result.ok && result.depth === "full"
-    ? await fingerprintCheckpoint(result.path)
-    : undefined;
+  const fingerprint = result.ok && result.depth === "full" ? await fingerprintCheckpoint(result.path) : undefined;
   return await safely(root, (state) => {
     for (const problem of result.problems) {
-      state.validation_failures_total[problem.reason] =
-        (state.validation_failures_total[problem.reason] ?? 0) + 1;
+      state.validation_failures_total[problem.reason] = (state.validation_failures_total[problem.reason] ?? 0) + 1;
     }
     if (!result.ok) {
       delete state.known_good[name];
@@ -136,8 +133,6 @@ async function safely(
     await updateState(root, change);
     return null;
   } catch (err) {
-    return `cannot write ${root}/${STATE_DIR}/state.json: ${
-      (err as Error).message
-    }`;
+    return `cannot write ${root}/${STATE_DIR}/state.json: ${(err as Error).message}`;
   }
 }

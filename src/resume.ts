@@ -16,11 +16,7 @@ import type { Problem } from "./problems.ts";
 import { quarantineLocked } from "./quarantine.ts";
 import { listRoot } from "./root.ts";
 import { readState } from "./state.ts";
-import {
-  validateCheckpoint,
-  type ValidateOptions,
-  type ValidationDepth,
-} from "./validate.ts";
+import { validateCheckpoint, type ValidateOptions, type ValidationDepth } from "./validate.ts";
 import { CkptkitError } from "./errors.ts";
 
 /** How `resume` chooses. */
@@ -203,9 +199,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
     policy === "last-known-good" && input.knownGood?.usable &&
     input.knownGood.name
   ) {
-    const chosen = input.candidates.find((c) =>
-      c.name === input.knownGood!.name
-    );
+    const chosen = input.candidates.find((c) => c.name === input.knownGood!.name);
     if (chosen) {
       return {
         ...base,
@@ -221,9 +215,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
     }
   }
   const knownGoodMiss = policy === "last-known-good"
-    ? `no usable last-known-good record (${
-      input.knownGood?.detail ?? "none recorded"
-    }); fell back to latest-valid`
+    ? `no usable last-known-good record (${input.knownGood?.detail ?? "none recorded"}); fell back to latest-valid`
     : null;
   const rejected: Rejection[] = [];
   for (const candidate of order) {
@@ -239,9 +231,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
       continue;
     }
     if (found.length === 0) {
-      const firstChoice = policy === "newest-before"
-        ? order[0]?.name
-        : input.latest;
+      const firstChoice = policy === "newest-before" ? order[0]?.name : input.latest;
       const fallback = knownGoodMiss !== null || candidate.name !== firstChoice;
       return {
         ...base,
@@ -251,9 +241,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
         chosen: candidate,
         fallback,
         fallback_reason: knownGoodMiss ??
-          (fallback
-            ? fallbackReason(input.latest, firstChoice, rejected, policy)
-            : null),
+          (fallback ? fallbackReason(input.latest, firstChoice, rejected, policy) : null),
         rejected,
       };
     }
@@ -261,9 +249,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
       name: candidate.name,
       step: candidate.step,
       reasons: [...new Set(found.map((p) => p.reason))],
-      detail: `${found[0].reason}: ${
-        found[0].path ? `${found[0].path}: ` : ""
-      }${found[0].detail}`,
+      detail: `${found[0].reason}: ${found[0].path ? `${found[0].path}: ` : ""}${found[0].detail}`,
     });
   }
   return {
@@ -341,9 +327,7 @@ export async function resumeFromRoot(
   if (!RESUME_POLICIES.includes(policy)) {
     throw new CkptkitError(
       "invalid_argument",
-      `Unknown resume policy "${policy}": expected one of ${
-        RESUME_POLICIES.join(", ")
-      }`,
+      `Unknown resume policy "${policy}": expected one of ${RESUME_POLICIES.join(", ")}`,
     );
   }
   if (
@@ -375,9 +359,7 @@ export async function resumeFromRoot(
       created_at: options.beforeTime ? await createdAt(c.path) : undefined,
     })),
   );
-  const knownGood = policy === "last-known-good"
-    ? await checkKnownGood(listing.root, candidates)
-    : undefined;
+  const knownGood = policy === "last-known-good" ? await checkKnownGood(listing.root, candidates) : undefined;
   const depth = options.depth ?? "full";
   const validations = new Map<string, Problem[] | "gone">();
   const plan = () =>
@@ -426,9 +408,7 @@ async function repair(
   options: ResumeOptions,
 ): Promise<RepairAction[]> {
   const latestBroken = pointerState !== "ok" ||
-    decision.rejected.some((r) =>
-      r.name === latest && !r.reasons.every((x) => TRANSIENT.has(x))
-    ) ||
+    decision.rejected.some((r) => r.name === latest && !r.reasons.every((x) => TRANSIENT.has(x))) ||
     !(await stillThere(`${root}/${latest}`));
   if (!latestBroken) return [];
   const actions: RepairAction[] = [];
@@ -470,9 +450,7 @@ async function checkKnownGood(
   candidates: ResumeCandidate[],
 ): Promise<KnownGoodCheck> {
   const { state } = await readState(root);
-  const records = Object.entries(state.known_good).sort((a, b) =>
-    b[1].step - a[1].step
-  );
+  const records = Object.entries(state.known_good).sort((a, b) => b[1].step - a[1].step);
   if (records.length === 0) {
     return { name: null, usable: false, detail: "none recorded" };
   }
@@ -481,9 +459,7 @@ async function checkKnownGood(
     return { name, usable: false, detail: `${name} is gone` };
   }
   const path = `${root}/${name}`;
-  const fast = await validateCheckpoint(path, { depth: "fast" }).catch(() =>
-    undefined
-  );
+  const fast = await validateCheckpoint(path, { depth: "fast" }).catch(() => undefined);
   if (!fast?.ok || fast.manifest_digest !== record.manifest_digest) {
     return {
       name,
@@ -495,8 +471,7 @@ async function checkKnownGood(
     return {
       name,
       usable: false,
-      detail:
-        `${name} changed since it was validated (size or mtime of a file)`,
+      detail: `${name} changed since it was validated (size or mtime of a file)`,
     };
   }
   return {

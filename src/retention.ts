@@ -162,11 +162,9 @@ export function planRetention(input: RetentionInput): RetentionPlan {
           ? `invalid (${
             (c.reasons ?? []).join(", ") || "problems found"
           }); invalid checkpoints do not count toward keep-last`
-          : c.status === "valid"
-          ? `older than the ${input.keepLast} newest valid checkpoint${
-            input.keepLast === 1 ? "" : "s"
-          }`
-          : "older than the kept checkpoints",
+          : input.keepLast > 0
+          ? `older than the ${input.keepLast} newest valid checkpoint${input.keepLast === 1 ? "" : "s"}`
+          : "older than the newest valid checkpoint",
       });
     }
   }

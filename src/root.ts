@@ -182,8 +182,7 @@ async function describeStray(
   if (/^step-/.test(name)) {
     return {
       name,
-      detail:
-        `name does not parse as step-<n> (no leading zeros or suffixes); not treated as a checkpoint`,
+      detail: `name does not parse as step-<n> (no leading zeros or suffixes); not treated as a checkpoint`,
       inferred_step: null,
     };
   }

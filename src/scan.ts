@@ -15,12 +15,7 @@ import { acquireRootLock } from "./lock.ts";
 import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
 import { recordValidation } from "./record.ts";
 import { listRoot, type RootStaging, type RootStray } from "./root.ts";
-import {
-  validateCheckpoint,
-  type ValidateOptions,
-  type ValidationDepth,
-  type ValidationResult,
-} from "./validate.ts";
+import { validateCheckpoint, type ValidateOptions, type ValidationDepth, type ValidationResult } from "./validate.ts";
 
 /** Options for {@linkcode scanRoot}. */
 export interface ScanOptions extends ValidateOptions {
@@ -114,9 +109,7 @@ export async function scanRoot(
       }
     },
   );
-  const checkpoints = validated.filter((r): r is ValidationResult =>
-    r !== undefined
-  );
+  const checkpoints = validated.filter((r): r is ValidationResult => r !== undefined);
   const pointer = await readLatest(listing.root);
   const latest: ScanLatest = {
     ...pointer,
@@ -177,9 +170,7 @@ async function quarantineInvalid(
   checkpoints: ValidationResult[],
   options: ScanOptions,
 ): Promise<QuarantineResult[]> {
-  const bad = checkpoints.filter((c) =>
-    !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason))
-  );
+  const bad = checkpoints.filter((c) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason)));
   if (bad.length === 0) return [];
   const moved: QuarantineResult[] = [];
   const lock = await acquireRootLock(root, {
@@ -206,9 +197,7 @@ function latestProblem(
   checkpoints: ValidationResult[],
 ): string | null {
   if (pointer.state === "missing") {
-    return checkpoints.length === 0
-      ? null
-      : "latest is missing although checkpoints exist";
+    return checkpoints.length === 0 ? null : "latest is missing although checkpoints exist";
   }
   if (pointer.state === "invalid") {
     return pointer.detail ?? "latest is unreadable";

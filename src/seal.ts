@@ -13,11 +13,7 @@ import { CkptkitError } from "./errors.ts";
 import { inferStep, MANIFEST_NAME } from "./layout.ts";
 import { createManifest, serializeManifest } from "./manifest.ts";
 import { exists } from "./publish.ts";
-import {
-  checkHashingOptions,
-  hashFolder,
-  type HashingOptions,
-} from "./seal_files.ts";
+import { checkHashingOptions, hashFolder, type HashingOptions } from "./seal_files.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Options for {@linkcode sealCheckpoint}. */
@@ -91,9 +87,7 @@ export async function sealCheckpoint(
   if (step === undefined) {
     throw new CkptkitError(
       "invalid_argument",
-      `Cannot infer the step from the folder name "${
-        basename(dir)
-      }"; pass --step`,
+      `Cannot infer the step from the folder name "${basename(dir)}"; pass --step`,
       { path: dir },
     );
   }

@@ -9,12 +9,7 @@
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
-import {
-  DEFAULT_SAMPLE_BYTES,
-  HASH_ALGORITHMS,
-  type HashAlgorithm,
-  hashFile,
-} from "./hashing.ts";
+import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm, hashFile } from "./hashing.ts";
 import { MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
 import type { ManifestFile } from "./manifest.ts";
 import { unsafePathReason } from "./paths.ts";
@@ -51,9 +46,7 @@ export function checkHashingOptions(options: HashingOptions): void {
   if (algorithm !== undefined && !HASH_ALGORITHMS.includes(algorithm)) {
     throw new CkptkitError(
       "invalid_argument",
-      `Cannot hash as 'algorithm' must be one of ${
-        HASH_ALGORITHMS.join(", ")
-      }: current value is ${algorithm}`,
+      `Cannot hash as 'algorithm' must be one of ${HASH_ALGORITHMS.join(", ")}: current value is ${algorithm}`,
     );
   }
   if (
@@ -89,16 +82,13 @@ export async function hashFolder(
 ): Promise<HashedFolder> {
   const started = performance.now();
   const tree = await listTree(dir, {
-    skipTopLevel: (name) =>
-      name === MANIFEST_NAME || name.startsWith(MANIFEST_TEMP_PREFIX),
+    skipTopLevel: (name) => name === MANIFEST_NAME || name.startsWith(MANIFEST_TEMP_PREFIX),
   });
   if (tree.errors.length > 0) {
     const [first] = tree.errors;
     throw new CkptkitError(
       "io_error",
-      `Cannot read ${
-        first.path ? `${dir}/${first.path}` : dir
-      }: ${first.message}`,
+      `Cannot read ${first.path ? `${dir}/${first.path}` : dir}: ${first.message}`,
       { path: dir },
     );
   }
@@ -107,9 +97,7 @@ export async function hashFolder(
     throw new CkptkitError(
       "unsupported_entry",
       `${dir}/${first.path} is ${
-        first.kind === "symlink"
-          ? `a symbolic link to ${first.target}`
-          : "not a regular file"
+        first.kind === "symlink" ? `a symbolic link to ${first.target}` : "not a regular file"
       }; checkpoints may hold only regular files and folders`,
       { path: `${dir}/${first.path}` },
     );

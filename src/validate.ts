@@ -11,12 +11,7 @@ import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { hashFile, hashRegions } from "./hashing.ts";
 import { MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
-import {
-  type Manifest,
-  type ManifestFile,
-  MAX_MANIFEST_BYTES,
-  parseManifest,
-} from "./manifest.ts";
+import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 import { listTree } from "./tree.ts";
@@ -142,9 +137,7 @@ export async function validateCheckpoint(
         ? {
           reason: "symlink",
           path: oddity.path,
-          detail: `symbolic link to ${
-            JSON.stringify(oddity.target)
-          }; links are never followed`,
+          detail: `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`,
         }
         : {
           reason: "not_regular_file",
@@ -282,9 +275,7 @@ async function readManifest(
     problems.push({
       reason: info.isSymlink ? "symlink" : "manifest_corrupt",
       path: MANIFEST_NAME,
-      detail: info.isSymlink
-        ? "the manifest is a symbolic link; not followed"
-        : "the manifest is not a regular file",
+      detail: info.isSymlink ? "the manifest is a symbolic link; not followed" : "the manifest is not a regular file",
     });
     return undefined;
   }
@@ -320,9 +311,7 @@ async function readManifest(
   }
   const parsed = await parseManifest(text);
   problems.push(...parsed.problems);
-  return parsed.manifest
-    ? { manifest: parsed.manifest, unsafePaths: parsed.unsafePaths }
-    : undefined;
+  return parsed.manifest ? { manifest: parsed.manifest, unsafePaths: parsed.unsafePaths } : undefined;
 }
 
 interface FileCheck {
@@ -353,8 +342,7 @@ async function checkWholeFile(
         problems: [{
           reason: "hash_mismatch",
           path: file.path,
-          detail:
-            `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
+          detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
         }],
       };
     }
@@ -373,8 +361,7 @@ async function checkSamples(
     return {
       bytes: 0,
       problems: [],
-      note:
-        `${file.path}: no sampled digests recorded; only its size was checked`,
+      note: `${file.path}: no sampled digests recorded; only its size was checked`,
     };
   }
   try {
@@ -389,11 +376,8 @@ async function checkSamples(
         problems.push({
           reason: "hash_mismatch",
           path: file.path,
-          detail:
-            `sampled region at offset ${region.offset} (${region.length} bytes): ` +
-            `${manifest.hash.algorithm} is ${region.digest}, manifest says ${
-              file.samples[i].digest
-            }`,
+          detail: `sampled region at offset ${region.offset} (${region.length} bytes): ` +
+            `${manifest.hash.algorithm} is ${region.digest}, manifest says ${file.samples[i].digest}`,
         });
       }
     });
@@ -435,15 +419,7 @@ function isUnder(path: string, roots: Set<string>): boolean {
 }
 
 function byPath(a: Problem, b: Problem): number {
-  return a.path < b.path
-    ? -1
-    : a.path > b.path
-    ? 1
-    : a.reason < b.reason
-    ? -1
-    : a.reason > b.reason
-    ? 1
-    : 0;
+  return a.path < b.path ? -1 : a.path > b.path ? 1 : a.reason < b.reason ? -1 : a.reason > b.reason ? 1 : 0;
 }
 
 function basename(path: string): string {

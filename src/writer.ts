@@ -7,31 +7,17 @@
  */
 
 import { CkptkitError } from "./errors.ts";
-import {
-  createHasher,
-  DEFAULT_SAMPLE_BYTES,
-  hashRegions,
-  sampleRegions,
-} from "./hashing.ts";
+import { createHasher, DEFAULT_SAMPLE_BYTES, hashRegions, sampleRegions } from "./hashing.ts";
 import { checkpointName, MANIFEST_NAME, stagingName } from "./layout.ts";
 import { createManifest, type ManifestFile } from "./manifest.ts";
 import { parentOf, unsafePathReason } from "./paths.ts";
 import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
 import { checkHashingOptions, type HashingOptions } from "./seal_files.ts";
-import {
-  checkIdentity,
-  type CheckpointIdentity,
-  type CommitResult,
-  finishCommit,
-  prepareRoot,
-} from "./commit.ts";
+import { checkIdentity, type CheckpointIdentity, type CommitResult, finishCommit, prepareRoot } from "./commit.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Options for {@linkcode openCheckpointWriter}. */
-export interface WriterOptions
-  extends
-    CheckpointIdentity,
-    Omit<HashingOptions, "concurrency" | "onProgress"> {
+export interface WriterOptions extends CheckpointIdentity, Omit<HashingOptions, "concurrency" | "onProgress"> {
   /** How long `commit()` waits for the root lock, in ms (default 60 000). */
   lockTimeoutMs?: number;
   /** Fault injection for crash tests. */
@@ -87,12 +73,8 @@ export class CheckpointWriter {
   async writeFile(path: string, data: FileData): Promise<ManifestFile> {
     this.#requireOpen();
     const unsafe = unsafePathReason(path) ??
-      (path === MANIFEST_NAME
-        ? "the manifest's name is reserved"
-        : undefined) ??
-      (this.#files.has(path) || this.#pending.has(path)
-        ? "already written"
-        : undefined);
+      (path === MANIFEST_NAME ? "the manifest's name is reserved" : undefined) ??
+      (this.#files.has(path) || this.#pending.has(path) ? "already written" : undefined);
     if (unsafe) {
       throw new CkptkitError(
         "unsafe_path",
@@ -141,9 +123,7 @@ export class CheckpointWriter {
       if (err instanceof CkptkitError) throw err;
       throw new CkptkitError(
         /os error (28|122)\b/.test(String(err)) ? "no_space" : "io_error",
-        `Writing ${path} into ${this.stagingPath} failed: ${
-          (err as Error).message
-        }`,
+        `Writing ${path} into ${this.stagingPath} failed: ${(err as Error).message}`,
         { path, cause: err },
       );
     } finally {
@@ -191,9 +171,7 @@ export class CheckpointWriter {
       const outcome = await publishCheckpoint({
         root: this.#root,
         stagingDir: this.stagingPath,
-        stagingDirs: [...this.#dirs].sort((a, b) =>
-          a.split("/").length - b.split("/").length
-        ),
+        stagingDirs: [...this.#dirs].sort((a, b) => a.split("/").length - b.split("/").length),
         name: checkpointName(step),
         manifest,
         lockTimeoutMs: this.#options.lockTimeoutMs,

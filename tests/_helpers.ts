@@ -11,8 +11,7 @@ const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 /** Absolute path of the repository. */
 export const REPO = repo;
 /** The shared fixtures written by other tools (read-only). */
-export const FIXTURES =
-  new URL("../../shared/fixtures", import.meta.url).pathname;
+export const FIXTURES = new URL("../../shared/fixtures", import.meta.url).pathname;
 
 /** The permission flags of the `ckptkit` task, which the compile tasks also grant. */
 export function ckptkitFlags(): string[] {
@@ -33,8 +32,7 @@ export async function tempDir(prefix = "ckptkit-test-"): Promise<TempDir> {
   const path = await Deno.realPath(await Deno.makeTempDir({ prefix }));
   return {
     path,
-    [Symbol.asyncDispose]: () =>
-      Deno.remove(path, { recursive: true }).catch(() => {}),
+    [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
   };
 }
 
@@ -120,4 +118,41 @@ export async function copyTree(from: string, to: string): Promise<void> {
       await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
     }
   }
+}
+
+/** Commits a small checkpoint of `step` into `root` with the library writer. */
+export async function writeStep(
+  root: string,
+  step: number,
+  files = 2,
+): Promise<string> {
+  const { openCheckpointWriter } = await import("../src/writer.ts");
+  const writer = await openCheckpointWriter(root, {
+    step,
+    jobId: "job",
+    runId: "run",
+    sampleBytes: 1024,
+  });
+  for (let i = 0; i < files; i++) {
+    await writer.writeFile(
+      `shard-${i}.bin`,
+      new Uint8Array(4096).map((_, j) => (j * (step + i + 1)) & 0xff),
+    );
+  }
+  return (await writer.commit()).path;
+}
+
+/** Every path under `dir` with its size and mtime, to prove nothing changed. */
+export async function snapshot(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string) => {
+    for await (const entry of Deno.readDir(rel ? `${dir}/${rel}` : dir)) {
+      const path = rel ? `${rel}/${entry.name}` : entry.name;
+      const info = await Deno.lstat(`${dir}/${path}`);
+      out.push(`${path} ${info.size} ${info.mtime?.getTime()}`);
+      if (entry.isDirectory) await walk(path);
+    }
+  };
+  await walk("");
+  return out.sort();
 }

@@ -6,14 +6,7 @@ import { parseManifest } from "../src/manifest.ts";
 import { sealCheckpoint } from "../src/seal.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 import { openCheckpointWriter } from "../src/writer.ts";
-import {
-  cliCommand,
-  decode,
-  FIXTURES,
-  names,
-  runCli,
-  tempDir,
-} from "./_helpers.ts";
+import { cliCommand, decode, FIXTURES, names, runCli, tempDir } from "./_helpers.ts";
 
 async function stageFixtures(dir: string): Promise<void> {
   await Deno.mkdir(`${dir}/shards`, { recursive: true });
@@ -347,9 +340,7 @@ Deno.test("the writer hashes while writing (bytes, strings, streams) and commits
   const manifest = (await parseManifest(
     await Deno.readTextFile(`${root}/step-7/${MANIFEST_NAME}`),
   )).manifest!;
-  const voices = manifest.files.find((f) =>
-    f.path === "weights/voices.safetensors"
-  )!;
+  const voices = manifest.files.find((f) => f.path === "weights/voices.safetensors")!;
   assert.equal(
     voices.digest,
     "a00ce33c297681eaa7b382cade3813e150807473c9b4a3710a3ce4343b823463",

@@ -1,11 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  createHasher,
-  hashFile,
-  hashRegions,
-  MAX_SAMPLE_REGIONS,
-  sampleRegions,
-} from "../src/hashing.ts";
+import { createHasher, hashFile, hashRegions, MAX_SAMPLE_REGIONS, sampleRegions } from "../src/hashing.ts";
 import { FIXTURES, tempDir } from "./_helpers.ts";
 
 Deno.test("hashFile matches the sha256 published for a real fixture", async () => {
@@ -21,9 +15,7 @@ Deno.test("hashFile matches the sha256 published for a real fixture", async () =
 Deno.test("hashFile matches sha256sum on a multi-chunk file", async () => {
   await using tmp = await tempDir();
   const dir = tmp.path;
-  const data = new Uint8Array(5 * 1024 * 1024 + 123).map((_, i) =>
-    (i * 31) & 0xff
-  );
+  const data = new Uint8Array(5 * 1024 * 1024 + 123).map((_, i) => (i * 31) & 0xff);
   await Deno.writeFile(`${dir}/big.bin`, data);
   const out = await new Deno.Command("sha256sum", { args: [`${dir}/big.bin`] })
     .output();
@@ -54,9 +46,7 @@ Deno.test("sampleRegions covers head and tail, stays inside the file, and is bou
 Deno.test("the one-pass sampled digests equal digests of the regions read alone", async () => {
   await using tmp = await tempDir();
   const dir = tmp.path;
-  const data = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) =>
-    (i * 7 + 3) & 0xff
-  );
+  const data = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7 + 3) & 0xff);
   await Deno.writeFile(`${dir}/f.bin`, data);
   for (const algorithm of ["sha256", "xxh128"] as const) {
     const whole = await hashFile(`${dir}/f.bin`, {

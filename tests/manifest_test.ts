@@ -1,11 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  createManifest,
-  type Manifest,
-  manifestDigest,
-  parseManifest,
-  serializeManifest,
-} from "../src/manifest.ts";
+import { createManifest, type Manifest, manifestDigest, parseManifest, serializeManifest } from "../src/manifest.ts";
 import { unsafePathReason } from "../src/paths.ts";
 
 async function sampleManifest(): Promise<Manifest> {

@@ -152,9 +152,7 @@ Deno.test("a damaged manifest is manifest_corrupt and nothing in it is trusted",
   const result = await validateCheckpoint(path);
   assert.ok(result.problems.length > 0);
   assert.ok(
-    result.problems.every((p) =>
-      p.reason === "manifest_corrupt" && p.path === MANIFEST_NAME
-    ),
+    result.problems.every((p) => p.reason === "manifest_corrupt" && p.path === MANIFEST_NAME),
   );
   assert.ok(result.problems.some((p) => /self-digest mismatch/.test(p.detail)));
   assert.equal(result.bytes_checked, 0);

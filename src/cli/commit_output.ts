@@ -26,12 +26,8 @@ export function reportCommit(ctx: CommandContext, result: CommitResult): void {
     return;
   }
   ctx.io.stdout(
-    `committed ${result.path} (${plural(result.files, "file")}, ${
-      formatBytes(result.total_bytes)
-    }, ` +
+    `committed ${result.path} (${plural(result.files, "file")}, ${formatBytes(result.total_bytes)}, ` +
       `${formatSeconds(result.duration_s)}); ` +
-      (result.latest_updated
-        ? `latest -> ${result.name}\n`
-        : `latest unchanged (it names a newer step)\n`),
+      (result.latest_updated ? `latest -> ${result.name}\n` : `latest unchanged (it names a newer step)\n`),
   );
 }

@@ -104,9 +104,7 @@ export async function runCommand(
         cause: err,
       },
     );
-    const code = USAGE_ERROR_REASONS.has(error.reason)
-      ? EXIT.usage
-      : EXIT.runtime;
+    const code = USAGE_ERROR_REASONS.has(error.reason) ? EXIT.usage : EXIT.runtime;
     io.stderr(`ckptkit: error: ${oneLine(error.message)} [${error.reason}]\n`);
     ctx?.logger.log("error", "error", {
       reason: error.reason,
@@ -159,9 +157,7 @@ function faultHookFromEnv(io: CliIo): FaultHook | undefined {
     if (point && !COMMIT_POINTS.includes(point as CommitPoint)) {
       throw new CkptkitError(
         "invalid_argument",
-        `Unknown commit point "${point}": expected one of ${
-          COMMIT_POINTS.join(", ")
-        }`,
+        `Unknown commit point "${point}": expected one of ${COMMIT_POINTS.join(", ")}`,
       );
     }
   }

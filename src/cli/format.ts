@@ -27,16 +27,12 @@ export function formatSeconds(seconds: number): string {
   if (seconds < 3600) {
     return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
   }
-  return `${Math.floor(seconds / 3600)} h ${
-    Math.round((seconds % 3600) / 60)
-  } min`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
 }
 
 /** One problem as an aligned line: reason, path, detail. */
 export function formatProblem(problem: Problem): string {
-  const path = problem.path
-    ? `${JSON.stringify(problem.path).slice(1, -1)}: `
-    : "";
+  const path = problem.path ? `${JSON.stringify(problem.path).slice(1, -1)}: ` : "";
   return `  ${problem.reason.padEnd(20)} ${path}${problem.detail}`;
 }
 

@@ -11,13 +11,7 @@ import { collectGarbage } from "../gc.ts";
 import { DEFAULT_STALE_STAGING_S } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, plural } from "./format.ts";
-import {
-  depthOptions,
-  lockTimeoutOption,
-  resolveDepth,
-  resolveLockTimeoutMs,
-  resolveRoot,
-} from "./options.ts";
+import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
 import { parseNonNegativeInteger, parseSeconds } from "./parse.ts";
 
 /** Builds the `gc` command. */
@@ -62,9 +56,7 @@ export function gcCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--stale-after <duration>",
-        `remove staging folders untouched for longer (default ${
-          DEFAULT_STALE_STAGING_S / 3600
-        }h)`,
+        `remove staging folders untouched for longer (default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
       ).argParser(parseSeconds),
     )
     .addOption(fast)
@@ -119,12 +111,8 @@ export function gcCommand(cli: CliHandle) {
           ctx.io.stdout(`keep    ${s.name}: a write in progress\n`);
         }
         ctx.io.stdout(
-          `${result.dry_run ? "dry run: " : ""}${
-            plural(result.keep.length, "checkpoint")
-          } kept, ` +
-            `${result.delete.length + result.deleteStaging.length} ${verb}, ${
-              formatBytes(result.bytes_freed)
-            } ` +
+          `${result.dry_run ? "dry run: " : ""}${plural(result.keep.length, "checkpoint")} kept, ` +
+            `${result.delete.length + result.deleteStaging.length} ${verb}, ${formatBytes(result.bytes_freed)} ` +
             `${result.dry_run ? "would be " : ""}freed\n`,
         );
         return EXIT.ok;

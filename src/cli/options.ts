@@ -9,20 +9,10 @@
 import { type Command, Option } from "@commander-js/extra-typings";
 import type { Config } from "../config.ts";
 import { CkptkitError } from "../errors.ts";
-import {
-  DEFAULT_SAMPLE_BYTES,
-  HASH_ALGORITHMS,
-  type HashAlgorithm,
-} from "../hashing.ts";
+import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "../hashing.ts";
 import { DEFAULT_LOCK_TIMEOUT_MS } from "../lock.ts";
 import type { ValidationDepth } from "../validate.ts";
-import {
-  collectMetadata,
-  parseBytes,
-  parseNonNegativeInteger,
-  parsePositiveInteger,
-  parseSeconds,
-} from "./parse.ts";
+import { collectMetadata, parseBytes, parseNonNegativeInteger, parsePositiveInteger, parseSeconds } from "./parse.ts";
 
 /** `--root`, falling back to CKPTKIT_ROOT and the config's `root`. */
 export function rootOption(): Option<
@@ -158,11 +148,7 @@ export function resolveDepth(
   flags: { fast?: boolean; sampleBytes?: number; jobs?: number },
   config: Config,
 ): { depth: ValidationDepth; sampleBytes?: number; concurrency?: number } {
-  const depth: ValidationDepth = flags.fast
-    ? "fast"
-    : flags.sampleBytes !== undefined
-    ? "sample"
-    : "full";
+  const depth: ValidationDepth = flags.fast ? "fast" : flags.sampleBytes !== undefined ? "sample" : "full";
   return {
     depth,
     sampleBytes: flags.sampleBytes,

@@ -9,13 +9,7 @@ import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import { LOG_LEVELS } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { commitCommand } from "./commit.ts";
-import {
-  type CliHandle,
-  type CliIo,
-  EXIT,
-  type GlobalOptions,
-  runCommand,
-} from "./context.ts";
+import { type CliHandle, type CliIo, EXIT, type GlobalOptions, runCommand } from "./context.ts";
 import { gcCommand } from "./gc.ts";
 import { quarantineCommand } from "./quarantine.ts";
 import { resumeCommand } from "./resume.ts";

@@ -6,20 +6,10 @@
  * @module
  */
 
-import {
-  Command,
-  InvalidArgumentError,
-  Option,
-} from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { RESUME_POLICIES, resumeFromRoot } from "../resume.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import {
-  depthOptions,
-  lockTimeoutOption,
-  resolveDepth,
-  resolveLockTimeoutMs,
-  resolveRoot,
-} from "./options.ts";
+import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
 import { parseNonNegativeInteger } from "./parse.ts";
 
 /** Builds the `resume` command. */
@@ -91,15 +81,11 @@ export function resumeCommand(cli: CliHandle) {
         for (const action of decision.actions) {
           ctx.logger.log(
             "warn",
-            action.action === "quarantined"
-              ? "checkpoint_quarantined"
-              : "latest_rewritten",
+            action.action === "quarantined" ? "checkpoint_quarantined" : "latest_rewritten",
             {
               checkpoint_path: `${root}/${action.name}`,
               reason: "repair",
-              detail: action.action === "quarantined"
-                ? `moved to ${action.detail}`
-                : `latest was "${action.detail}"`,
+              detail: action.action === "quarantined" ? `moved to ${action.detail}` : `latest was "${action.detail}"`,
             },
           );
         }

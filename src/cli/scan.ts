@@ -9,13 +9,7 @@ import { Command, Option } from "@commander-js/extra-typings";
 import { DEFAULT_STALE_STAGING_S, scanRoot } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
-import {
-  depthOptions,
-  lockTimeoutOption,
-  resolveDepth,
-  resolveLockTimeoutMs,
-  resolveRoot,
-} from "./options.ts";
+import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
 import { formatQuarantine, logQuarantine } from "./quarantine.ts";
 import { parseSeconds } from "./parse.ts";
 import { formatValidation, logValidation } from "./validation_output.ts";
@@ -44,9 +38,7 @@ export function scanCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--stale-after <duration>",
-        `staging folders untouched for longer are crashed writes (default ${
-          DEFAULT_STALE_STAGING_S / 3600
-        }h)`,
+        `staging folders untouched for longer are crashed writes (default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
       ).argParser(parseSeconds),
     )
     .addOption(
@@ -101,21 +93,15 @@ export function scanCommand(cli: CliHandle) {
           }
           ctx.io.stdout(
             result.latest.state === "missing"
-              ? `latest: missing${
-                result.latest.problem ? ` (${result.latest.problem})` : ""
-              }\n`
+              ? `latest: missing${result.latest.problem ? ` (${result.latest.problem})` : ""}\n`
               : `latest: ${result.latest.name ?? "unreadable"}${
-                result.latest.problem
-                  ? ` (PROBLEM: ${result.latest.problem})`
-                  : " (ok)"
+                result.latest.problem ? ` (PROBLEM: ${result.latest.problem})` : " (ok)"
               }\n`,
           );
           for (const staging of result.staging) {
             ctx.io.stdout(
               `staging: ${staging.name} (${formatSeconds(staging.age_s)} old; ${
-                staging.stale
-                  ? "STALE: a crashed write, removed by gc"
-                  : "a write in progress"
+                staging.stale ? "STALE: a crashed write, removed by gc" : "a write in progress"
               })\n`,
             );
           }
@@ -127,13 +113,9 @@ export function scanCommand(cli: CliHandle) {
           }
           const s = result.summary;
           ctx.io.stdout(
-            `${
-              plural(s.checkpoints, "checkpoint")
-            }: ${s.valid} valid, ${s.invalid} invalid` +
+            `${plural(s.checkpoints, "checkpoint")}: ${s.valid} valid, ${s.invalid} invalid` +
               (s.gone ? `, ${s.gone} removed during the scan` : "") +
-              `; ${formatBytes(s.bytes_checked)} read in ${
-                formatSeconds(s.duration_s)
-              }. ` +
+              `; ${formatBytes(s.bytes_checked)} read in ${formatSeconds(s.duration_s)}. ` +
               (result.ok ? "No problems found.\n" : "PROBLEMS FOUND.\n"),
           );
         }

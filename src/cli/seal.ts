@@ -9,12 +9,7 @@ import { Command } from "@commander-js/extra-typings";
 import { sealCheckpoint } from "../seal.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
-import {
-  hashingOptions,
-  identityOptions,
-  resolveHashing,
-  stepOption,
-} from "./options.ts";
+import { hashingOptions, identityOptions, resolveHashing, stepOption } from "./options.ts";
 
 /** Builds the `seal` command. */
 export function sealCommand(cli: CliHandle) {
@@ -54,12 +49,8 @@ export function sealCommand(cli: CliHandle) {
           ctx.printJson({ ok: true, ...result });
         } else {
           ctx.io.stdout(
-            `sealed ${result.path} as step ${result.step} (${
-              plural(result.files, "file")
-            }, ` +
-              `${formatBytes(result.total_bytes)}, ${
-                formatSeconds(result.duration_s)
-              })\n`,
+            `sealed ${result.path} as step ${result.step} (${plural(result.files, "file")}, ` +
+              `${formatBytes(result.total_bytes)}, ${formatSeconds(result.duration_s)})\n`,
           );
         }
         return EXIT.ok;

@@ -33,9 +33,7 @@ export function validateCommand(cli: CliHandle) {
         );
         logValidation(ctx, result);
         const root = await rootOfCheckpoint(path);
-        const stateError = root
-          ? await recordValidation(root, result, "validate")
-          : null;
+        const stateError = root ? await recordValidation(root, result, "validate") : null;
         if (stateError) {
           ctx.logger.log("warn", "state_write_failed", {
             checkpoint_path: path,
@@ -48,9 +46,7 @@ export function validateCommand(cli: CliHandle) {
           ctx.io.stdout(formatValidation(result));
           if (!result.ok) {
             ctx.io.stdout(
-              `${
-                plural(result.problems.length, "problem")
-              } found: do not resume from this checkpoint; ` +
+              `${plural(result.problems.length, "problem")} found: do not resume from this checkpoint; ` +
                 `\`ckptkit resume <root>\` chooses the newest valid one.\n`,
             );
           }

@@ -48,18 +48,12 @@ export function logValidation(
 
 /** The text report of one validated checkpoint. */
 export function formatValidation(result: ValidationResult): string {
-  const what = `${result.depth}, ${plural(result.files_checked, "file")}, ${
-    formatBytes(result.bytes_checked)
-  } read`;
+  const what = `${result.depth}, ${plural(result.files_checked, "file")}, ${formatBytes(result.bytes_checked)} read`;
   if (result.ok) {
-    return `OK ${result.path} (${what}, ${
-      formatSeconds(result.duration_s)
-    })\n` +
+    return `OK ${result.path} (${what}, ${formatSeconds(result.duration_s)})\n` +
       result.notes.map((note) => `  note: ${note}\n`).join("");
   }
-  return `FAILED ${result.path} (${what}): ${
-    plural(result.problems.length, "problem")
-  }\n` +
+  return `FAILED ${result.path} (${what}): ${plural(result.problems.length, "problem")}\n` +
     result.problems.map((p) => formatProblem(p) + "\n").join("") +
     result.notes.map((note) => `  note: ${note}\n`).join("");
 }

@@ -73,9 +73,9 @@ export function writeCommand(cli: CliHandle) {
         try {
           const width = String(opts.files).length;
           for (let i = 0; i < opts.files; i++) {
-            const name = `shard-${
-              String(i).padStart(Math.max(5, width), "0")
-            }-of-${String(opts.files).padStart(Math.max(5, width), "0")}.bin`;
+            const name = `shard-${String(i).padStart(Math.max(5, width), "0")}-of-${
+              String(opts.files).padStart(Math.max(5, width), "0")
+            }.bin`;
             await writer.writeFile(name, syntheticData(opts.fileSize));
           }
           await writer.writeFile(

@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { readLatest } from "../src/latest.ts";
+import { quarantineCheckpoint } from "../src/quarantine.ts";
+import { readState } from "../src/state.ts";
+import { flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
+
+Deno.test("quarantine moves a checkpoint into corrupt/ with a record and moves latest back", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 10);
+  const bad = await writeStep(root, 20);
+  await Deno.truncate(`${bad}/shard-1.bin`, 1);
+  const run = await runCli(["quarantine", bad, "--json"]);
+  assert.equal(run.code, 0, run.stderr);
+  const doc = JSON.parse(run.stdout);
+  assert.equal(doc.to, `${root}/corrupt/step-20`);
+  assert.deepEqual(doc.latest_changed, { from: "step-20", to: "step-10" });
+  assert.deepEqual(await names(root), [
+    ".ckptkit",
+    "corrupt",
+    "latest",
+    "step-10",
+  ]);
+  const record = JSON.parse(
+    await Deno.readTextFile(`${root}/corrupt/step-20.quarantine.json`),
+  );
+  assert.equal(record.name, "step-20");
+  assert.equal(record.original_path, bad);
+  assert.match(record.reason, /^size_mismatch: /);
+  assert.equal(record.problems[0].path, "shard-1.bin");
+  assert.ok(record.host && record.quarantined_at && record.ckptkit_version);
+  assert.equal((await readLatest(root)).name, "step-10");
+  assert.equal(
+    (await readState(root)).state.known_good["step-20"],
+    undefined,
+    "no longer known-good",
+  );
+  assert.ok(run.logs.some((l) => l.event === "checkpoint_quarantined"));
+});
+
+Deno.test("quarantine never overwrites an earlier quarantined checkpoint of the same name", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 5);
+  for (let i = 0; i < 3; i++) {
+    const path = await writeStep(root, 30);
+    await Deno.writeTextFile(`${path}/marker`, String(i));
+    await quarantineCheckpoint(path, { reason: `attempt ${i}` });
+  }
+  assert.deepEqual(await names(`${root}/corrupt`), [
+    "step-30",
+    "step-30.1",
+    "step-30.1.quarantine.json",
+    "step-30.2",
+    "step-30.2.quarantine.json",
+    "step-30.quarantine.json",
+  ]);
+  for (
+    const [dir, i] of [["step-30", 0], ["step-30.1", 1], [
+      "step-30.2",
+      2,
+    ]] as const
+  ) {
+    assert.equal(
+      await Deno.readTextFile(`${root}/corrupt/${dir}/marker`),
+      String(i),
+    );
+    const record = JSON.parse(
+      await Deno.readTextFile(`${root}/corrupt/${dir}.quarantine.json`),
+    );
+    assert.equal(record.reason, `attempt ${i}`);
+  }
+});
+
+Deno.test("quarantine refuses paths that are not checkpoints of a root", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 10);
+  await Deno.mkdir(`${tmp.path}/elsewhere/step-3`, { recursive: true });
+  for (
+    const path of [
+      `${tmp.path}/elsewhere/step-3`,
+      root,
+      `${root}/latest`,
+      `${root}/.ckptkit`,
+      "/etc",
+    ]
+  ) {
+    const run = await runCli(["quarantine", path]);
+    assert.equal(run.code, 2, path);
+    assert.match(
+      run.stderr,
+      /not a checkpoint folder \(step-<n>\) directly inside a ckptkit root/,
+    );
+  }
+  await quarantineCheckpoint(`${root}/step-10`);
+  const inside = await runCli(["quarantine", `${root}/corrupt/step-10`]);
+  assert.equal(
+    inside.code,
+    2,
+    "an already quarantined checkpoint is not moved again",
+  );
+  const gone = await runCli(["quarantine", `${root}/step-99`]);
+  assert.notEqual(gone.code, 0);
+  assert.match(gone.stderr, /step-99/);
+});
+
+Deno.test("scan --quarantine moves every corrupt checkpoint and leaves the good ones", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 10);
+  await flipByte(`${await writeStep(root, 20)}/shard-0.bin`, 5);
+  await writeStep(root, 30);
+  const run = await runCli(["scan", root, "--quarantine", "--json"]);
+  assert.equal(run.code, 1, "the scan found a problem");
+  const doc = JSON.parse(run.stdout);
+  assert.deepEqual(doc.quarantined.map((q: { name: string }) => q.name), [
+    "step-20",
+  ]);
+  assert.deepEqual(await names(`${root}/corrupt`), [
+    "step-20",
+    "step-20.quarantine.json",
+  ]);
+  const record = JSON.parse(
+    await Deno.readTextFile(`${root}/corrupt/step-20.quarantine.json`),
+  );
+  assert.equal(record.problems[0].reason, "hash_mismatch");
+  const rescan = await runCli(["scan", root]);
+  assert.equal(rescan.code, 0, rescan.stdout);
+});
