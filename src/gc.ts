@@ -146,7 +146,7 @@ export async function collectGarbage(
     const { plan: dry } = await plan();
     const bytes = await sizeOf([
       ...dry.delete.map((d) => `${realRoot}/${d.name}`),
-      ...dry.deleteStaging.map((s) => `${realRoot}/${s.name}`),
+      ...dry.delete_staging.map((s) => `${realRoot}/${s.name}`),
     ]);
     return {
       root: realRoot,
@@ -170,7 +170,7 @@ export async function collectGarbage(
     for (
       const name of [
         ...final.delete.map((d) => d.name),
-        ...final.deleteStaging.map((s) => s.name),
+        ...final.delete_staging.map((s) => s.name),
       ]
     ) {
       bytes += await sizeOf([`${realRoot}/${name}`]);

@@ -387,7 +387,7 @@ export async function resumeFromRoot(
       }
     }
   }
-  const decision = plan();
+  const decision = ordered(plan());
   if (options.repair) {
     decision.actions = await repair(
       listing.root,
@@ -398,6 +398,23 @@ export async function resumeFromRoot(
     );
   }
   return decision;
+}
+
+/** The decision with its keys in documentation order (ok and path first). */
+function ordered(d: ResumeDecision): ResumeDecision {
+  return {
+    ok: d.ok,
+    path: d.path,
+    chosen: d.chosen,
+    policy: d.policy,
+    depth: d.depth,
+    latest: d.latest,
+    fallback: d.fallback,
+    fallback_reason: d.fallback_reason,
+    rejected: d.rejected,
+    excluded: d.excluded,
+    actions: d.actions,
+  };
 }
 
 async function repair(

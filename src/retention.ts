@@ -81,9 +81,9 @@ export interface RetentionPlan {
   /** Checkpoints to delete, newest first. */
   delete: DeletedCheckpoint[];
   /** Stale staging folders to delete. */
-  deleteStaging: RetentionStaging[];
+  delete_staging: RetentionStaging[];
   /** Staging folders kept (writes in progress). */
-  keepStaging: RetentionStaging[];
+  keep_staging: RetentionStaging[];
 }
 
 /**
@@ -147,8 +147,8 @@ export function planRetention(input: RetentionInput): RetentionPlan {
   const plan: RetentionPlan = {
     keep: [],
     delete: [],
-    deleteStaging: [],
-    keepStaging: [],
+    delete_staging: [],
+    keep_staging: [],
   };
   for (const c of sorted) {
     const r = reasons.get(c.name)!;
@@ -169,7 +169,7 @@ export function planRetention(input: RetentionInput): RetentionPlan {
     }
   }
   for (const s of input.staging) {
-    (s.age_s > input.staleStagingAfterS ? plan.deleteStaging : plan.keepStaging)
+    (s.age_s > input.staleStagingAfterS ? plan.delete_staging : plan.keep_staging)
       .push(s);
   }
   return plan;

@@ -113,7 +113,7 @@ Deno.test("gc removes stale staging, never a write in progress, and empties tras
   });
   await Deno.writeTextFile(`${root}/.ckptkit/trash/step-0-123-abc/half`, "x");
   const result = await collectGarbage(root, { keepLast: 5 });
-  assert.deepEqual(result.deleteStaging.map((s) => s.name), [
+  assert.deepEqual(result.delete_staging.map((s) => s.name), [
     ".staging-step-2-old",
   ]);
   assert.deepEqual(result.trash_emptied, ["step-0-123-abc"]);

@@ -98,8 +98,8 @@ Deno.test("stale staging goes, a write in progress stays", () => {
       age_s: 5,
     }],
   });
-  assert.deepEqual(p.deleteStaging.map((s) => s.name), [".staging-step-20-a"]);
-  assert.deepEqual(p.keepStaging.map((s) => s.name), [".staging-step-30-b"]);
+  assert.deepEqual(p.delete_staging.map((s) => s.name), [".staging-step-20-a"]);
+  assert.deepEqual(p.keep_staging.map((s) => s.name), [".staging-step-30-b"]);
 });
 
 Deno.test("bad retention numbers are refused before planning", () => {

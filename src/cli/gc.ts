@@ -83,7 +83,7 @@ export function gcCommand(cli: CliHandle) {
               detail: deleted.why,
             });
           }
-          for (const staging of result.deleteStaging) {
+          for (const staging of result.delete_staging) {
             ctx.logger.log("info", "gc_delete", {
               checkpoint_path: `${result.root}/${staging.name}`,
               reason: "stale_staging",
@@ -102,17 +102,17 @@ export function gcCommand(cli: CliHandle) {
         for (const gone of result.delete) {
           ctx.io.stdout(`${verb.padEnd(12)} ${gone.name}: ${gone.why}\n`);
         }
-        for (const s of result.deleteStaging) {
+        for (const s of result.delete_staging) {
           ctx.io.stdout(
             `${verb.padEnd(12)} ${s.name}: stale staging (a crashed write)\n`,
           );
         }
-        for (const s of result.keepStaging) {
+        for (const s of result.keep_staging) {
           ctx.io.stdout(`keep    ${s.name}: a write in progress\n`);
         }
         ctx.io.stdout(
           `${result.dry_run ? "dry run: " : ""}${plural(result.keep.length, "checkpoint")} kept, ` +
-            `${result.delete.length + result.deleteStaging.length} ${verb}, ${formatBytes(result.bytes_freed)} ` +
+            `${result.delete.length + result.delete_staging.length} ${verb}, ${formatBytes(result.bytes_freed)} ` +
             `${result.dry_run ? "would be " : ""}freed\n`,
         );
         return EXIT.ok;
