@@ -44,6 +44,8 @@ export interface ResumeCandidate {
 export interface Rejection {
   /** Folder name. */
   name: string;
+  /** Absolute path. */
+  path: string;
   /** Step. */
   step: number;
   /** Stable reasons of its problems (or `gone` when it vanished meanwhile). */
@@ -224,6 +226,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
     if (found === "gone") {
       rejected.push({
         name: candidate.name,
+        path: candidate.path,
         step: candidate.step,
         reasons: ["gone"],
         detail: "removed while resuming",
@@ -247,6 +250,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
     }
     rejected.push({
       name: candidate.name,
+      path: candidate.path,
       step: candidate.step,
       reasons: [...new Set(found.map((p) => p.reason))],
       detail: `${found[0].reason}: ${found[0].path ? `${found[0].path}: ` : ""}${found[0].detail}`,

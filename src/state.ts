@@ -13,7 +13,7 @@ import { writeFileAtomic } from "./durable.ts";
 import { STATE_DIR } from "./layout.ts";
 
 /** The state file's format version. */
-export const STATE_VERSION: 1 = 1;
+export const STATE_VERSION = 1 as const;
 
 /** A checkpoint recorded as validated in full (or committed). */
 export interface KnownGood {

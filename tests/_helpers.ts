@@ -87,6 +87,7 @@ export function cliCommand(
     args: ["run", "--quiet", ...ckptkitFlags(), `${repo}/cli.ts`, ...args],
     cwd: options.cwd ?? repo,
     env,
+    clearEnv: true,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -155,4 +156,20 @@ export async function snapshot(dir: string): Promise<string[]> {
   };
   await walk("");
   return out.sort();
+}
+
+/** True when tests may mount file systems (CI and the sandbox run as root). */
+export const CAN_MOUNT = Deno.uid() === 0;
+
+/** Mounts a fresh tmpfs of `size` (e.g. "4m") at `path`, unmounted when disposed. Needs root. */
+export async function mountTmpfs(path: string, size: string): Promise<AsyncDisposable> {
+  await Deno.mkdir(path, { recursive: true });
+  const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", path] })
+    .output();
+  if (!mount.success) throw new Error(`mount tmpfs failed: ${new TextDecoder().decode(mount.stderr)}`);
+  return {
+    [Symbol.asyncDispose]: async () => {
+      await new Deno.Command("umount", { args: ["-l", path] }).output();
+    },
+  };
 }

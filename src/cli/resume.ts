@@ -73,7 +73,7 @@ export function resumeCommand(cli: CliHandle) {
         for (const rejection of decision.rejected) {
           ctx.logger.log("warn", "resume_rejected", {
             step: rejection.step,
-            checkpoint_path: `${root}/${rejection.name}`,
+            checkpoint_path: rejection.path,
             reason: rejection.reasons[0] ?? null,
             detail: rejection.detail,
           });
