@@ -6,6 +6,7 @@
  * from that is known to be complete.
  *
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openCheckpointWriter, resumeFromRoot, validateCheckpoint } from "./mod.ts";
  *
  * const root = await Deno.makeTempDir();
@@ -14,9 +15,9 @@
  * const committed = await writer.commit();
  *
  * const result = await validateCheckpoint(committed.path);
- * console.assert(result.ok);
+ * assert.ok(result.ok);
  * const decision = await resumeFromRoot(root);
- * console.assert(decision.chosen?.path === committed.path);
+ * assert.ok(decision.chosen?.path === committed.path);
  * await Deno.remove(root, { recursive: true });
  * ```
  *

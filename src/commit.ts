@@ -78,13 +78,14 @@ export interface CommitResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { commitCheckpoint } from "./commit.ts";
  * const root = await Deno.makeTempDir();
  * const staging = `${root}/incoming`;
  * await Deno.mkdir(staging);
  * await Deno.writeTextFile(`${staging}/model.pt`, "weights");
  * const result = await commitCheckpoint(staging, { root, step: 10, jobId: "demo" });
- * console.assert(result.path === `${root}/step-10`);
+ * assert.ok(result.path === `${root}/step-10`);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

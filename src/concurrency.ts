@@ -17,9 +17,10 @@ export function defaultConcurrency(): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { mapConcurrent } from "./concurrency.ts";
  * const doubled = await mapConcurrent([1, 2, 3], 2, async (n) => n * 2);
- * console.assert(doubled.join() === "2,4,6");
+ * assert.ok(doubled.join() === "2,4,6");
  * ```
  */
 export async function mapConcurrent<T, R>(

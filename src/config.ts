@@ -91,13 +91,14 @@ const configSchema: z.ZodType<Config> = z.strictObject({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseConfig } from "./config.ts";
  * const config = parseConfig("root: /tmp/ckpts\nhashing:\n  sample_bytes: 65536\n");
- * console.assert(config.hashing?.sample_bytes === 65536);
+ * assert.ok(config.hashing?.sample_bytes === 65536);
  * try {
  *   parseConfig("hashing:\n  sampel_bytes: 1\n", "ckptkit.yaml");
  * } catch (err) {
- *   console.assert(String(err).includes("hashing.sampel_bytes"));
+ *   assert.ok(String(err).includes("hashing.sampel_bytes"));
  * }
  * ```
  */
@@ -151,10 +152,11 @@ export function parseConfig(source: string, origin = "config"): Config {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadConfig } from "./config.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/ckptkit.yaml`, "root: /tmp/ckpts\n");
- * console.assert((await loadConfig(`${dir}/ckptkit.yaml`)).root === "/tmp/ckpts");
+ * assert.ok((await loadConfig(`${dir}/ckptkit.yaml`)).root === "/tmp/ckpts");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

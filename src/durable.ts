@@ -15,6 +15,16 @@ import { basename, dirname } from "node:path";
  * change even though the entries' contents were flushed.
  *
  * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import { fsyncPath } from "./durable.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/a`, "x");
+ * await fsyncPath(`${dir}/a`); // the file's data
+ * await fsyncPath(dir); // the folder entry naming it
+ * await Deno.remove(dir, { recursive: true });
+ * ```
  */
 export async function fsyncPath(path: string): Promise<void> {
   const file = await Deno.open(path, { read: true });
@@ -42,10 +52,11 @@ export interface WriteFileAtomicOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { writeFileAtomic } from "./durable.ts";
  * const dir = await Deno.makeTempDir();
  * await writeFileAtomic(`${dir}/latest`, "step-20\n");
- * console.assert(await Deno.readTextFile(`${dir}/latest`) === "step-20\n");
+ * assert.ok(await Deno.readTextFile(`${dir}/latest`) === "step-20\n");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

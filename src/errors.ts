@@ -55,11 +55,12 @@ export interface CkptkitErrorOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CkptkitError } from "./errors.ts";
  * const err = new CkptkitError("checkpoint_exists", "step-10 already exists", {
  *   path: "/tmp/ckpts/step-10",
  * });
- * console.assert(err.reason === "checkpoint_exists");
+ * assert.ok(err.reason === "checkpoint_exists");
  * ```
  */
 export class CkptkitError extends Error {
@@ -88,12 +89,13 @@ export class CkptkitError extends Error {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { asCkptkitError } from "./errors.ts";
  * try {
  *   await Deno.readFile("/nonexistent/file");
  * } catch (err) {
  *   const e = asCkptkitError(err, "reading /nonexistent/file");
- *   console.assert(e.reason === "not_found" || e.reason === "permission_denied");
+ *   assert.ok(e.reason === "not_found" || e.reason === "permission_denied");
  * }
  * ```
  */

@@ -21,12 +21,13 @@ import { listTree } from "./tree.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fingerprintCheckpoint } from "./fingerprint.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/ckptkit.manifest.json`, "{}");
  * const before = await fingerprintCheckpoint(dir);
  * await Deno.writeTextFile(`${dir}/extra.bin`, "x");
- * console.assert(before !== (await fingerprintCheckpoint(dir)));
+ * assert.ok(before !== (await fingerprintCheckpoint(dir)));
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -60,10 +60,11 @@ export const TRASH_DIR = `${STATE_DIR}/trash`;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { collectGarbage } from "./gc.ts";
  * const root = await Deno.makeTempDir();
  * const result = await collectGarbage(root, { keepLast: 3, dryRun: true });
- * console.assert(result.delete.length === 0);
+ * assert.ok(result.delete.length === 0);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

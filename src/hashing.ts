@@ -51,10 +51,11 @@ export interface Hasher {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createHasher } from "./hashing.ts";
  * const hasher = await createHasher("sha256");
  * hasher.update(new TextEncoder().encode("abc"));
- * console.assert(
+ * assert.ok(
  *   hasher.digest() ===
  *     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
  * );
@@ -90,10 +91,11 @@ export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sampleRegions } from "./hashing.ts";
  * const regions = sampleRegions(1_000_000, 65536);
- * console.assert(regions[0].offset === 0);
- * console.assert(regions.at(-1)!.offset + 65536 === 1_000_000);
+ * assert.ok(regions[0].offset === 0);
+ * assert.ok(regions.at(-1)!.offset + 65536 === 1_000_000);
  * ```
  */
 export function sampleRegions(size: number, sampleBytes: number): Region[] {
@@ -146,11 +148,12 @@ export interface HashFileOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hashFile } from "./hashing.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/a.bin`, "abc");
  * const { size, digest } = await hashFile(`${dir}/a.bin`);
- * console.assert(size === 3 && digest.startsWith("ba7816bf"));
+ * assert.ok(size === 3 && digest.startsWith("ba7816bf"));
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -235,11 +238,12 @@ function feedRegions(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { hashRegions } from "./hashing.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/a.bin`, "xxabcxx");
  * const [region] = await hashRegions(`${dir}/a.bin`, [{ offset: 2, length: 3 }]);
- * console.assert(region.digest.startsWith("ba7816bf"));
+ * assert.ok(region.digest.startsWith("ba7816bf"));
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

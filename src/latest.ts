@@ -30,11 +30,12 @@ const MAX_LATEST_BYTES = 4096;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readLatest } from "./latest.ts";
  * const root = await Deno.makeTempDir();
- * console.assert((await readLatest(root)).state === "missing");
+ * assert.ok((await readLatest(root)).state === "missing");
  * await Deno.writeTextFile(`${root}/latest`, "step-20\n");
- * console.assert((await readLatest(root)).step === 20);
+ * assert.ok((await readLatest(root)).step === 20);
  * await Deno.remove(root, { recursive: true });
  * ```
  */
@@ -87,10 +88,11 @@ export async function readLatest(root: string): Promise<LatestPointer> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readLatest, writeLatest } from "./latest.ts";
  * const root = await Deno.makeTempDir();
  * await writeLatest(root, "step-10");
- * console.assert((await readLatest(root)).name === "step-10");
+ * assert.ok((await readLatest(root)).name === "step-10");
  * await Deno.remove(root, { recursive: true });
  * ```
  */

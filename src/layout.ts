@@ -33,8 +33,9 @@ const CHECKPOINT_NAME = /^step-(0|[1-9][0-9]*)$/;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { checkpointName } from "./layout.ts";
- * console.assert(checkpointName(10) === "step-10");
+ * assert.ok(checkpointName(10) === "step-10");
  * ```
  */
 export function checkpointName(step: number): string {
@@ -47,9 +48,10 @@ export function checkpointName(step: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCheckpointName } from "./layout.ts";
- * console.assert(parseCheckpointName("step-10") === 10);
- * console.assert(parseCheckpointName("step-010") === undefined);
+ * assert.ok(parseCheckpointName("step-10") === 10);
+ * assert.ok(parseCheckpointName("step-010") === undefined);
  * ```
  */
 export function parseCheckpointName(name: string): number | undefined {
@@ -92,10 +94,11 @@ const FOREIGN_STEP_NAMES = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { inferStep } from "./layout.ts";
- * console.assert(inferStep("checkpoint-500") === 500);
- * console.assert(inferStep("global_step42") === 42);
- * console.assert(inferStep("final") === undefined);
+ * assert.ok(inferStep("checkpoint-500") === 500);
+ * assert.ok(inferStep("global_step42") === 42);
+ * assert.ok(inferStep("final") === undefined);
  * ```
  */
 export function inferStep(name: string): number | undefined {

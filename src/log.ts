@@ -69,12 +69,13 @@ export interface JsonLoggerOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createJsonLogger } from "./log.ts";
  * const lines: string[] = [];
  * const logger = createJsonLogger({ write: (line) => lines.push(line), level: "info" });
  * logger.log("info", "checkpoint_committed", { step: 10, checkpoint_path: "/tmp/ckpts/step-10" });
  * logger.log("debug", "ignored");
- * console.assert(lines.length === 1 && JSON.parse(lines[0]).step === 10);
+ * assert.ok(lines.length === 1 && JSON.parse(lines[0]).step === 10);
  * ```
  */
 export function createJsonLogger(options: JsonLoggerOptions): Logger {

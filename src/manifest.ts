@@ -90,6 +90,7 @@ export type ManifestFields = Omit<
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createManifest } from "./manifest.ts";
  * const manifest = await createManifest({
  *   job_id: "demo", run_id: "run1", step: 10,
@@ -98,7 +99,7 @@ export type ManifestFields = Omit<
  *   hash: { algorithm: "sha256", sample_bytes: 65536 },
  *   files: [], metadata: {},
  * });
- * console.assert(manifest.manifest_digest.startsWith("sha256:"));
+ * assert.ok(manifest.manifest_digest.startsWith("sha256:"));
  * ```
  */
 export async function createManifest(
@@ -127,7 +128,21 @@ export function comparePaths(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Serialises a manifest as indented JSON with a trailing newline. */
+/**
+ * Serialises a manifest as indented JSON with a trailing newline.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createManifest, parseManifest, serializeManifest } from "./manifest.ts";
+ * const manifest = await createManifest({
+ *   job_id: null, run_id: null, step: 1, created_at: new Date(0).toISOString(), write_duration_s: 0,
+ *   writer: { host: "h", ckptkit_version: "0.1.0" }, hash: { algorithm: "sha256", sample_bytes: 0 },
+ *   files: [], metadata: {},
+ * });
+ * assert.ok((await parseManifest(serializeManifest(manifest))).problems.length === 0);
+ * ```
+ */
 export function serializeManifest(manifest: Manifest): string {
   return JSON.stringify(manifest, null, 2) + "\n";
 }
@@ -206,10 +221,11 @@ export interface ParsedManifest {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseManifest } from "./manifest.ts";
  * const { manifest, problems } = await parseManifest("{not json");
- * console.assert(manifest === undefined);
- * console.assert(problems[0].reason === "manifest_corrupt");
+ * assert.ok(manifest === undefined);
+ * assert.ok(problems[0].reason === "manifest_corrupt");
  * ```
  */
 export async function parseManifest(text: string): Promise<ParsedManifest> {

@@ -17,10 +17,11 @@ export const MAX_PATH_LENGTH = 4096;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { unsafePathReason } from "./paths.ts";
- * console.assert(unsafePathReason("shards/model-00001.bin") === undefined);
- * console.assert(unsafePathReason("../etc/passwd") !== undefined);
- * console.assert(unsafePathReason("/etc/passwd") !== undefined);
+ * assert.ok(unsafePathReason("shards/model-00001.bin") === undefined);
+ * assert.ok(unsafePathReason("../etc/passwd") !== undefined);
+ * assert.ok(unsafePathReason("/etc/passwd") !== undefined);
  * ```
  */
 export function unsafePathReason(path: unknown): string | undefined {

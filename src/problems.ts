@@ -66,7 +66,17 @@ export interface Problem {
   detail: string;
 }
 
-/** Tells whether a string is one of the stable {@linkcode ProblemReason}s. */
+/**
+ * Tells whether a string is one of the stable {@linkcode ProblemReason}s.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isProblemReason } from "./problems.ts";
+ * assert.ok(isProblemReason("hash_mismatch"));
+ * assert.ok(!isProblemReason("bit_rot"));
+ * ```
+ */
 export function isProblemReason(value: string): value is ProblemReason {
   return (PROBLEM_REASONS as readonly string[]).includes(value);
 }

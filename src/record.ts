@@ -65,6 +65,15 @@ export async function recordValidation(
  * as known-good (commit hashed every byte itself). Never throws.
  *
  * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts ignore
+ * import { commitCheckpoint } from "./commit.ts";
+ * import { recordCommit } from "./record.ts";
+ * // commitCheckpoint already records itself; call this after publishing by other means.
+ * const result = await commitCheckpoint("/tmp/out", { root: "/tmp/ckpts", step: 1 });
+ * await recordCommit("/tmp/ckpts", result);
+ * ```
  */
 export async function recordCommit(
   root: string,
@@ -93,7 +102,18 @@ export async function recordCommit(
   });
 }
 
-/** Forgets known-good records of checkpoints that were removed or quarantined. Never throws. */
+/**
+ * Forgets known-good records of checkpoints that were removed or quarantined. Never throws.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { forgetCheckpoints } from "./record.ts";
+ * const root = await Deno.makeTempDir();
+ * assert.ok((await forgetCheckpoints(root, ["step-10"])) === null);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
 export async function forgetCheckpoints(
   root: string,
   names: readonly string[],
@@ -107,6 +127,17 @@ export async function forgetCheckpoints(
 /**
  * The root a checkpoint path belongs to, when its parent looks like a
  * ckptkit root (it has `.ckptkit/` or `latest`) and its name is `step-<n>`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { rootOfCheckpoint } from "./record.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/.ckptkit`);
+ * assert.ok((await rootOfCheckpoint(`${root}/step-10`)) === root);
+ * assert.ok((await rootOfCheckpoint(`${root}/other`)) === undefined);
+ * await Deno.remove(root, { recursive: true });
+ * ```
  */
 export async function rootOfCheckpoint(
   path: string,

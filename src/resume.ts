@@ -112,14 +112,15 @@ export interface ResumeDecision {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resumeOrder } from "./resume.ts";
  * const candidates = [
  *   { name: "step-30", path: "/r/step-30", step: 30 },
  *   { name: "step-20", path: "/r/step-20", step: 20 },
  * ];
- * console.assert(resumeOrder({ candidates, latest: "step-20" }).order[0].name === "step-20");
+ * assert.ok(resumeOrder({ candidates, latest: "step-20" }).order[0].name === "step-20");
  * const before = resumeOrder({ candidates, latest: "step-30", policy: "newest-before", beforeStep: 30 });
- * console.assert(before.order[0].name === "step-20" && before.excluded[0] === "step-30");
+ * assert.ok(before.order[0].name === "step-20" && before.excluded[0] === "step-30");
  * ```
  */
 export function resumeOrder(
@@ -171,6 +172,7 @@ export interface PlanResumeInput extends ResumeOrderInput {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { planResume } from "./resume.ts";
  * const candidates = [
  *   { name: "step-20", path: "/r/step-20", step: 20 },
@@ -184,7 +186,7 @@ export interface PlanResumeInput extends ResumeOrderInput {
  *     ["step-10", []],
  *   ]),
  * });
- * console.assert(decision.chosen?.name === "step-10" && decision.fallback);
+ * assert.ok(decision.chosen?.name === "step-10" && decision.fallback);
  * ```
  */
 export function planResume(input: PlanResumeInput): ResumeDecision {
@@ -316,10 +318,11 @@ const TRANSIENT: ReadonlySet<string> = new Set([
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { resumeFromRoot } from "./resume.ts";
  * const root = await Deno.makeTempDir();
  * const decision = await resumeFromRoot(root, { policy: "latest-valid" });
- * console.assert(decision.chosen === null);
+ * assert.ok(decision.chosen === null);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

@@ -91,6 +91,7 @@ export interface RetentionPlan {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { planRetention } from "./retention.ts";
  * const plan = planRetention({
  *   checkpoints: [
@@ -106,7 +107,7 @@ export interface RetentionPlan {
  *   staleStagingAfterS: 3600,
  * });
  * // step-30 is kept because latest names it; step-20 is the one valid kept.
- * console.assert(plan.delete.map((d) => d.name).join() === "step-10");
+ * assert.ok(plan.delete.map((d) => d.name).join() === "step-10");
  * ```
  */
 export function planRetention(input: RetentionInput): RetentionPlan {

@@ -70,12 +70,13 @@ export interface RootListing {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { listRoot } from "./root.ts";
  * const root = await Deno.makeTempDir();
  * await Deno.mkdir(`${root}/step-9`);
  * await Deno.mkdir(`${root}/step-10`);
  * const listing = await listRoot(root);
- * console.assert(listing.checkpoints.map((c) => c.step).join() === "10,9");
+ * assert.ok(listing.checkpoints.map((c) => c.step).join() === "10,9");
  * await Deno.remove(root, { recursive: true });
  * ```
  */

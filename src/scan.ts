@@ -81,10 +81,11 @@ export interface ScanResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { scanRoot } from "./scan.ts";
  * const root = await Deno.makeTempDir();
  * const result = await scanRoot(root, { depth: "fast" });
- * console.assert(result.ok && result.summary.checkpoints === 0);
+ * assert.ok(result.ok && result.summary.checkpoints === 0);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

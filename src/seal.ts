@@ -53,12 +53,13 @@ export interface SealResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sealCheckpoint } from "./seal.ts";
  * const root = await Deno.makeTempDir();
  * await Deno.mkdir(`${root}/checkpoint-500`);
  * await Deno.writeTextFile(`${root}/checkpoint-500/model.safetensors`, "x");
  * const result = await sealCheckpoint(`${root}/checkpoint-500`);
- * console.assert(result.step === 500);
+ * assert.ok(result.step === 500);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

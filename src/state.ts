@@ -50,7 +50,16 @@ export interface RootState {
   } | null;
 }
 
-/** An empty state. */
+/**
+ * An empty state.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { emptyState } from "./state.ts";
+ * assert.ok(emptyState().write_bytes_total === 0);
+ * ```
+ */
 export function emptyState(): RootState {
   return {
     version: STATE_VERSION,
@@ -61,7 +70,16 @@ export function emptyState(): RootState {
   };
 }
 
-/** Path of the state file of `root`. */
+/**
+ * Path of the state file of `root`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { statePath } from "./state.ts";
+ * assert.ok(statePath("/tmp/ckpts") === "/tmp/ckpts/.ckptkit/state.json");
+ * ```
+ */
 export function statePath(root: string): string {
   return `${root}/${STATE_DIR}/state.json`;
 }
@@ -74,10 +92,11 @@ export function statePath(root: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readState } from "./state.ts";
  * const root = await Deno.makeTempDir();
  * const { state } = await readState(root);
- * console.assert(state.write_bytes_total === 0);
+ * assert.ok(state.write_bytes_total === 0);
  * await Deno.remove(root, { recursive: true });
  * ```
  */
@@ -132,10 +151,11 @@ export async function readState(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readState, updateState } from "./state.ts";
  * const root = await Deno.makeTempDir();
  * await updateState(root, (state) => { state.write_bytes_total += 10; });
- * console.assert((await readState(root)).state.write_bytes_total === 10);
+ * assert.ok((await readState(root)).state.write_bytes_total === 10);
  * await Deno.remove(root, { recursive: true });
  * ```
  */

@@ -60,12 +60,13 @@ export interface ListTreeOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { listTree } from "./tree.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.mkdir(`${dir}/a`);
  * await Deno.writeTextFile(`${dir}/a/b.bin`, "x");
  * const tree = await listTree(dir);
- * console.assert(tree.files.get("a/b.bin")?.size === 1);
+ * assert.ok(tree.files.get("a/b.bin")?.size === 1);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -79,11 +79,12 @@ export interface ValidationResult {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { validateCheckpoint } from "./validate.ts";
  * const dir = await Deno.makeTempDir();
  * const result = await validateCheckpoint(dir, { depth: "fast" });
- * console.assert(!result.ok);
- * console.assert(result.problems[0].reason === "manifest_missing");
+ * assert.ok(!result.ok);
+ * assert.ok(result.problems[0].reason === "manifest_missing");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -36,6 +36,15 @@ export type FileData =
  * Writes one checkpoint. Files go into a staging folder inside the root that
  * is never read as a checkpoint; `commit()` makes them visible atomically as
  * `step-N`, `abort()` removes them.
+ *
+ * @example
+ * ```ts
+ * import { openCheckpointWriter } from "./writer.ts";
+ * const root = await Deno.makeTempDir();
+ * await using writer = await openCheckpointWriter(root, { step: 1 });
+ * await writer.writeFile("model.pt", new Uint8Array(16));
+ * await writer.commit(); // without it, leaving the block aborts and removes the staging folder
+ * ```
  */
 export class CheckpointWriter {
   readonly #root: string;
@@ -232,13 +241,14 @@ export class CheckpointWriter {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openCheckpointWriter } from "./writer.ts";
  * const root = await Deno.makeTempDir();
  * const writer = await openCheckpointWriter(root, { step: 10, jobId: "demo" });
  * await writer.writeFile("model.pt", new Uint8Array(1024));
  * await writer.writeFile("meta/trainer_state.json", '{"step":10}');
  * const result = await writer.commit();
- * console.assert(result.path.endsWith("/step-10"));
+ * assert.ok(result.path.endsWith("/step-10"));
  * await Deno.remove(root, { recursive: true });
  * ```
  */
