@@ -372,6 +372,7 @@ function buildCases(fixture: Fixture, b3sum: string | null): Case[] {
 
 // ----------------------------------------------------------------- timing --
 
+/** The middle value of `values` (the mean of the two middle ones for an even count). */
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);

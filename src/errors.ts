@@ -19,6 +19,7 @@ export const ERROR_REASONS = [
   "cross_device",
   "file_changed",
   "lock_timeout",
+  "push_failed",
   "no_space",
   "permission_denied",
   "io_error",

@@ -65,6 +65,10 @@ export interface ValidationResult {
   run_id: string | null;
   /** The manifest's self-digest, when the manifest is intact. */
   manifest_digest: string | null;
+  /** When the checkpoint was committed, from the manifest. */
+  created_at: string | null;
+  /** Seconds its writer spent writing or hashing it, from the manifest. */
+  write_duration_s: number | null;
   /** Hints that are not problems (for example no sampled digests recorded). */
   notes: string[];
 }
@@ -106,6 +110,8 @@ export async function validateCheckpoint(
     job_id: null,
     run_id: null,
     manifest_digest: null,
+    created_at: null,
+    write_duration_s: null,
     notes: [],
   };
   const finish = () => {
@@ -121,6 +127,8 @@ export async function validateCheckpoint(
   result.job_id = manifest.manifest.job_id;
   result.run_id = manifest.manifest.run_id;
   result.manifest_digest = manifest.manifest.manifest_digest;
+  result.created_at = manifest.manifest.created_at;
+  result.write_duration_s = manifest.manifest.write_duration_s;
 
   const tree = await listTree(path, {
     skipTopLevel: (name) => name === MANIFEST_NAME,

@@ -10,7 +10,9 @@ import { LOG_LEVELS } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { commitCommand } from "./commit.ts";
 import { type CliHandle, type CliIo, EXIT, type GlobalOptions, runCommand } from "./context.ts";
+import { emitMetricsCommand } from "./emit_metrics.ts";
 import { gcCommand } from "./gc.ts";
+import { serveCommand } from "./serve.ts";
 import { quarantineCommand } from "./quarantine.ts";
 import { resumeCommand } from "./resume.ts";
 import { scanCommand } from "./scan.ts";
@@ -71,6 +73,8 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
       resumeCommand(cli),
       quarantineCommand(cli),
       gcCommand(cli),
+      emitMetricsCommand(cli),
+      serveCommand(cli),
     ]
   ) {
     command.copyInheritedSettings(program);

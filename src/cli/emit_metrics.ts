@@ -1,0 +1,94 @@
+/**
+ * `ckptkit emit-metrics`: scans the root and writes its metrics to a
+ * node_exporter textfile, a Pushgateway, both, or stdout.
+ *
+ * @module
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { collectMetrics } from "../metrics/collect.ts";
+import { pushMetrics } from "../metrics/pushgateway.ts";
+import { renderMetrics } from "../metrics/render.ts";
+import { writeTextfile } from "../metrics/textfile.ts";
+import { hostName } from "../version.ts";
+import { type CliHandle, EXIT } from "./context.ts";
+import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import { parsePositiveInteger, parseSeconds } from "./parse.ts";
+import { logValidation } from "./validation_output.ts";
+
+/** Builds the `emit-metrics` command. */
+export function emitMetricsCommand(cli: CliHandle) {
+  const [fast, sampleBytes, jobs] = depthOptions();
+  return new Command("emit-metrics")
+    .description(
+      "scan the root and write its Prometheus metrics to a node_exporter textfile (atomically), push them to a " +
+        "Pushgateway, or both; without either, print them on stdout. Exit 1 when the scan found problems, " +
+        "4 when a push failed",
+    )
+    .argument("[root]", "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)")
+    .addOption(new Option("--root <dir>", "checkpoint root, when not given as the argument").env("CKPTKIT_ROOT"))
+    .addOption(
+      new Option("--textfile <path>", "node_exporter textfile to write, ending in .prom (config: metrics.textfile)"),
+    )
+    .addOption(
+      new Option("--pushgateway <url>", "Pushgateway URL, with or without /metrics (config: metrics.pushgateway)"),
+    )
+    .addOption(
+      new Option("--job-id <id>", "job_id label (default: from the newest valid manifest)").env("CKPTKIT_JOB_ID"),
+    )
+    .addOption(
+      new Option("--run-id <id>", "run_id label (default: from the newest valid manifest)").env("CKPTKIT_RUN_ID"),
+    )
+    .addOption(new Option("--instance <name>", "instance label of the Pushgateway group (default: host name)"))
+    .addOption(
+      new Option("--push-timeout <duration>", "timeout of one push attempt (default 5s)").argParser(parseSeconds),
+    )
+    .addOption(
+      new Option("--push-attempts <n>", "push attempts, with backoff from 0.5s (default 3)").argParser(
+        parsePositiveInteger,
+      ),
+    )
+    .addOption(fast)
+    .addOption(sampleBytes)
+    .addOption(jobs)
+    .action(async (rootArg, opts) => {
+      await cli.run(async (ctx) => {
+        const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const textfile = opts.textfile ?? ctx.config.metrics?.textfile;
+        const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
+        const { scan, snapshot } = await collectMetrics(root, {
+          ...resolveDepth(opts, ctx.config),
+          jobId: opts.jobId ?? ctx.config.job_id,
+          runId: opts.runId ?? ctx.config.run_id,
+        });
+        for (const checkpoint of scan.checkpoints) logValidation(ctx, checkpoint);
+        const text = await renderMetrics(snapshot);
+        if (textfile) {
+          await writeTextfile(textfile, text);
+          ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
+        }
+        let pushed: { url: string; attempts: number } | null = null;
+        if (pushgateway) {
+          pushed = await pushMetrics(pushgateway, text, {
+            grouping: { job_id: snapshot.labels.job_id, instance: opts.instance ?? hostName() },
+            timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
+            attempts: opts.pushAttempts,
+          });
+          ctx.logger.log("info", "metrics_pushed", {
+            checkpoint_path: scan.root,
+            url: pushed.url,
+            attempts: pushed.attempts,
+          });
+        }
+        if (ctx.json) {
+          ctx.printJson({ ok: scan.ok, root: scan.root, textfile: textfile ?? null, pushgateway: pushed, snapshot });
+        } else if (!textfile && !pushgateway) {
+          ctx.io.stdout(text);
+        } else {
+          if (textfile) ctx.io.stdout(`wrote ${textfile}\n`);
+          if (pushed) ctx.io.stdout(`pushed to ${pushed.url}\n`);
+        }
+        return scan.ok ? EXIT.ok : EXIT.problems;
+      });
+    });
+}

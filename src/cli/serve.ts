@@ -1,0 +1,91 @@
+/**
+ * `ckptkit serve`: the long-running exporter: validates on a schedule and
+ * when a checkpoint appears, serves `/metrics` and `/healthz`, and shuts down
+ * cleanly on SIGTERM or SIGINT.
+ *
+ * @module
+ */
+
+import { Command, Option } from "@commander-js/extra-typings";
+import { parseListen, runExporter } from "../metrics/exporter.ts";
+import { type CliHandle, EXIT } from "./context.ts";
+import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import { parseSeconds } from "./parse.ts";
+import { logValidation } from "./validation_output.ts";
+
+/** Builds the `serve` command. */
+export function serveCommand(cli: CliHandle) {
+  const [fast, sampleBytes, jobs] = depthOptions();
+  return new Command("serve")
+    .description(
+      "run a Prometheus exporter: validate the root every --interval and when a checkpoint appears, serve " +
+        "/metrics and /healthz; stop cleanly on SIGTERM or SIGINT",
+    )
+    .argument("[root]", "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)")
+    .addOption(new Option("--root <dir>", "checkpoint root, when not given as the argument").env("CKPTKIT_ROOT"))
+    .addOption(new Option("--listen <host:port>", "address to serve on").default("127.0.0.1:9478"))
+    .addOption(
+      new Option("--interval <duration>", "time between validation passes").argParser(parseSeconds).default(60, "60s"),
+    )
+    .addOption(new Option("--no-watch", "do not validate when a checkpoint appears, only on the interval"))
+    .addOption(
+      new Option("--job-id <id>", "job_id label (default: from the newest valid manifest)").env("CKPTKIT_JOB_ID"),
+    )
+    .addOption(
+      new Option("--run-id <id>", "run_id label (default: from the newest valid manifest)").env("CKPTKIT_RUN_ID"),
+    )
+    .addOption(fast)
+    .addOption(sampleBytes)
+    .addOption(jobs)
+    .action(async (rootArg, opts) => {
+      await cli.run(async (ctx) => {
+        const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const { hostname, port } = parseListen(opts.listen);
+        const stop = new AbortController();
+        const signals = ["SIGTERM", "SIGINT"] as const;
+        const onSignal = () => stop.abort();
+        for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+        try {
+          await runExporter(root, {
+            ...resolveDepth(opts, ctx.config),
+            jobId: opts.jobId ?? ctx.config.job_id,
+            runId: opts.runId ?? ctx.config.run_id,
+            hostname,
+            port,
+            intervalS: opts.interval,
+            watch: opts.watch,
+            signal: stop.signal,
+            onListen: (address) =>
+              ctx.logger.log("info", "exporter_started", {
+                checkpoint_path: root,
+                url: `http://${
+                  address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname
+                }:${address.port}/metrics`,
+              }),
+            onPass: ({ pass, error, trigger }) => {
+              if (error) {
+                ctx.logger.log("error", "validation_pass_failed", {
+                  checkpoint_path: root,
+                  reason: (error as { reason?: string }).reason ?? "io_error",
+                  message: error.message,
+                  trigger,
+                });
+                return;
+              }
+              for (const checkpoint of pass!.scan.checkpoints) logValidation(ctx, checkpoint);
+              ctx.logger.log("info", "validation_pass", {
+                checkpoint_path: pass!.scan.root,
+                trigger,
+                ok: pass!.scan.ok,
+                ...pass!.scan.summary,
+              });
+            },
+          });
+        } finally {
+          for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+        }
+        ctx.logger.log("info", "exporter_stopped", { checkpoint_path: root });
+        return EXIT.ok;
+      });
+    });
+}

@@ -1,0 +1,79 @@
+/**
+ * One metrics pass over a root: scan it (recording results in its state),
+ * read the state, the quarantine folder and the free space, and build the
+ * snapshot.
+ *
+ * @module
+ */
+
+import { statfs } from "node:fs/promises";
+import { CORRUPT_DIR } from "../layout.ts";
+import { type ScanOptions, type ScanResult, scanRoot } from "../scan.ts";
+import { readState } from "../state.ts";
+import { buildSnapshot, type MetricsSnapshot } from "./snapshot.ts";
+
+/** Options for {@linkcode collectMetrics}. */
+export interface CollectOptions extends ScanOptions {
+  /** `job_id` label (default: from the newest valid manifest). */
+  jobId?: string;
+  /** `run_id` label (default: from the newest valid manifest). */
+  runId?: string;
+}
+
+/** A metrics pass: the scan behind it and the snapshot. */
+export interface MetricsPass {
+  /** The scan. */
+  scan: ScanResult;
+  /** The numbers to export. */
+  snapshot: MetricsSnapshot;
+}
+
+/**
+ * Scans `root` and builds the metrics snapshot.
+ *
+ * Requires `--allow-read` and `--allow-write` (the scan records results in the root's state).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { collectMetrics } from "./collect.ts";
+ * const root = await Deno.makeTempDir();
+ * const { snapshot } = await collectMetrics(root, { depth: "fast" });
+ * assert.ok(snapshot.free_bytes! > 0);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function collectMetrics(root: string, options: CollectOptions = {}): Promise<MetricsPass> {
+  const scan = await scanRoot(root, options);
+  const { state } = await readState(scan.root);
+  return {
+    scan,
+    snapshot: buildSnapshot(scan, {
+      state,
+      quarantined: await quarantinedNames(scan.root),
+      freeBytes: await freeBytes(scan.root),
+      now: new Date(),
+      jobId: options.jobId,
+      runId: options.runId,
+    }),
+  };
+}
+
+/** Free bytes available to unprivileged users on the file system of `path`, or null. */
+export async function freeBytes(path: string): Promise<number | null> {
+  try {
+    const stats = await statfs(path);
+    return Number(stats.bavail) * Number(stats.bsize);
+  } catch {
+    return null;
+  }
+}
+
+async function quarantinedNames(root: string): Promise<string[]> {
+  try {
+    const entries = await Array.fromAsync(Deno.readDir(`${root}/${CORRUPT_DIR}`));
+    return entries.filter((e) => e.isDirectory).map((e) => e.name);
+  } catch {
+    return [];
+  }
+}

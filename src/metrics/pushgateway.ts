@@ -1,0 +1,111 @@
+/**
+ * Pushes exposition text to a Prometheus Pushgateway with `fetch`: a PUT to
+ * `/metrics/job/ckptkit/job_id/<id>/instance/<host>` that replaces the
+ * group, with a timeout per attempt and retries with exponential backoff.
+ *
+ * prom-client renders the text; its own Pushgateway client is not used
+ * because `fetch` gives the timeouts, retries and error messages we need
+ * with less code.
+ *
+ * @module
+ */
+
+import { CkptkitError } from "../errors.ts";
+
+/** Options for {@linkcode pushMetrics}. */
+export interface PushOptions {
+  /** Grouping key labels besides `job` (e.g. job_id, instance). Empty values are left out. */
+  grouping: Record<string, string>;
+  /** Timeout of one attempt in ms (default 5000). */
+  timeoutMs?: number;
+  /** Attempts in all (default 3). */
+  attempts?: number;
+  /** Delay before the first retry in ms, doubled each time (default 500). */
+  backoffMs?: number;
+  /** Stops retrying when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The push URL for a Pushgateway base URL given with or without the
+ * `/metrics` suffix. Label values are base64url-encoded as the Pushgateway
+ * allows, so a `/` in a job id cannot break the path.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pushUrl } from "./pushgateway.ts";
+ * assert.equal(
+ *   pushUrl("http://pushgateway:9091/metrics", { job_id: "demo" }),
+ *   "http://pushgateway:9091/metrics/job/ckptkit/job_id@base64/ZGVtbw",
+ * );
+ * assert.equal(pushUrl("http://pg:9091/", {}), "http://pg:9091/metrics/job/ckptkit");
+ * ```
+ */
+export function pushUrl(base: string, grouping: Record<string, string>): string {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    throw new CkptkitError("invalid_argument", `Pushgateway URL ${JSON.stringify(base)} is not a URL`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new CkptkitError("invalid_argument", `Pushgateway URL ${base} must be http or https`);
+  }
+  const path = url.pathname.replace(/\/+$/, "").replace(/\/metrics$/, "");
+  const labels = Object.entries(grouping)
+    .filter(([, value]) => value !== "")
+    .map(([name, value]) => `/${name}@base64/${base64url(value)}`)
+    .join("");
+  return `${url.origin}${path}/metrics/job/ckptkit${labels}`;
+}
+
+/**
+ * Pushes `text`, replacing the group. Throws a `push_failed`
+ * {@linkcode CkptkitError} naming the URL and the last error
+ * after the last attempt.
+ *
+ * Requires `--allow-net`.
+ */
+export async function pushMetrics(
+  base: string,
+  text: string,
+  options: PushOptions,
+): Promise<{ url: string; attempts: number }> {
+  const url = pushUrl(base, options.grouping);
+  const attempts = options.attempts ?? 3;
+  let delay = options.backoffMs ?? 500;
+  let lastError = "";
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    try {
+      const response = await fetch(url, {
+        method: "PUT",
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        body: text,
+        signal: AbortSignal.any([
+          AbortSignal.timeout(options.timeoutMs ?? 5000),
+          ...(options.signal ? [options.signal] : []),
+        ]),
+      });
+      const body = await response.text();
+      if (response.ok) return { url, attempts: attempt };
+      lastError = `HTTP ${response.status}: ${body.trim().slice(0, 300)}`;
+      if (response.status >= 400 && response.status < 500) break; // a rejected push will not succeed on retry
+    } catch (err) {
+      lastError = (err as Error).message;
+    }
+    if (attempt < attempts) {
+      options.signal?.throwIfAborted();
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay *= 2;
+    }
+  }
+  throw new CkptkitError("push_failed", `Pushing metrics to ${url} failed: ${lastError}`, { path: url });
+}
+
+function base64url(value: string): string {
+  const bytes = new TextEncoder().encode(value);
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "") || "=";
+}
