@@ -59,7 +59,17 @@ export async function collectMetrics(root: string, options: CollectOptions = {})
   };
 }
 
-/** Free bytes available to unprivileged users on the file system of `path`, or null. */
+/**
+ * Free bytes available to unprivileged users on the file system of `path`, or null.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { freeBytes } from "./collect.ts";
+ * assert.ok((await freeBytes(Deno.cwd()))! > 0);
+ * assert.equal(await freeBytes("/nonexistent/path"), null);
+ * ```
+ */
 export async function freeBytes(path: string): Promise<number | null> {
   try {
     const stats = await statfs(path);

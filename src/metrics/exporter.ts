@@ -29,7 +29,18 @@ export interface ExporterOptions extends CollectOptions {
   onPass?: (outcome: { pass?: MetricsPass; error?: Error; trigger: string }) => void;
 }
 
-/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
+/**
+ * Parses `host:port`, `[v6]:port` or `:port` (all interfaces).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseListen } from "./exporter.ts";
+ * assert.deepEqual(parseListen("127.0.0.1:9478"), { hostname: "127.0.0.1", port: 9478 });
+ * assert.deepEqual(parseListen("[::1]:9478"), { hostname: "::1", port: 9478 });
+ * assert.deepEqual(parseListen(":9478"), { hostname: "0.0.0.0", port: 9478 });
+ * ```
+ */
 export function parseListen(value: string): { hostname: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
   const port = match ? Number(match[3]) : NaN;

@@ -66,6 +66,17 @@ export function pushUrl(base: string, grouping: Record<string, string>): string 
  * after the last attempt.
  *
  * Requires `--allow-net`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { pushMetrics } from "./pushgateway.ts";
+ * await using gateway = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(""));
+ * const result = await pushMetrics(`http://127.0.0.1:${gateway.addr.port}/metrics`, "x 1\n", {
+ *   grouping: { job_id: "demo" },
+ * });
+ * assert.equal(result.attempts, 1);
+ * ```
  */
 export async function pushMetrics(
   base: string,
