@@ -65,8 +65,19 @@ Deno.test("the README config example is the one the code accepts, and works with
 
 Deno.test("every command the README documents exists, with every flag it documents", async () => {
   const help = await runCli(["--help"]);
-  const documented = [...readme.matchAll(/^### `ckptkit (\w+)/gm)].map((m) => m[1]);
-  assert.deepEqual(documented, ["write", "commit", "seal", "validate", "scan", "resume", "quarantine", "gc"]);
+  const documented = [...readme.matchAll(/^### `ckptkit ([\w-]+)/gm)].map((m) => m[1]);
+  assert.deepEqual(documented, [
+    "write",
+    "commit",
+    "seal",
+    "validate",
+    "scan",
+    "resume",
+    "quarantine",
+    "gc",
+    "emit-metrics",
+    "serve",
+  ]);
   for (const command of documented) {
     assert.match(help.stdout, new RegExp(`^  ${command} `, "m"));
     const commandHelp = (await runCli([command, "--help"])).stdout;
