@@ -8,7 +8,8 @@
  * @module
  */
 
-import { mapConcurrent } from "./concurrency.ts";
+import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
+import { HashPool } from "./hash_pool.ts";
 import { CkptkitError } from "./errors.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
 import { acquireRootLock } from "./lock.ts";
@@ -96,20 +97,24 @@ export async function scanRoot(
   const started = performance.now();
   const staleAfter = options.staleStagingAfterS ?? DEFAULT_STALE_STAGING_S;
   const listing = await listRoot(root);
-  const validated = await mapConcurrent(
-    listing.checkpoints,
-    2,
-    async (checkpoint) => {
-      try {
-        return await validateCheckpoint(checkpoint.path, options);
-      } catch (err) {
-        if (
-          err instanceof CkptkitError && err.reason === "not_found"
-        ) return undefined;
-        throw err;
-      }
-    },
-  );
+  const concurrency = options.concurrency ?? defaultConcurrency();
+  // One pool for the whole scan (workers start only if something is hashed).
+  using pool = options.hasher || (options.depth ?? "full") !== "full" || concurrency < 2
+    ? undefined
+    : new HashPool(concurrency);
+  const validateOptions = { ...options, hasher: options.hasher ?? pool };
+  // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
+  const validated = await mapConcurrent(listing.checkpoints, 2, async (checkpoint) => {
+    try {
+      const result = await validateCheckpoint(checkpoint.path, validateOptions);
+      // A checkpoint deleted by gc mid-scan is gone, not corrupt.
+      if (!result.ok && !(await Deno.lstat(checkpoint.path).then(() => true, () => false))) return undefined;
+      return result;
+    } catch (err) {
+      if (err instanceof CkptkitError && err.reason === "not_found") return undefined;
+      throw err;
+    }
+  });
   const checkpoints = validated.filter((r): r is ValidationResult => r !== undefined);
   const pointer = await readLatest(listing.root);
   const latest: ScanLatest = {

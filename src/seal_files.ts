@@ -9,7 +9,8 @@
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
-import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm, hashFile } from "./hashing.ts";
+import { withHasher } from "./hash_pool.ts";
+import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "./hashing.ts";
 import { MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
 import type { ManifestFile } from "./manifest.ts";
 import { unsafePathReason } from "./paths.ts";
@@ -120,43 +121,46 @@ export async function hashFolder(
   const found = [...tree.files.values()].sort((a, b) => b.size - a.size);
   const algorithm = options.algorithm ?? "sha256";
   const sampleBytes = options.sampleBytes ?? DEFAULT_SAMPLE_BYTES;
-  const files = await mapConcurrent(
-    found,
-    options.concurrency ?? defaultConcurrency(),
-    async (file): Promise<ManifestFile> => {
-      const path = `${dir}/${file.path}`;
-      try {
-        const digest = await hashFile(path, {
-          algorithm,
-          sampleBytes,
-          sync: true,
-          onProgress: options.onProgress,
-        });
-        if (digest.size !== file.size) {
-          throw new CkptkitError(
-            "file_changed",
-            `${path} changed while it was committed: ${file.size} bytes listed, ${digest.size} read`,
-            { path },
-          );
+  const concurrency = options.concurrency ?? defaultConcurrency();
+  const bytes = found.reduce((sum, file) => sum + file.size, 0);
+  const files = await withHasher({ files: found.length, bytes, concurrency }, (hasher) =>
+    mapConcurrent(
+      found,
+      concurrency,
+      async (file): Promise<ManifestFile> => {
+        const path = `${dir}/${file.path}`;
+        try {
+          const digest = await hasher.hashFile(path, {
+            algorithm,
+            sampleBytes,
+            sync: true,
+            onProgress: options.onProgress,
+          });
+          if (digest.size !== file.size) {
+            throw new CkptkitError(
+              "file_changed",
+              `${path} changed while it was committed: ${file.size} bytes listed, ${digest.size} read`,
+              { path },
+            );
+          }
+          return {
+            path: file.path,
+            size: digest.size,
+            digest: digest.digest,
+            samples: digest.samples,
+          };
+        } catch (err) {
+          if (err instanceof Deno.errors.NotFound) {
+            throw new CkptkitError(
+              "file_changed",
+              `${path} disappeared while it was hashed`,
+              { path, cause: err },
+            );
+          }
+          throw asCkptkitError(err, `Hashing ${path}`, path);
         }
-        return {
-          path: file.path,
-          size: digest.size,
-          digest: digest.digest,
-          samples: digest.samples,
-        };
-      } catch (err) {
-        if (err instanceof Deno.errors.NotFound) {
-          throw new CkptkitError(
-            "file_changed",
-            `${path} disappeared while it was hashed`,
-            { path, cause: err },
-          );
-        }
-        throw asCkptkitError(err, `Hashing ${path}`, path);
-      }
-    },
-  );
+      },
+    ));
   return {
     files,
     dirs: tree.dirs,

@@ -9,7 +9,8 @@
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
-import { hashFile, hashRegions } from "./hashing.ts";
+import { type FileHasher, withHasher } from "./hash_pool.ts";
+import { hashRegions } from "./hashing.ts";
 import { MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
@@ -39,6 +40,11 @@ export interface ValidateOptions {
   onProgress?: (bytes: number) => void;
   /** Stops validation when aborted. */
   signal?: AbortSignal;
+  /**
+   * What hashes whole files: a shared `HashPool` (scan passes one), or by
+   * default a pool of `concurrency` workers when there is enough to hash.
+   */
+  hasher?: FileHasher;
 }
 
 /** The result of validating one checkpoint; also its `--json` document. */
@@ -205,13 +211,19 @@ export async function validateCheckpoint(
       );
     }
     toRead.sort((a, b) => b.size - a.size);
-    const checks = await mapConcurrent(
-      toRead,
-      options.concurrency ?? defaultConcurrency(),
-      (file) =>
-        depth === "full"
-          ? checkWholeFile(path, file, manifest.manifest, options)
-          : checkSamples(path, file, manifest.manifest),
+    const concurrency = options.concurrency ?? defaultConcurrency();
+    const bytes = depth === "full" ? toRead.reduce((sum, file) => sum + file.size, 0) : 0;
+    const checks = await withHasher(
+      { files: toRead.length, bytes, concurrency, hasher: depth === "full" ? options.hasher : undefined },
+      (hasher) =>
+        mapConcurrent(
+          toRead,
+          concurrency,
+          (file) =>
+            depth === "full"
+              ? checkWholeFile(path, file, manifest.manifest, options, hasher)
+              : checkSamples(path, file, manifest.manifest),
+        ),
     );
     for (const check of checks) {
       result.bytes_checked += check.bytes;
@@ -334,9 +346,10 @@ async function checkWholeFile(
   file: ManifestFile,
   manifest: Manifest,
   options: ValidateOptions,
+  hasher: FileHasher,
 ): Promise<FileCheck> {
   try {
-    const found = await hashFile(`${dir}/${file.path}`, {
+    const found = await hasher.hashFile(`${dir}/${file.path}`, {
       algorithm: manifest.hash.algorithm,
       sampleBytes: 0,
       onProgress: options.onProgress,

@@ -1,0 +1,213 @@
+/**
+ * A pool of Deno Workers that hash files in parallel, so validation and
+ * commit use every core: SHA-256 of one stream is sequential, but files are
+ * independent. Callers submit the largest files first (size-aware
+ * scheduling: one huge shard must not start last and finish alone); each
+ * idle worker takes the next file. Results and errors are the same as
+ * hashing on the main thread.
+ *
+ * @module
+ */
+
+import { CkptkitError, type ErrorReason } from "./errors.ts";
+import {
+  type FileDigest,
+  type HashAlgorithm,
+  hashFile,
+  type HashFileOptions,
+  hashRegions,
+  type Region,
+  type RegionDigest,
+} from "./hashing.ts";
+
+/** A message to a worker. */
+export type WorkerRequest =
+  | { id: number; kind: "file"; path: string; options: Omit<HashFileOptions, "onProgress" | "signal"> }
+  | { id: number; kind: "regions"; path: string; regions: Region[]; algorithm: HashAlgorithm };
+
+/** A message from a worker. */
+export type WorkerReply =
+  | { id: number; progress: number }
+  | { id: number; file: FileDigest }
+  | { id: number; regions: RegionDigest[] }
+  | {
+    id: number;
+    error: {
+      kind: "CkptkitError" | "NotFound" | "PermissionDenied" | "Error";
+      message: string;
+      reason?: string;
+      path?: string;
+    };
+  };
+
+/** What hashes files: the pool, or the main thread. */
+export interface FileHasher {
+  /** Hashes a whole file (and its sampled regions). */
+  hashFile(path: string, options: HashFileOptions): Promise<FileDigest>;
+  /** Hashes the given regions of a file. */
+  hashRegions(path: string, regions: readonly Region[], algorithm: HashAlgorithm): Promise<RegionDigest[]>;
+}
+
+/** Hashing on the calling thread. */
+export const mainThreadHasher: FileHasher = { hashFile, hashRegions };
+
+/** Below this many bytes to hash, starting workers costs more than it saves. */
+export const POOL_MIN_BYTES = 64 * 1024 * 1024;
+
+interface Pending {
+  request: WorkerRequest;
+  resolve: (reply: WorkerReply) => void;
+  reject: (err: Error) => void;
+  onProgress?: (bytes: number) => void;
+}
+
+/**
+ * A fixed-size pool of hashing workers, started lazily and stopped by
+ * `close()` (or `using`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HashPool } from "./hash_pool.ts";
+ * import { hashFile } from "./hashing.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/a.bin`, new Uint8Array(1 << 20).fill(7));
+ * using pool = new HashPool(2);
+ * const inWorker = await pool.hashFile(`${dir}/a.bin`, { algorithm: "sha256" });
+ * assert.deepEqual(inWorker, await hashFile(`${dir}/a.bin`));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export class HashPool implements FileHasher, Disposable {
+  readonly #size: number;
+  readonly #idle: Worker[] = [];
+  readonly #busy = new Map<Worker, Pending>();
+  readonly #queue: Pending[] = [];
+  #started = 0;
+  #nextId = 1;
+  #closed = false;
+
+  /** A pool of at most `size` workers. */
+  constructor(size: number) {
+    if (!Number.isSafeInteger(size) || size < 1) {
+      throw new CkptkitError(
+        "invalid_argument",
+        `Cannot start a hash pool as 'size' must be a positive integer: current value is ${size}`,
+      );
+    }
+    this.#size = size;
+  }
+
+  /** Hashes a whole file in a worker. */
+  async hashFile(path: string, options: HashFileOptions): Promise<FileDigest> {
+    const { onProgress, signal: _signal, ...rest } = options;
+    const reply = await this.#submit({ id: this.#nextId++, kind: "file", path, options: rest }, onProgress);
+    return (reply as { file: FileDigest }).file;
+  }
+
+  /** Hashes regions of a file in a worker. */
+  async hashRegions(path: string, regions: readonly Region[], algorithm: HashAlgorithm): Promise<RegionDigest[]> {
+    const reply = await this.#submit({ id: this.#nextId++, kind: "regions", path, regions: [...regions], algorithm });
+    return (reply as { regions: RegionDigest[] }).regions;
+  }
+
+  /** Stops every worker; pending tasks fail. */
+  close(): void {
+    this.#closed = true;
+    for (const worker of [...this.#idle, ...this.#busy.keys()]) worker.terminate();
+    for (const pending of [...this.#busy.values(), ...this.#queue]) {
+      pending.reject(new CkptkitError("io_error", "The hash pool was closed"));
+    }
+    this.#idle.length = 0;
+    this.#busy.clear();
+    this.#queue.length = 0;
+  }
+
+  /** Same as {@linkcode HashPool.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #submit(request: WorkerRequest, onProgress?: (bytes: number) => void): Promise<WorkerReply> {
+    if (this.#closed) return Promise.reject(new CkptkitError("io_error", "The hash pool is closed"));
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ request, resolve, reject, onProgress });
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      const worker = this.#idle.pop() ?? (this.#started < this.#size ? this.#spawn() : undefined);
+      if (!worker) return;
+      const pending = this.#queue.shift()!;
+      this.#busy.set(worker, pending);
+      worker.postMessage(pending.request);
+    }
+  }
+
+  #spawn(): Worker {
+    this.#started++;
+    const worker = new Worker(new URL("./hash_worker.ts", import.meta.url), { type: "module" });
+    worker.onmessage = (event: MessageEvent<WorkerReply>) => {
+      const pending = this.#busy.get(worker);
+      if (!pending) return;
+      const reply = event.data;
+      if ("progress" in reply) {
+        pending.onProgress?.(reply.progress);
+        return;
+      }
+      this.#busy.delete(worker);
+      this.#idle.push(worker);
+      if ("error" in reply) pending.reject(rehydrate(reply.error));
+      else pending.resolve(reply);
+      this.#dispatch();
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      const pending = this.#busy.get(worker);
+      this.#busy.delete(worker);
+      this.#started--;
+      worker.terminate();
+      pending?.reject(new CkptkitError("io_error", `A hashing worker failed: ${event.message}`));
+      this.#dispatch();
+    };
+    return worker;
+  }
+}
+
+function rehydrate(error: Extract<WorkerReply, { error: unknown }>["error"]): Error {
+  switch (error.kind) {
+    case "CkptkitError":
+      return new CkptkitError(error.reason as ErrorReason, error.message, { path: error.path });
+    case "NotFound":
+      return new Deno.errors.NotFound(error.message);
+    case "PermissionDenied":
+      return new Deno.errors.PermissionDenied(error.message);
+    default:
+      return new Error(error.message);
+  }
+}
+
+/**
+ * Runs `fn` with a pool when the work is worth it (more than one file,
+ * `concurrency` above 1 and at least {@linkcode POOL_MIN_BYTES} to hash),
+ * otherwise with the main thread; the pool is closed afterwards.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { mainThreadHasher, withHasher } from "./hash_pool.ts";
+ * const used = await withHasher({ files: 3, bytes: 1024, concurrency: 4 }, async (hasher) => hasher);
+ * assert.equal(used, mainThreadHasher);
+ * ```
+ */
+export async function withHasher<T>(
+  work: { files: number; bytes: number; concurrency: number; hasher?: FileHasher },
+  fn: (hasher: FileHasher) => Promise<T>,
+): Promise<T> {
+  if (work.hasher) return await fn(work.hasher);
+  if (work.files < 2 || work.concurrency < 2 || work.bytes < POOL_MIN_BYTES) return await fn(mainThreadHasher);
+  using pool = new HashPool(Math.min(work.concurrency, work.files));
+  return await fn(pool);
+}
