@@ -37,25 +37,59 @@ export async function recordValidation(
   result: ValidationResult,
   by: string,
 ): Promise<RecordOutcome> {
-  const name = basename(result.path.replace(/\/+$/, ""));
-  if (parseCheckpointName(name) === undefined) {
-    return "not a step-<n> checkpoint";
+  return await recordValidations(root, [result], by);
+}
+
+/**
+ * Records many validation results in one state update (scan records a
+ * whole root at once). Results that change nothing (a clean validation
+ * below full depth) cost no write. Never throws.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { recordValidations } from "./record.ts";
+ * import { readState } from "./state.ts";
+ * import { validateCheckpoint } from "./validate.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/step-1`);
+ * await recordValidations(root, [await validateCheckpoint(`${root}/step-1`)], "example");
+ * assert.equal((await readState(root)).state.validation_failures_total.manifest_missing, 1);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function recordValidations(
+  root: string,
+  results: readonly ValidationResult[],
+  by: string,
+): Promise<RecordOutcome> {
+  const changes: { name: string; result: ValidationResult; fingerprint?: string }[] = [];
+  for (const result of results) {
+    const name = basename(result.path.replace(/\/+$/, ""));
+    if (parseCheckpointName(name) === undefined) continue;
+    if (result.ok && result.depth !== "full") continue;
+    const fingerprint = result.ok ? await fingerprintCheckpoint(result.path) : undefined;
+    changes.push({ name, result, fingerprint });
   }
-  const fingerprint = result.ok && result.depth === "full" ? await fingerprintCheckpoint(result.path) : undefined;
+  if (changes.length === 0) return null;
   return await safely(root, (state) => {
-    for (const problem of result.problems) {
-      state.validation_failures_total[problem.reason] = (state.validation_failures_total[problem.reason] ?? 0) + 1;
-    }
-    if (!result.ok) {
-      delete state.known_good[name];
-    } else if (fingerprint && result.manifest_digest && result.step !== null) {
-      state.known_good[name] = {
-        step: result.step,
-        manifest_digest: result.manifest_digest,
-        fingerprint,
-        validated_at: new Date().toISOString(),
-        by,
-      };
+    for (const { name, result, fingerprint } of changes) {
+      for (const problem of result.problems) {
+        state.validation_failures_total[problem.reason] = (state.validation_failures_total[problem.reason] ?? 0) + 1;
+      }
+      if (!result.ok) {
+        delete state.known_good[name];
+      } else if (fingerprint && result.manifest_digest && result.step !== null) {
+        state.known_good[name] = {
+          step: result.step,
+          manifest_digest: result.manifest_digest,
+          fingerprint,
+          validated_at: new Date().toISOString(),
+          by,
+        };
+      }
     }
   });
 }

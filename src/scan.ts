@@ -14,7 +14,7 @@ import { CkptkitError } from "./errors.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
 import { acquireRootLock } from "./lock.ts";
 import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
-import { recordValidation } from "./record.ts";
+import { recordValidations } from "./record.ts";
 import { listRoot, type RootStaging, type RootStray } from "./root.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth, type ValidationResult } from "./validate.ts";
 
@@ -104,7 +104,9 @@ export async function scanRoot(
     : new HashPool(concurrency);
   const validateOptions = { ...options, hasher: options.hasher ?? pool };
   // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
-  const validated = await mapConcurrent(listing.checkpoints, 2, async (checkpoint) => {
+  // Metadata-only passes are bound by syscalls, not bandwidth: more checkpoints in flight.
+  const inFlight = (options.depth ?? "full") === "full" ? 2 : 16;
+  const validated = await mapConcurrent(listing.checkpoints, inFlight, async (checkpoint) => {
     try {
       const result = await validateCheckpoint(checkpoint.path, validateOptions);
       // A checkpoint deleted by gc mid-scan is gone, not corrupt.
@@ -148,13 +150,7 @@ export async function scanRoot(
     },
   };
   if (options.record ?? true) {
-    for (const checkpoint of checkpoints) {
-      result.state_error ??= await recordValidation(
-        listing.root,
-        checkpoint,
-        "scan",
-      );
-    }
+    result.state_error = await recordValidations(listing.root, checkpoints, "scan");
   }
   if (options.quarantine) {
     result.quarantined = await quarantineInvalid(
