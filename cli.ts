@@ -25,6 +25,7 @@ export const processIo: CliIo = {
   stdout: (text) => writeAll(Deno.stdout, text),
   stderr: (text) => writeAll(Deno.stderr, text),
   env: (name) => Deno.env.get(name),
+  stderrIsTerminal: () => Deno.stderr.isTerminal(),
 };
 
 /**

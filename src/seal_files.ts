@@ -26,6 +26,8 @@ export interface HashingOptions {
   concurrency?: number;
   /** Called with the number of bytes read after each chunk. */
   onProgress?: (bytes: number) => void;
+  /** Called once before hashing, with the folder and the bytes it will read. */
+  onPlan?: (plan: { path: string; bytes: number }) => void;
 }
 
 /** The files of a folder, hashed. */
@@ -123,6 +125,7 @@ export async function hashFolder(
   const sampleBytes = options.sampleBytes ?? DEFAULT_SAMPLE_BYTES;
   const concurrency = options.concurrency ?? defaultConcurrency();
   const bytes = found.reduce((sum, file) => sum + file.size, 0);
+  options.onPlan?.({ path: dir, bytes });
   const files = await withHasher({ files: found.length, bytes, concurrency }, (hasher) =>
     mapConcurrent(
       found,

@@ -38,6 +38,8 @@ export interface ValidateOptions {
   concurrency?: number;
   /** Called with the number of bytes read after each chunk. */
   onProgress?: (bytes: number) => void;
+  /** Called once before reading file data, with the checkpoint and the bytes it will read. */
+  onPlan?: (plan: { path: string; bytes: number }) => void;
   /** Stops validation when aborted. */
   signal?: AbortSignal;
   /**
@@ -213,6 +215,7 @@ export async function validateCheckpoint(
     toRead.sort((a, b) => b.size - a.size);
     const concurrency = options.concurrency ?? defaultConcurrency();
     const bytes = depth === "full" ? toRead.reduce((sum, file) => sum + file.size, 0) : 0;
+    options.onPlan?.({ path, bytes });
     const checks = await withHasher(
       { files: toRead.length, bytes, concurrency, hasher: depth === "full" ? options.hasher : undefined },
       (hasher) =>

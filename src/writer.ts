@@ -17,7 +17,8 @@ import { checkIdentity, type CheckpointIdentity, type CommitResult, finishCommit
 import { hostName, VERSION } from "./version.ts";
 
 /** Options for {@linkcode openCheckpointWriter}. */
-export interface WriterOptions extends CheckpointIdentity, Omit<HashingOptions, "concurrency" | "onProgress"> {
+export interface WriterOptions
+  extends CheckpointIdentity, Omit<HashingOptions, "concurrency" | "onProgress" | "onPlan"> {
   /** How long `commit()` waits for the root lock, in ms (default 60 000). */
   lockTimeoutMs?: number;
   /** Fault injection for crash tests. */

@@ -262,3 +262,24 @@ Deno.test("scan reports each checkpoint, latest and stale staging, and exits 1 o
   assert.match(stale.stdout, /staging: \.staging-step-11-crashed .*STALE/);
   assert.match(stale.stdout, /hint: step-011: name does not parse/);
 });
+
+Deno.test("progress is drawn on a terminal's stderr and never in pipes or with --json", async () => {
+  await using tmp = await tempDir();
+  await writeCheckpoint(tmp.path, 1);
+  const piped = await runCli(["validate", `${tmp.path}/step-1`, "--log-level", "silent"]);
+  assert.equal(piped.stderr, "", "no progress when stderr is a pipe");
+  const command = ["deno", "run", "--quiet", ...ckptkitFlags(), "cli.ts"].join(" ");
+  const onTerminal = async (extra: string) => {
+    const out = await new Deno.Command("script", {
+      args: ["-qec", `${command} validate ${tmp.path}/step-1 --log-level silent ${extra}`, "/dev/null"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return new TextDecoder().decode(out.stdout);
+  };
+  const shown = await onTerminal("");
+  assert.match(shown, /\r\x1b\[2Kvalidating .*\/.* at .*\/s/);
+  assert.match(shown, /OK .*step-1/);
+  const json = await onTerminal("--json");
+  assert.ok(!json.includes("validating"), "--json keeps the terminal free of progress");
+});

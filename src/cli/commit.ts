@@ -9,6 +9,7 @@ import { Command } from "@commander-js/extra-typings";
 import { commitCheckpoint } from "../commit.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { reportCommit } from "./commit_output.ts";
+import { startProgress } from "./progress.ts";
 import {
   hashingOptions,
   identityOptions,
@@ -45,7 +46,9 @@ export function commitCommand(cli: CliHandle) {
     .action(async (stagingDir, opts) => {
       await cli.run(async (ctx) => {
         const hashing = resolveHashing(opts, ctx.config);
+        const progress = startProgress(ctx, "hashing");
         const result = await commitCheckpoint(stagingDir, {
+          ...progress,
           root: resolveRoot(opts.root, ctx.config),
           step: opts.step,
           jobId: opts.jobId ?? ctx.config.job_id,
@@ -54,7 +57,7 @@ export function commitCommand(cli: CliHandle) {
           ...hashing,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
           faultHook: ctx.faultHook,
-        });
+        }).finally(() => progress.done());
         reportCommit(ctx, result);
         return EXIT.ok;
       });

@@ -33,6 +33,8 @@ export interface CliIo {
   stderr: (text: string) => void;
   /** Reads an environment variable. */
   env: (name: string) => string | undefined;
+  /** Whether stderr is a terminal (progress is shown only then). */
+  stderrIsTerminal?: () => boolean;
 }
 
 /** What a command builder gets from the program. */

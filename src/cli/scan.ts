@@ -12,6 +12,7 @@ import { formatBytes, formatSeconds, plural } from "./format.ts";
 import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
 import { formatQuarantine, logQuarantine } from "./quarantine.ts";
 import { parseSeconds } from "./parse.ts";
+import { startProgress } from "./progress.ts";
 import { formatValidation, logValidation } from "./validation_output.ts";
 
 /** Builds the `scan` command. */
@@ -51,12 +52,14 @@ export function scanCommand(cli: CliHandle) {
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const progress = startProgress(ctx, "scanning");
         const result = await scanRoot(root, {
           ...resolveDepth(opts, ctx.config),
+          ...progress,
           staleStagingAfterS: opts.staleAfter,
           quarantine: opts.quarantine,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
-        });
+        }).finally(() => progress.done());
         for (const moved of result.quarantined) logQuarantine(ctx, moved);
         if (result.state_error) {
           ctx.logger.log("warn", "state_write_failed", {

@@ -9,6 +9,7 @@ import { Command } from "@commander-js/extra-typings";
 import { sealCheckpoint } from "../seal.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
+import { startProgress } from "./progress.ts";
 import { hashingOptions, identityOptions, resolveHashing, stepOption } from "./options.ts";
 
 /** Builds the `seal` command. */
@@ -30,13 +31,15 @@ export function sealCommand(cli: CliHandle) {
     .addOption(jobs)
     .action(async (dir, opts) => {
       await cli.run(async (ctx) => {
+        const progress = startProgress(ctx, "hashing");
         const result = await sealCheckpoint(dir, {
+          ...progress,
           step: opts.step,
           jobId: opts.jobId ?? ctx.config.job_id,
           runId: opts.runId ?? ctx.config.run_id,
           metadata: opts.metadata,
           ...resolveHashing(opts, ctx.config),
-        });
+        }).finally(() => progress.done());
         ctx.logger.log("info", "checkpoint_sealed", {
           job_id: opts.jobId ?? ctx.config.job_id ?? null,
           run_id: opts.runId ?? ctx.config.run_id ?? null,

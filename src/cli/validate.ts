@@ -11,6 +11,7 @@ import { validateCheckpoint } from "../validate.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { plural } from "./format.ts";
 import { depthOptions, resolveDepth } from "./options.ts";
+import { startProgress } from "./progress.ts";
 import { formatValidation, logValidation } from "./validation_output.ts";
 
 /** Builds the `validate` command. */
@@ -27,10 +28,9 @@ export function validateCommand(cli: CliHandle) {
     .addOption(jobs)
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
-        const result = await validateCheckpoint(
-          path,
-          resolveDepth(opts, ctx.config),
-        );
+        const progress = startProgress(ctx, "validating");
+        const result = await validateCheckpoint(path, { ...resolveDepth(opts, ctx.config), ...progress })
+          .finally(() => progress.done());
         logValidation(ctx, result);
         const root = await rootOfCheckpoint(path);
         const stateError = root ? await recordValidation(root, result, "validate") : null;
