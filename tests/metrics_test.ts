@@ -188,7 +188,7 @@ Deno.test("emit-metrics takes the textfile from the config", async () => {
   assert.match(await Deno.readTextFile(`${tmp.path}/out.prom`), /checkpoint_last_success_step\{.*\} 3/);
 });
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
@@ -209,7 +209,7 @@ Deno.test("serve exports /metrics and /healthz, revalidates when a checkpoint ap
   await using tmp = await tempDir();
   const root = tmp.path;
   await writeStep(root, 10);
-  const port = await freePort();
+  const port = freePort();
   const child = cliCommand(["serve", root, "--listen", `127.0.0.1:${port}`, "--interval", "1h"]).spawn();
   try {
     const url = `http://127.0.0.1:${port}`;
