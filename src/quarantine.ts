@@ -161,6 +161,8 @@ export async function quarantineLocked(
     problems,
   };
   const recordPath = `${corrupt}/${dest}.quarantine.json`;
+  // latest moves away first, so a crash at any later instant never leaves it naming a missing checkpoint.
+  const latestChanged = await repointLatestAway(root, name);
   try {
     // The record goes first: a crash before the rename leaves a record
     // without a checkpoint, never a quarantined checkpoint without a reason.
@@ -171,7 +173,6 @@ export async function quarantineLocked(
   } catch (err) {
     throw asCkptkitError(err, `Quarantining ${from}`, from);
   }
-  const latestChanged = await repointLatestAway(root, name);
   await forgetCheckpoints(root, [name]);
   return {
     name,

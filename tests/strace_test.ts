@@ -168,7 +168,11 @@ Deno.test({
     assert.ok(events.some((e) => e.call === "fsync" && e.path === `${root}/corrupt` && e.index > move.index));
     assert.ok(events.some((e) => e.call === "fsync" && e.path === root && e.index > move.index));
     const latest = find(events, (e) => e.call === "rename" && e.to === `${root}/latest`, "latest moved back");
-    assert.ok(latest.index > move.index && lastFsyncBefore(events, latest.path, latest.index));
+    assert.ok(latest.index < move.index, "latest moves away before the checkpoint does");
+    assert.ok(lastFsyncBefore(events, latest.path, latest.index));
+    assert.ok(
+      events.some((e) => e.call === "fsync" && e.path === root && e.index > latest.index && e.index < move.index),
+    );
   },
 });
 
