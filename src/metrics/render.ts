@@ -111,6 +111,6 @@ export async function renderMetrics(snapshot: MetricsSnapshot): Promise<string> 
   ).set({ ...labels, depth: snapshot.last_validation.depth }, snapshot.last_validation.duration_s);
   gauge("checkpoint_last_validation_bytes", "Bytes read by the last validation pass.")
     .set(labels, snapshot.last_validation.bytes);
-  gauge("ckptkit_build_info", "ckptkit version.", ["version"]).set({ version: VERSION }, 1);
+  gauge("ckptkit_build_info", "ckptkit version.", [...base, "version"]).set({ ...labels, version: VERSION }, 1);
   return await registry.metrics();
 }

@@ -1,0 +1,787 @@
+/**
+ * The Grafana dashboard, the Prometheus example config and the alert rules,
+ * checked against the real tools: promtool validates the config, the rules
+ * and their unit tests and lints ckptkit's exposition text; then a real
+ * node_exporter, Pushgateway, `ckptkit serve` and Prometheus are started on
+ * 127.0.0.1, fed a root with valid, corrupt and quarantined checkpoints, and
+ * every PromQL expression of the dashboard and of the alert rules is run
+ * against Prometheus's HTTP API.
+ *
+ * The tools come from Debian (`.ci/run` installs them). Without them the
+ * tests are skipped locally, never on CI (`CI` set).
+ */
+
+import assert from "node:assert/strict";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { METRIC_NAMES } from "../src/metrics/render.ts";
+import { cliCommand, flipByte, REPO, runCli, tempDir } from "./_helpers.ts";
+
+const DASHBOARD = `${REPO}/dashboards/grafana_checkpoint_health.json`;
+const PROMETHEUS_YML = `${REPO}/examples/prometheus.yml`;
+const ALERTS_YML = `${REPO}/examples/alerts.yml`;
+const ALERTS_TEST_YML = `${REPO}/examples/alerts_test.yml`;
+
+/** Whether an executable named `tool` is on PATH. */
+function onPath(tool: string): boolean {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      const info = Deno.statSync(`${dir || "."}/${tool}`);
+      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return true;
+    } catch {
+      // not in this folder
+    }
+  }
+  return false;
+}
+
+const ON_CI = Boolean(Deno.env.get("CI"));
+const SERVER_TOOLS = ["prometheus", "promtool", "prometheus-pushgateway", "prometheus-node-exporter"];
+const missingTools = SERVER_TOOLS.filter((tool) => !onPath(tool));
+/** Skip locally when a tool is missing; on CI run and fail with a clear message instead. */
+const skipPromtool = !ON_CI && missingTools.includes("promtool");
+const skipServers = !ON_CI && missingTools.length > 0;
+
+function assertTools(tools: string[]): void {
+  const missing = tools.filter((tool) => missingTools.includes(tool));
+  assert.deepEqual(missing, [], `not on PATH: ${missing.join(", ")} (Debian: apt-get install prometheus ...)`);
+}
+
+// ---------------------------------------------------------------------------
+// The dashboard and the rules, as data
+
+interface Target {
+  panel: string;
+  refId: string;
+  expr: string;
+  format?: string;
+  instant?: boolean;
+  datasource?: { type?: string; uid?: string };
+}
+
+interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  datasource?: { type?: string; uid?: string };
+  targets?: Omit<Target, "panel">[];
+  panels?: Panel[];
+}
+
+interface Variable {
+  name: string;
+  type: string;
+  datasource?: { type?: string; uid?: string };
+  definition?: string;
+  query?: string | { query: string };
+  multi?: boolean;
+  includeAll?: boolean;
+  allValue?: string;
+}
+
+interface Dashboard {
+  __inputs: { name: string; type: string; pluginId: string }[];
+  uid: string;
+  title: string;
+  panels: Panel[];
+  templating: { list: Variable[] };
+}
+
+interface Rule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+async function loadDashboard(): Promise<Dashboard> {
+  return JSON.parse(await Deno.readTextFile(DASHBOARD));
+}
+
+/** Every panel, rows' nested panels included. */
+function allPanels(dashboard: Dashboard): Panel[] {
+  return dashboard.panels.flatMap((panel) => [panel, ...(panel.panels ?? [])]);
+}
+
+function dashboardTargets(dashboard: Dashboard): Target[] {
+  return allPanels(dashboard).flatMap((panel) =>
+    (panel.targets ?? []).map((target) => ({ ...target, panel: panel.title }))
+  );
+}
+
+async function loadRules(): Promise<Rule[]> {
+  const doc = parseYaml(await Deno.readTextFile(ALERTS_YML)) as { groups: { rules: Rule[] }[] };
+  return doc.groups.flatMap((group) => group.rules);
+}
+
+/**
+ * A dashboard expression as Grafana would send it with "All" selected:
+ * `$job_id`/`$run_id` become `.*` (the variables' allValue), the interval
+ * variables become durations a 1 s scrape fills.
+ */
+function grafanaExpr(expr: string): string {
+  const out = expr
+    .replace(/\$\{?__rate_interval\}?/g, "1m")
+    .replace(/\$\{?__interval\}?/g, "15s")
+    .replace(/\$\{?__range_s\}?/g, "300")
+    .replace(/\$\{?__range_ms\}?/g, "300000")
+    .replace(/\$\{?__range\}?/g, "5m")
+    .replace(/\$\{?(job_id|run_id)(:\w+)?\}?/g, ".*");
+  assert.ok(!out.includes("$"), `unhandled Grafana variable in ${expr}`);
+  return out;
+}
+
+/**
+ * The vector operands of an alert expression: the expression split at its
+ * top-level comparison (`>`, `==`, ...) and set (`and`, `or`, `unless`)
+ * operators, without `on (...)`/`ignoring (...)`/`group_*`/`bool`
+ * modifiers, and without operands that are plain numbers (`2 * 3600`).
+ * `time() - max by (x) (m) > 2 * 3600` gives `time() - max by (x) (m)`.
+ */
+function vectorOperands(expr: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let quote: string | null = null;
+  let start = 0;
+  for (let i = 0; i < expr.length; i++) {
+    const c = expr[i];
+    if (quote) {
+      if (c === "\\") i++;
+      else if (c === quote) quote = null;
+      continue;
+    }
+    if (c === '"' || c === "'" || c === "`") {
+      quote = c;
+      continue;
+    }
+    if ("({[".includes(c)) depth++;
+    else if (")}]".includes(c)) depth--;
+    if (depth !== 0) continue;
+    const rest = expr.slice(i);
+    const comparison = /^(==|!=|>=|<=|>|<)/.exec(rest);
+    const set = /^(and|or|unless)(?=[\s(])/.exec(rest);
+    const op = comparison ?? (set && (i === 0 || /[\s)]/.test(expr[i - 1])) ? set : null);
+    if (!op) continue;
+    parts.push(expr.slice(start, i));
+    i += op[0].length - 1;
+    start = i + 1;
+  }
+  parts.push(expr.slice(start));
+  return parts
+    .map((part) =>
+      part.trim()
+        .replace(/^bool\s+/, "")
+        .replace(/^(on|ignoring)\s*\([^)]*\)\s*/, "")
+        .replace(/^(group_left|group_right)\s*(\([^)]*\))?\s*/, "")
+        .trim()
+    )
+    .filter((part) => part !== "" && !/^[\d\s.*+\-/^()eE]+$/.test(part));
+}
+
+/** Metric names an expression reads (checkpoint_* and ckptkit_*). */
+function metricNames(expr: string): string[] {
+  return [...expr.matchAll(/\b(checkpoint_[a-z_]+|ckptkit_[a-z_]+)\b/g)].map((m) => m[1]);
+}
+
+// ---------------------------------------------------------------------------
+// Subprocesses
+
+interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program to completion, optionally feeding `stdin`. */
+async function run(program: string, args: string[], options: { stdin?: string; cwd?: string } = {}): Promise<Output> {
+  const child = new Deno.Command(program, {
+    args,
+    cwd: options.cwd ?? REPO,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}
+
+function describe(what: string, out: Output): string {
+  return `${what} exited ${out.code}\nstdout:\n${out.stdout}\nstderr:\n${out.stderr}`;
+}
+
+/** A long-running server whose stdout and stderr go to a log file. */
+interface Server {
+  name: string;
+  child: Deno.ChildProcess;
+  log: string;
+  drained: Promise<unknown>;
+  /** Its exit code once it has exited. */
+  exitCode: number | null;
+}
+
+async function startServer(name: string, command: Deno.Command, logDir: string): Promise<Server> {
+  const log = `${logDir}/${name}.log`;
+  const child = command.spawn();
+  const stderr = await Deno.open(log, { write: true, create: true, truncate: true });
+  const stdout = await Deno.open(`${log}.stdout`, { write: true, create: true, truncate: true });
+  const drained = Promise.allSettled([child.stderr.pipeTo(stderr.writable), child.stdout.pipeTo(stdout.writable)]);
+  const server: Server = { name, child, log, drained, exitCode: null };
+  child.status.then((status) => server.exitCode = status.code);
+  return server;
+}
+
+function serverCommand(program: string, args: string[]): Deno.Command {
+  return new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped" });
+}
+
+/** SIGTERM, then SIGKILL after 5 s; always awaits the exit and the log pipes. */
+async function stopServer(server: Server): Promise<void> {
+  try {
+    server.child.kill("SIGTERM");
+  } catch {
+    // already exited
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const exited = await Promise.race([
+    server.child.status.then(() => true),
+    new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), 5000)),
+  ]);
+  clearTimeout(timer);
+  if (!exited) {
+    try {
+      server.child.kill("SIGKILL");
+    } catch {
+      // exited meanwhile
+    }
+    await server.child.status;
+  }
+  await server.drained;
+}
+
+async function tail(path: string, lines = 30): Promise<string> {
+  try {
+    return (await Deno.readTextFile(path)).trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** Free TCP ports on 127.0.0.1 (all held open until every one is chosen, so they differ). */
+function freePorts(count: number): number[] {
+  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = listeners.map((listener) => (listener.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+/** GET with a timeout; the body is always read. */
+async function get(url: string): Promise<{ status: number; body: string }> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
+  return { status: response.status, body: await response.text() };
+}
+
+/** An error that stops {@linkcode until} at once. */
+class Fatal extends Error {}
+
+/**
+ * Polls `check` until it returns a value other than undefined, or fails at
+ * `deadline` with `what`. Errors are retried, except {@linkcode Fatal}.
+ */
+async function until<T>(what: string, deadline: number, check: () => Promise<T | undefined>): Promise<T> {
+  let last = "";
+  while (true) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      if (err instanceof Fatal) throw err;
+      last = (err as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${last})` : ""}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+interface Sample {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+/** An instant query; fails unless Prometheus parsed and ran it. */
+async function query(base: string, expr: string): Promise<Sample[]> {
+  const { status, body } = await get(`${base}/api/v1/query?query=${encodeURIComponent(expr)}`);
+  const doc = JSON.parse(body);
+  assert.equal(doc.status, "success", `query failed (HTTP ${status}): ${expr}\n${body}`);
+  assert.equal(doc.data.resultType, "vector", `${expr} is not a vector expression`);
+  return doc.data.result;
+}
+
+// ---------------------------------------------------------------------------
+// Static checks: no tools needed
+
+Deno.test("the Grafana dashboard is importable and every query is filtered by job_id and run_id", async () => {
+  const dashboard = await loadDashboard();
+  assert.deepEqual(dashboard.__inputs.map((input) => [input.name, input.type, input.pluginId]), [
+    ["DS_PROMETHEUS", "datasource", "prometheus"],
+  ]);
+  assert.ok(dashboard.uid && dashboard.title);
+  const ds = { type: "prometheus", uid: "${DS_PROMETHEUS}" };
+  const panels = allPanels(dashboard);
+  assert.equal(new Set(panels.map((p) => p.id)).size, panels.length, "panel ids are unique");
+  for (const panel of panels) {
+    if (panel.type === "row") continue;
+    assert.deepEqual(panel.datasource, ds, `panel ${panel.title}`);
+    assert.ok((panel.targets ?? []).length > 0, `panel ${panel.title} has no query`);
+  }
+  const variables = dashboard.templating.list;
+  assert.deepEqual(variables.map((v) => v.name), ["job_id", "run_id"]);
+  for (const variable of variables) {
+    assert.equal(variable.type, "query");
+    assert.deepEqual(variable.datasource, ds);
+    assert.equal(variable.multi, true);
+    assert.equal(variable.includeAll, true);
+    assert.equal(variable.allValue, ".*", "All must match series whatever their job_id");
+    const q = typeof variable.query === "string" ? variable.query : variable.query?.query;
+    assert.match(q ?? "", new RegExp(`^label_values\\(checkpoint_\\w+(\\{[^}]*\\})?, ${variable.name}\\)$`));
+  }
+  const targets = dashboardTargets(dashboard);
+  const panelsWanted: [string, RegExp][] = [
+    ["last success age", /time\(\) - .*checkpoint_last_success_timestamp/],
+    ["step progress", /checkpoint_last_success_step/],
+    ["write duration", /checkpoint_last_duration_seconds/],
+    ["throughput", /rate\(checkpoint_write_bytes_total\{[^}]*\}\[\$__rate_interval\]\)/],
+    ["failures by reason", /sum by \(reason\).*increase\(checkpoint_validation_failures_total/],
+    ["corrupt table", /checkpoint_corrupt_detected\{[^}]*\}\) == 1$/],
+    ["free bytes", /checkpoint_directory_free_bytes/],
+    ["resume selections", /checkpoint_resume_selected_step/],
+  ];
+  for (const [what, pattern] of panelsWanted) {
+    assert.ok(targets.some((t) => pattern.test(t.expr)), `no query for ${what}`);
+  }
+  const table = targets.find((t) => t.expr.includes("checkpoint_corrupt_detected"))!;
+  assert.equal(table.format, "table");
+  assert.equal(table.instant, true);
+  const free = panels.find((p) => p.targets?.some((t) => t.expr.includes("checkpoint_directory_free_bytes")))!;
+  // deno-lint-ignore no-explicit-any
+  const steps = (free as any).fieldConfig.defaults.thresholds.steps as { value: number | null }[];
+  assert.ok(steps.some((step) => (step.value ?? 0) > 0), "free bytes panel has a threshold");
+  for (const target of targets) {
+    const where = `${target.panel} ${target.refId}: ${target.expr}`;
+    assert.deepEqual(target.datasource, ds, where);
+    const names = metricNames(target.expr);
+    assert.ok(names.length > 0, where);
+    for (const name of names) assert.ok((METRIC_NAMES as readonly string[]).includes(name), `unknown metric ${name}`);
+    // every selector carries both filters
+    const selectors = [...target.expr.matchAll(/\b(?:checkpoint|ckptkit)_[a-z_]+(\{[^}]*\})?/g)];
+    for (const selector of selectors) {
+      assert.ok(selector[1]?.includes('job_id=~"$job_id"'), `${selector[0]} lacks the job_id filter in ${where}`);
+      assert.ok(selector[1]?.includes('run_id=~"$run_id"'), `${selector[0]} lacks the run_id filter in ${where}`);
+    }
+    for (const range of target.expr.matchAll(/\[([^\]]+)\]/g)) {
+      assert.ok(["$__rate_interval", "$__range"].includes(range[1]), `fixed range [${range[1]}] in ${where}`);
+    }
+  }
+});
+
+Deno.test("the alert rules read only ckptkit's metrics and label their alerts", async () => {
+  const rules = await loadRules();
+  assert.deepEqual(rules.map((rule) => rule.alert).sort(), Object.keys(EXPECTED_ALERTS).sort());
+  for (const rule of rules) {
+    for (const name of metricNames(rule.expr)) {
+      assert.ok((METRIC_NAMES as readonly string[]).includes(name), `${rule.alert}: unknown metric ${name}`);
+    }
+    assert.ok(["warning", "critical"].includes(rule.labels?.severity ?? ""), `${rule.alert}: severity`);
+    assert.match(rule.annotations?.summary ?? "", /\$labels\.job_id/, `${rule.alert}: summary`);
+    assert.match(rule.annotations?.description ?? "", /\$labels\.run_id/, `${rule.alert}: description`);
+    assert.ok(vectorOperands(rule.expr).length > 0, rule.alert);
+  }
+  assert.deepEqual(vectorOperands('time() - max by (job_id) (m{a=~"x|y"}) > 2 * 3600'), [
+    'time() - max by (job_id) (m{a=~"x|y"})',
+  ]);
+  assert.deepEqual(vectorOperands("a == 0 and on (x, y) max by (x, y) (b) > 0"), ["a", "max by (x, y) (b)"]);
+});
+
+// ---------------------------------------------------------------------------
+// promtool
+
+Deno.test({
+  name: "promtool accepts the example config, the rules and the rules' unit tests",
+  ignore: skipPromtool,
+  async fn() {
+    assertTools(["promtool"]);
+    await using tmp = await tempDir();
+    // the config names alerts.yml relative to itself: check it where it is and from a copy elsewhere
+    await Deno.copyFile(PROMETHEUS_YML, `${tmp.path}/prometheus.yml`);
+    await Deno.copyFile(ALERTS_YML, `${tmp.path}/alerts.yml`);
+    for (const config of [PROMETHEUS_YML, `${tmp.path}/prometheus.yml`]) {
+      const checked = await run("promtool", ["check", "config", config]);
+      assert.equal(checked.code, 0, describe("promtool check config", checked));
+      assert.match(checked.stdout, /SUCCESS: 6 rules found/);
+    }
+    const rules = await run("promtool", ["check", "rules", ALERTS_YML]);
+    assert.equal(rules.code, 0, describe("promtool check rules", rules));
+    const tested = await run("promtool", ["test", "rules", ALERTS_TEST_YML]);
+    assert.equal(tested.code, 0, describe("promtool test rules", tested));
+    assert.match(tested.stdout, /SUCCESS/);
+    // every alert has a unit test that expects it firing and one that expects it quiet
+    const doc = parseYaml(await Deno.readTextFile(ALERTS_TEST_YML)) as {
+      tests: { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[];
+    };
+    const cases = doc.tests.flatMap((t) => t.alert_rule_test);
+    for (const rule of await loadRules()) {
+      const mine = cases.filter((c) => c.alertname === rule.alert);
+      assert.ok(mine.some((c) => c.exp_alerts.length > 0), `${rule.alert} is never tested firing`);
+      assert.ok(mine.some((c) => c.exp_alerts.length === 0), `${rule.alert} is never tested quiet`);
+    }
+  },
+});
+
+/** A root with valid step-10 and step-30, step-20 quarantined and step-40 (named by latest) corrupt. */
+async function buildRoot(root: string, jobId: string, runId: string): Promise<void> {
+  for (const step of [10, 20, 30, 40]) {
+    const written = await runCli([
+      "write",
+      "--root",
+      root,
+      "--job-id",
+      jobId,
+      "--run-id",
+      runId,
+      "--step",
+      String(step),
+      "--files",
+      "2",
+      "--file-size",
+      "4KiB",
+      "--log-level",
+      "warn",
+    ]);
+    assert.equal(written.code, 0, written.stderr);
+  }
+  const quarantined = await runCli(["quarantine", `${root}/step-20`, "--reason", "test", "--log-level", "error"]);
+  assert.equal(quarantined.code, 0, quarantined.stderr);
+  const shard = (await Array.fromAsync(Deno.readDir(`${root}/step-40`))).find((e) => e.name.endsWith(".bin"))!;
+  await flipByte(`${root}/step-40/${shard.name}`, 100);
+}
+
+Deno.test({
+  name: "promtool check metrics accepts the textfile emit-metrics writes, label escaping included",
+  ignore: skipPromtool,
+  async fn() {
+    assertTools(["promtool"]);
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    await buildRoot(root, "nlp/llama-7b", "run-1");
+    for (const [name, extra] of [["plain", []], ["escaped", ["--job-id", 'we"ird\\job é', "--run-id", "r\\1"]]]) {
+      const textfile = `${tmp.path}/${name}.prom`;
+      const emitted = await runCli(["emit-metrics", root, "--textfile", textfile, "--log-level", "error", ...extra]);
+      assert.equal(emitted.code, 1, `the scan finds the corrupt step-40: ${emitted.stderr}`);
+      const text = await Deno.readTextFile(textfile);
+      for (const metric of METRIC_NAMES) assert.match(text, new RegExp(`^${metric}\\{`, "m"), metric);
+      const linted = await run("promtool", ["check", "metrics"], { stdin: text });
+      assert.equal(linted.code, 0, describe(`promtool check metrics (${name})`, linted));
+      assert.equal((linted.stdout + linted.stderr).trim(), "", "no lint findings");
+    }
+  },
+});
+
+// ---------------------------------------------------------------------------
+// The real servers
+
+/**
+ * What each alert's expression must give on the test root (step-40 corrupt
+ * and named by latest, step-20 quarantined, step-10 and step-30 valid and
+ * minutes old, validated seconds ago): true when it must return samples,
+ * false when it must return none, null when it depends on the machine (the
+ * free space of the temporary folder).
+ */
+const EXPECTED_ALERTS: Record<string, boolean | null> = {
+  CheckpointStale: false,
+  CheckpointCorruptDetected: true,
+  CheckpointValidationFailuresRising: true,
+  CheckpointLatestInvalid: true,
+  CheckpointDiskSpaceLow: null,
+  CheckpointValidationStale: false,
+};
+
+Deno.test({
+  name: "node_exporter, Pushgateway, ckptkit serve and Prometheus: every dashboard and alert query returns data",
+  ignore: skipServers,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    assertTools(SERVER_TOOLS);
+    const started = Date.now();
+    const deadline = started + 60_000;
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    const textDir = `${tmp.path}/textfile`;
+    const logs = `${tmp.path}/logs`;
+    await Deno.mkdir(textDir);
+    await Deno.mkdir(logs);
+    const JOB = "nlp/llama-7b";
+    const RUN = "run-1";
+    await buildRoot(root, JOB, RUN);
+
+    const [nodePort, pushPort, servePort, promPort] = freePorts(4);
+    const prom = `http://127.0.0.1:${promPort}`;
+    const pushgateway = `http://127.0.0.1:${pushPort}`;
+
+    // Prometheus runs the example config with its targets moved to the chosen ports and 1 s intervals
+    const config = parseYaml(await Deno.readTextFile(PROMETHEUS_YML)) as {
+      global: Record<string, string>;
+      rule_files: string[];
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[]; [key: string]: unknown }[];
+    };
+    const ports: Record<string, number> = { "127.0.0.1:9100": nodePort, "127.0.0.1:9091": pushPort };
+    ports["127.0.0.1:9478"] = servePort;
+    config.global = { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" };
+    assert.deepEqual(config.rule_files, ["alerts.yml"]);
+    for (const job of config.scrape_configs) {
+      delete job.scrape_interval;
+      delete job.scrape_timeout;
+      for (const group of job.static_configs) {
+        group.targets = group.targets.map((target) => {
+          assert.ok(target in ports, `unexpected target ${target} in examples/prometheus.yml`);
+          return `127.0.0.1:${ports[target]}`;
+        });
+      }
+    }
+    const jobOf = (port: number) =>
+      config.scrape_configs.find((job) => job.static_configs.some((g) => g.targets.includes(`127.0.0.1:${port}`)))!;
+    assert.equal(jobOf(pushPort).honor_labels, true, "the Pushgateway job honors labels");
+    const nodeJob = jobOf(nodePort).job_name;
+    const serveJob = jobOf(servePort).job_name;
+    await Deno.writeTextFile(`${tmp.path}/prometheus.yml`, stringifyYaml(config));
+    await Deno.copyFile(ALERTS_YML, `${tmp.path}/alerts.yml`);
+
+    const servers: Server[] = [];
+    try {
+      servers.push(
+        await startServer(
+          "node_exporter",
+          serverCommand("prometheus-node-exporter", [
+            `--web.listen-address=127.0.0.1:${nodePort}`,
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            `--collector.textfile.directory=${textDir}`,
+          ]),
+          logs,
+        ),
+        await startServer(
+          "pushgateway",
+          // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: keep it in memory
+          serverCommand("prometheus-pushgateway", [
+            `--web.listen-address=127.0.0.1:${pushPort}`,
+            "--persistence.file=",
+          ]),
+          logs,
+        ),
+        await startServer(
+          "ckptkit_serve",
+          cliCommand(["serve", root, "--listen", `127.0.0.1:${servePort}`, "--interval", "2s", "--log-level", "warn"]),
+          logs,
+        ),
+        await startServer(
+          "prometheus",
+          serverCommand("prometheus", [
+            `--config.file=${tmp.path}/prometheus.yml`,
+            `--storage.tsdb.path=${tmp.path}/tsdb`,
+            `--web.listen-address=127.0.0.1:${promPort}`,
+          ]),
+          logs,
+        ),
+      );
+      const ready = async (what: string, url: string, ok: (body: string) => boolean = () => true) =>
+        await until(what, deadline, async () => {
+          const exited = servers.find((s) => s.exitCode !== null);
+          if (exited) throw new Fatal(`${exited.name} exited with ${exited.exitCode}`);
+          const { status, body } = await get(url);
+          return status === 200 && ok(body) ? true : undefined;
+        });
+      await Promise.all([
+        ready("node_exporter", `http://127.0.0.1:${nodePort}/metrics`),
+        ready("the Pushgateway", `${pushgateway}/-/ready`),
+        ready("ckptkit serve's first pass", `http://127.0.0.1:${servePort}/healthz`, (body) => body.startsWith("ok")),
+        ready("Prometheus", `${prom}/-/ready`),
+      ]);
+      const readyAt = Date.now();
+
+      // feed node_exporter and the Pushgateway; the scan finds step-40 corrupt (exit 1)
+      const emit = async () => {
+        const emitted = await runCli([
+          "emit-metrics",
+          root,
+          "--textfile",
+          `${textDir}/ckptkit.prom`,
+          "--pushgateway",
+          pushgateway,
+          "--instance",
+          "test-node",
+          "--log-level",
+          "error",
+        ]);
+        assert.equal(emitted.code, 1, describe("emit-metrics", emitted));
+        assert.match(emitted.stdout, /pushed to .*\/metrics\/job\/ckptkit\/job_id@base64\/.*\/instance@base64\//);
+      };
+      await emit();
+
+      const PUSHED_JOB = "ckptkit"; // the job label of the push, kept by honor_labels
+      const sources = [nodeJob, PUSHED_JOB, serveJob].sort();
+      await until("Prometheus to scrape ckptkit's metrics from all three ways", deadline, async () => {
+        const jobs = (await query(prom, "count by (job) (count_over_time(checkpoint_latest_valid[1m]) >= 2)"))
+          .map((s) => s.metric.job).sort();
+        return JSON.stringify(jobs) === JSON.stringify(sources) ? true : undefined;
+      });
+      // a second pass raises the failure counters, as a corrupt checkpoint does on every pass until quarantined
+      await emit();
+      await until("checkpoint_validation_failures_total to rise in all three ways", deadline, async () => {
+        const jobs = (await query(
+          prom,
+          'count by (job) (increase(checkpoint_validation_failures_total{reason="hash_mismatch"}[1m]) > 0)',
+        )).map((s) => s.metric.job).sort();
+        return JSON.stringify(jobs) === JSON.stringify(sources) ? true : undefined;
+      });
+      const dataAt = Date.now();
+
+      // every target is up; node_exporter parsed the textfile
+      const up = await query(prom, "up");
+      assert.deepEqual(
+        up.map((s) => [s.metric.job, s.value[1]]).sort(),
+        [
+          [nodeJob, "1"],
+          ["pushgateway", "1"],
+          [serveJob, "1"],
+        ].sort(),
+      );
+      const textfileErrors = await query(prom, `node_textfile_scrape_error{job="${nodeJob}"}`);
+      assert.deepEqual(textfileErrors.map((s) => s.value[1]), ["0"], "node_exporter read the textfile without error");
+
+      // honor_labels: the pushed job and instance labels survive, nothing is renamed to exported_*
+      const pushed = await query(prom, 'checkpoint_latest_valid{instance="test-node"}');
+      assert.equal(pushed.length, 1, JSON.stringify(pushed));
+      assert.deepEqual(pushed[0].metric, {
+        __name__: "checkpoint_latest_valid",
+        instance: "test-node",
+        job: PUSHED_JOB,
+        job_id: JOB,
+        run_id: RUN,
+      });
+      for (const sample of await query(prom, '{instance="test-node"}')) {
+        assert.equal(sample.metric.job_id, JOB, `${sample.metric.__name__} from the Pushgateway carries job_id`);
+        assert.ok(!Object.keys(sample.metric).some((k) => k.startsWith("exported_")), JSON.stringify(sample.metric));
+      }
+
+      // every dashboard query parses and returns data
+      const dashboard = await loadDashboard();
+      const results = new Map<string, Sample[]>();
+      for (const target of dashboardTargets(dashboard)) {
+        const expr = grafanaExpr(target.expr);
+        const samples = await query(prom, expr);
+        assert.ok(samples.length > 0, `dashboard "${target.panel}" ${target.refId} returned nothing: ${expr}`);
+        results.set(target.expr, samples);
+      }
+      const valueOf = (pattern: RegExp) => {
+        const hit = [...results].find(([expr]) => pattern.test(expr));
+        assert.ok(hit, String(pattern));
+        return hit[1];
+      };
+      assert.deepEqual(
+        valueOf(/\(checkpoint_resume_selected_step\{/).map((s) => [s.metric.job_id, s.metric.run_id, s.value[1]]),
+        [[JOB, RUN, "30"]],
+        "resume falls back to step-30",
+      );
+      assert.deepEqual(
+        valueOf(/checkpoint_corrupt_detected/).map((s) => [s.metric.checkpoint, s.metric.status]).sort(),
+        [["corrupt/step-20", "quarantined"], ["step-40", "invalid"]],
+      );
+      assert.deepEqual(
+        Object.fromEntries(valueOf(/checkpoint_inventory/).map((s) => [s.metric.status, s.value[1]])),
+        { valid: "2", invalid: "1", quarantined: "1", stale_staging: "0" },
+      );
+      assert.ok(
+        valueOf(/increase\(checkpoint_validation_failures_total\{[^}]*\}\[\$__rate_interval\]/)
+          .some((s) => s.metric.reason === "hash_mismatch" && Number(s.value[1]) > 0),
+      );
+
+      // the variables' label_values queries find the job and the run
+      for (const variable of dashboard.templating.list) {
+        const q = typeof variable.query === "string" ? variable.query : variable.query!.query;
+        const [, selector, label] = /^label_values\((.+), (\w+)\)$/.exec(q)!;
+        const { body } = await get(
+          `${prom}/api/v1/label/${label}/values?match[]=${encodeURIComponent(grafanaExpr(selector))}`,
+        );
+        const values = JSON.parse(body).data as string[];
+        assert.ok(values.includes(label === "job_id" ? JOB : RUN), `${variable.name}: ${body}`);
+      }
+
+      // every alert expression parses; the data it reads exists; it is true exactly when the root says so
+      for (const rule of await loadRules()) {
+        const firing = await query(prom, rule.expr);
+        for (const operand of vectorOperands(rule.expr)) {
+          const samples = await query(prom, operand);
+          assert.ok(samples.length > 0, `${rule.alert}: no data for ${operand}`);
+        }
+        const expected = EXPECTED_ALERTS[rule.alert];
+        if (expected === true) {
+          assert.ok(firing.length > 0, `${rule.alert} should be true: ${rule.expr}`);
+          for (const sample of firing) {
+            assert.equal(sample.metric.job_id, JOB, `${rule.alert} keeps job_id`);
+            assert.equal(sample.metric.run_id, RUN, `${rule.alert} keeps run_id`);
+          }
+          assert.equal(firing.length, new Set(firing.map((s) => JSON.stringify(s.metric))).size);
+        } else if (expected === false) {
+          assert.deepEqual(firing, [], `${rule.alert} should be false: ${rule.expr}`);
+        }
+      }
+      const corrupt = await query(prom, alertExpr(await loadRules(), "CheckpointCorruptDetected"));
+      assert.deepEqual(corrupt.map((s) => s.metric.checkpoint), ["step-40"], "one alert, deduplicated across sources");
+
+      // Prometheus evaluates the loaded rules without error and raises CheckpointCorruptDetected
+      const rulesDoc = JSON.parse((await get(`${prom}/api/v1/rules`)).body);
+      const loaded = rulesDoc.data.groups.flatMap((
+        g: { rules: { name: string; health: string; lastError?: string }[] },
+      ) => g.rules);
+      assert.deepEqual(loaded.map((r: { name: string }) => r.name).sort(), Object.keys(EXPECTED_ALERTS).sort());
+      for (const rule of loaded) assert.notEqual(rule.health, "err", `${rule.name}: ${rule.lastError}`);
+      const alert = await until("CheckpointCorruptDetected in /api/v1/alerts", deadline, async () => {
+        const alerts = JSON.parse((await get(`${prom}/api/v1/alerts`)).body).data.alerts as {
+          labels: Record<string, string>;
+          state: string;
+          annotations: Record<string, string>;
+        }[];
+        return alerts.find((a) => a.labels.alertname === "CheckpointCorruptDetected");
+      });
+      assert.ok(["pending", "firing"].includes(alert.state), alert.state);
+      assert.equal(alert.labels.job_id, JOB);
+      assert.equal(alert.labels.checkpoint, "step-40");
+      assert.equal(alert.labels.severity, "critical");
+      assert.match(alert.annotations.summary, new RegExp(`step-40 in job ${JOB} run ${RUN}`));
+
+      // the live exporter's text passes promtool's lint too
+      const served = await get(`http://127.0.0.1:${servePort}/metrics`);
+      const linted = await run("promtool", ["check", "metrics"], { stdin: served.body });
+      assert.equal(linted.code, 0, describe("promtool check metrics on ckptkit serve", linted));
+
+      console.log(
+        `servers ready in ${((readyAt - started) / 1000).toFixed(1)} s, data in Prometheus after ` +
+          `${((dataAt - readyAt) / 1000).toFixed(1)} s, all checks in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+    } catch (err) {
+      for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);
+      throw err;
+    } finally {
+      for (const server of servers.reverse()) await stopServer(server);
+    }
+  },
+});
+
+function alertExpr(rules: Rule[], name: string): string {
+  return rules.find((rule) => rule.alert === name)!.expr;
+}
