@@ -136,6 +136,7 @@ export {
   silentLogger,
 } from "./src/log.ts";
 export { VERSION } from "./src/version.ts";
+export { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_BYTES, withHasher } from "./src/hash_pool.ts";
 export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";
 export { collectMetrics, type CollectOptions, freeBytes, type MetricsPass } from "./src/metrics/collect.ts";
