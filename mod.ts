@@ -141,5 +141,5 @@ export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotI
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";
 export { collectMetrics, type CollectOptions, freeBytes, type MetricsPass } from "./src/metrics/collect.ts";
 export { writeTextfile } from "./src/metrics/textfile.ts";
-export { pushMetrics, type PushOptions, pushUrl } from "./src/metrics/pushgateway.ts";
+export { deleteMetrics, pushMetrics, type PushOptions, pushUrl } from "./src/metrics/pushgateway.ts";
 export { type ExporterOptions, parseListen, runExporter } from "./src/metrics/exporter.ts";

@@ -257,3 +257,20 @@ Deno.test("serve on a port in use exits 4 with a clear message", async () => {
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /expected host:port/);
 });
+
+Deno.test("emit-metrics --delete removes this job's group from the Pushgateway", async () => {
+  await using tmp = await tempDir();
+  await writeStep(tmp.path, 1);
+  const seen: string[] = [];
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(`${request.method} ${new URL(request.url).pathname}`);
+    return new Response("", { status: 202 });
+  });
+  const base = `http://127.0.0.1:${server.addr.port}/metrics`;
+  const run = await runCli(["emit-metrics", tmp.path, "--pushgateway", base, "--delete", "--instance", "n1"]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.deepEqual(seen, ["DELETE /metrics/job/ckptkit/job_id@base64/am9i/instance@base64/bjE"]);
+  const missing = await runCli(["emit-metrics", tmp.path, "--delete"]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /--delete needs --pushgateway/);
+});

@@ -7,11 +7,12 @@
 
 import { Command, Option } from "@commander-js/extra-typings";
 import { collectMetrics } from "../metrics/collect.ts";
-import { pushMetrics } from "../metrics/pushgateway.ts";
+import { deleteMetrics, pushMetrics } from "../metrics/pushgateway.ts";
 import { renderMetrics } from "../metrics/render.ts";
 import { writeTextfile } from "../metrics/textfile.ts";
 import { hostName } from "../version.ts";
-import { type CliHandle, EXIT } from "./context.ts";
+import { CkptkitError } from "../errors.ts";
+import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
 import { parsePositiveInteger, parseSeconds } from "./parse.ts";
 import { logValidation } from "./validation_output.ts";
@@ -48,11 +49,19 @@ export function emitMetricsCommand(cli: CliHandle) {
         parsePositiveInteger,
       ),
     )
+    .addOption(
+      new Option(
+        "--delete",
+        "delete this job's group from the Pushgateway instead of pushing (at the end of a run, so its last values " +
+          "are not scraped forever)",
+      ),
+    )
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const textfile = opts.textfile ?? ctx.config.metrics?.textfile;
         const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
@@ -91,4 +100,37 @@ export function emitMetricsCommand(cli: CliHandle) {
         return scan.ok ? EXIT.ok : EXIT.problems;
       });
     });
+}
+
+async function deleteGroup(
+  ctx: CommandContext,
+  rootArg: string | undefined,
+  opts: {
+    pushgateway?: string;
+    jobId?: string;
+    runId?: string;
+    instance?: string;
+    pushTimeout?: number;
+    pushAttempts?: number;
+  },
+): Promise<number> {
+  const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
+  if (!pushgateway) {
+    throw new CkptkitError("invalid_argument", "--delete needs --pushgateway or metrics.pushgateway in the config");
+  }
+  let jobId = opts.jobId ?? ctx.config.job_id;
+  if (jobId === undefined) {
+    // The group is keyed by the job id the pushes used: the newest valid manifest's.
+    const root = resolveRoot(rootArg, ctx.config);
+    jobId = (await collectMetrics(root, { depth: "fast", record: false })).snapshot.labels.job_id;
+  }
+  const deleted = await deleteMetrics(pushgateway, {
+    grouping: { job_id: jobId, instance: opts.instance ?? hostName() },
+    timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
+    attempts: opts.pushAttempts,
+  });
+  ctx.logger.log("info", "metrics_deleted", { job_id: jobId, url: deleted.url });
+  if (ctx.json) ctx.printJson({ ok: true, deleted: deleted.url });
+  else ctx.io.stdout(`deleted ${deleted.url}\n`);
+  return EXIT.ok;
 }

@@ -83,6 +83,38 @@ export async function pushMetrics(
   text: string,
   options: PushOptions,
 ): Promise<{ url: string; attempts: number }> {
+  return await send("PUT", base, text, options);
+}
+
+/**
+ * Deletes the group from the Pushgateway (at the end of a run, so its last
+ * values stop being scraped forever), with the same retries as a push.
+ *
+ * Requires `--allow-net`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { deleteMetrics } from "./pushgateway.ts";
+ * const methods: string[] = [];
+ * await using gateway = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+ *   methods.push(request.method);
+ *   return new Response("", { status: 202 });
+ * });
+ * await deleteMetrics(`http://127.0.0.1:${gateway.addr.port}`, { grouping: { job_id: "demo" } });
+ * assert.deepEqual(methods, ["DELETE"]);
+ * ```
+ */
+export async function deleteMetrics(base: string, options: PushOptions): Promise<{ url: string; attempts: number }> {
+  return await send("DELETE", base, undefined, options);
+}
+
+async function send(
+  method: "PUT" | "DELETE",
+  base: string,
+  text: string | undefined,
+  options: PushOptions,
+): Promise<{ url: string; attempts: number }> {
   const url = pushUrl(base, options.grouping);
   const attempts = options.attempts ?? 3;
   let delay = options.backoffMs ?? 500;
@@ -90,8 +122,8 @@ export async function pushMetrics(
   for (let attempt = 1; attempt <= attempts; attempt++) {
     try {
       const response = await fetch(url, {
-        method: "PUT",
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+        method,
+        headers: text === undefined ? undefined : { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
         body: text,
         signal: AbortSignal.any([
           AbortSignal.timeout(options.timeoutMs ?? 5000),
@@ -101,7 +133,7 @@ export async function pushMetrics(
       const body = await response.text();
       if (response.ok) return { url, attempts: attempt };
       lastError = `HTTP ${response.status}: ${body.trim().slice(0, 300)}`;
-      if (response.status >= 400 && response.status < 500) break; // a rejected push will not succeed on retry
+      if (response.status >= 400 && response.status < 500) break; // a rejected request will not succeed on retry
     } catch (err) {
       lastError = (err as Error).message;
     }
@@ -111,7 +143,8 @@ export async function pushMetrics(
       delay *= 2;
     }
   }
-  throw new CkptkitError("push_failed", `Pushing metrics to ${url} failed: ${lastError}`, { path: url });
+  const doing = method === "PUT" ? "Pushing metrics to" : "Deleting the metrics group at";
+  throw new CkptkitError("push_failed", `${doing} ${url} failed: ${lastError}`, { path: url });
 }
 
 function base64url(value: string): string {
