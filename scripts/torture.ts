@@ -1,0 +1,139 @@
+/**
+ * `deno task torture`: the long variants of the reliability harnesses, with
+ * their figures. Kills writers at random instants (hundreds of trials),
+ * races commit, gc, scan and resume --repair for minutes, fuzzes the manifest
+ * parser and the config loader, and runs the strace, disk-full and
+ * hostile-input suites; then prints one line of figures per harness and
+ * refreshes the "Reliability" section of README.md with them.
+ *
+ * ```sh
+ * deno task torture                                   # 300 crash trials, 120 s race, 100,000 fuzz inputs
+ * deno task torture --crash-trials 50 --race-seconds 20 --fuzz 5000 --no-readme
+ * ```
+ *
+ * Exits 1 when any harness reports a violation.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { formatCrashFigures, runCrashTrials } from "../tests/_crash.ts";
+import { formatRaceFigures, runRace } from "../tests/_race.ts";
+
+const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+const { values } = parseArgs({
+  options: {
+    "crash-trials": { type: "string", default: "300" },
+    "race-seconds": { type: "string", default: "120" },
+    fuzz: { type: "string", default: "100000" },
+    seed: { type: "string", default: String(Date.now() % 1_000_000) },
+    "no-readme": { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  console.log("usage: deno task torture [--crash-trials N] [--race-seconds S] [--fuzz N] [--seed S] [--no-readme]");
+  Deno.exit(0);
+}
+const numbers = ["crash-trials", "race-seconds", "fuzz", "seed"].map((key) => {
+  const value = Number(values[key as keyof typeof values]);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    console.error(`torture: --${key} must be a non-negative integer`);
+    Deno.exit(2);
+  }
+  return value;
+});
+const [crashTrials, raceSeconds, fuzzInputs, seed] = numbers;
+
+const lines: string[] = [];
+let failed = false;
+const work = await Deno.makeTempDir({ prefix: "ckptkit-torture-" });
+try {
+  if (crashTrials > 0) {
+    const crash = await runCrashTrials({ trials: crashTrials, seed, root: `${work}/crash/root` });
+    lines.push(formatCrashFigures(crash) + ` (seed ${seed})`);
+    for (const violation of crash.violations) console.error(`  ${violation}`);
+    failed ||= crash.violations.length > 0;
+    console.log(lines.at(-1));
+  }
+  if (raceSeconds > 0) {
+    const race = await runRace({ root: `${work}/race/root`, durationS: raceSeconds });
+    lines.push(formatRaceFigures(race));
+    for (const violation of race.violations) console.error(`  ${violation}`);
+    failed ||= race.violations.length > 0;
+    console.log(lines.at(-1));
+  }
+  if (fuzzInputs > 0) {
+    const fuzz = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-env",
+        `${REPO}/scripts/fuzz.ts`,
+        "--trials",
+        String(fuzzInputs),
+        "--seed",
+        String(seed),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const figures = new TextDecoder().decode(fuzz.stdout).trim().split("\n").filter((l) => l.startsWith("fuzz:"));
+    lines.push(...(figures.length ? figures : [`fuzz: did not report figures (exit ${fuzz.code})`]));
+    failed ||= !fuzz.success;
+    console.log(lines.at(-1));
+  }
+  for (
+    const [name, file] of [["strace ordering", "strace_test.ts"], ["faults", "faults_test.ts"], [
+      "hostile input",
+      "hostile_test.ts",
+    ]]
+  ) {
+    const junit = `${work}/${file}.xml`;
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "test",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        "--allow-sys",
+        "--allow-net",
+        "--allow-run",
+        `--junit-path=${junit}`,
+        `${REPO}/tests/${file}`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    const xml = await Deno.readTextFile(junit).catch(() => "");
+    const cases = (xml.match(/<testcase /g) ?? []).length;
+    const failures = (xml.match(/<failure/g) ?? []).length;
+    lines.push(`${name}: ${cases} checks, ${failures} failed`);
+    failed ||= !run.success;
+    console.log(lines.at(-1));
+  }
+} finally {
+  await Deno.remove(work, { recursive: true }).catch(() => {});
+}
+
+if (!values["no-readme"]) {
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const start = "<!-- reliability:start -->";
+  const end = "<!-- reliability:end -->";
+  const a = readme.indexOf(start);
+  const b = readme.indexOf(end);
+  if (a >= 0 && b > a) {
+    const command =
+      `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --fuzz ${fuzzInputs}`;
+    const block =
+      `${start}\nFigures of \`${command}\` on ${
+        new Date().toISOString().slice(0, 10)
+      } (${navigator.hardwareConcurrency} cores):\n\n` +
+      lines.map((line) => `- ${line}`).join("\n") + `\n${end}`;
+    await Deno.writeTextFile(`${REPO}/README.md`, readme.slice(0, a) + block + readme.slice(b + end.length));
+    await new Deno.Command(Deno.execPath(), { args: ["fmt", `${REPO}/README.md`], stdout: "null", stderr: "null" })
+      .output();
+  }
+}
+Deno.exit(failed ? 1 : 0);
