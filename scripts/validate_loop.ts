@@ -1,21 +1,25 @@
 /**
  * `deno task validate-loop`: a periodic validator for setups without cron (a
  * sidecar container, a tmux pane). Every `--interval` it scans a checkpoint
- * root with `ckptkit scan --json`, run in-process through `main()` of
- * `cli.ts`, and prints one JSON line per pass on stdout:
+ * root and exports its metrics with `ckptkit emit-metrics --json` (to the
+ * `--textfile` and `--pushgateway` given, or those of the config's `metrics:`),
+ * run in-process through `main()` of `cli.ts`, and prints one JSON line per
+ * pass on stdout:
  *
  * ```json
  * {"ts":"2026-01-01T00:00:00.000Z","event":"validation_pass","root":"/ckpts","ok":true,
- *  "checkpoints":3,"valid":3,"invalid":0,"duration_s":1.234,"depth":"full","exit_code":0,"error":null}
+ *  "checkpoints":3,"valid":3,"invalid":0,"duration_s":1.234,"depth":"full","exit_code":0,"error":null,
+ *  "textfile":"/var/lib/node_exporter/ckptkit.prom","pushgateway":null}
  * ```
  *
- * The scan's own JSON log lines go to stderr as usual. Passes never overlap:
+ * emit-metrics' own JSON log lines go to stderr as usual. Passes never overlap:
  * the next one starts `--interval` after the previous one started, or at once
  * when a pass took longer than that. SIGINT or SIGTERM stops the loop after
  * the pass in progress (a second signal stops at once) and exits 0.
  *
- * Exit codes: with `--once` or `--max-runs`, the exit code of the last scan
- * (0 all valid, 1 problems found, 2 usage or config error, 4 runtime error);
+ * Exit codes: with `--once` or `--max-runs`, the exit code of the last pass
+ * (0 all valid, 1 problems found, 2 usage or config error, 4 runtime error,
+ * including a failed push; the textfile is written before the push);
  * 0 when stopped by a signal; 2 for bad flags.
  *
  * @module
@@ -29,21 +33,26 @@ import { loadConfig } from "../src/config.ts";
 
 const USAGE = `Usage: deno task validate-loop [options]
 
-Scans a checkpoint root every --interval and prints one JSON line per pass.
+Every --interval, scans a checkpoint root and exports its metrics (ckptkit
+emit-metrics), and prints one JSON line per pass.
 
 Options:
   --root <dir>           checkpoint root (default: CKPTKIT_ROOT, then the config's root)
-  --config <path>        ckptkit YAML config (default: CKPTKIT_CONFIG)
+  --config <path>        ckptkit YAML config (default: CKPTKIT_CONFIG); its metrics.textfile
+                         and metrics.pushgateway apply unless overridden below
   --interval <duration>  time between the starts of two passes: 30, 30s, 5m, 1h (default 300s)
   --fast                 check manifests, presence and sizes only (reads no file data)
   --sample-bytes <n>     check the sampled regions recorded at commit instead of every byte
-  --once                 run one pass, then exit with the scan's exit code
-  --max-runs <n>         stop after n passes, exiting with the last scan's exit code
+  --textfile <path>      node_exporter textfile to write on each pass (must end in .prom)
+  --pushgateway <url>    Pushgateway to push to on each pass
+  --once                 run one pass, then exit with its exit code
+  --max-runs <n>         stop after n passes, exiting with the last pass's exit code
   -h, --help             show this help
 
-Each pass prints one JSON line on stdout; the scan's JSON log lines go to stderr
-(quiet them with CKPTKIT_LOG_LEVEL=warn or log_level in the config). SIGINT or
-SIGTERM stops the loop after the pass in progress and exits 0.
+Each pass prints one JSON line on stdout; emit-metrics' JSON log lines go to
+stderr (quiet them with CKPTKIT_LOG_LEVEL=warn or log_level in the config).
+A pass whose push failed exits 4 and the loop goes on. SIGINT or SIGTERM stops
+the loop after the pass in progress and exits 0.
 `;
 
 /** Default time between the starts of two passes, in seconds. */
@@ -55,12 +64,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface LoopOptions {
   /** Checkpoint root, as given. */
   root: string;
-  /** Config file passed on to every scan, when there is one. */
+  /** Config file passed on to every pass, when there is one. */
   configPath?: string;
   /** Seconds between the starts of two passes. */
   intervalS: number;
-  /** Depth flags passed on to scan (`--fast`, `--sample-bytes N`, or none). */
+  /** Depth flags passed on to emit-metrics (`--fast`, `--sample-bytes N`, or none). */
   depthArgs: string[];
+  /** node_exporter textfile to write (else the config's `metrics.textfile`, if any). */
+  textfile?: string;
+  /** Pushgateway URL to push to (else the config's `metrics.pushgateway`, if any). */
+  pushgateway?: string;
   /** Passes to run before exiting; undefined runs until a signal. */
   maxRuns?: number;
 }
@@ -69,7 +82,7 @@ export interface LoopOptions {
 export interface PassLine {
   ts: string;
   event: "validation_pass";
-  /** The root's real path as reported by the scan, or the root as given when the scan failed. */
+  /** The root's real path as reported by emit-metrics, or the root as given when the pass failed. */
   root: string;
   ok: boolean;
   checkpoints: number | null;
@@ -79,8 +92,12 @@ export interface PassLine {
   duration_s: number;
   depth: string | null;
   exit_code: number;
-  /** Why the scan could not run (bad config, unreadable root), or null. */
+  /** Why the pass failed (bad config, unreadable root, failed push), or null. */
   error: { reason: string; message: string } | null;
+  /** The textfile written, or null (none configured, or the pass failed). */
+  textfile: string | null;
+  /** The push URL the metrics went to, or null (none configured, or the pass failed). */
+  pushgateway: string | null;
 }
 
 /** A bad flag or setting: one line on stderr and exit 2. */
@@ -127,6 +144,16 @@ export async function parseLoopArgs(
     ? undefined
     : flagValue("--max-runs", values["max-runs"], parsePositiveInteger);
 
+  const textfile = values.textfile;
+  if (textfile !== undefined && !textfile.endsWith(".prom")) {
+    // node_exporter ignores other names; emit-metrics would refuse it on every pass.
+    throw new UsageError(`--textfile ${JSON.stringify(textfile)}: must end in .prom.`);
+  }
+  const pushgateway = values.pushgateway;
+  if (pushgateway !== undefined && !/^https?:$/.test(URL.parse(pushgateway)?.protocol ?? "")) {
+    throw new UsageError(`--pushgateway ${JSON.stringify(pushgateway)}: expected an http or https URL.`);
+  }
+
   const configPath = values.config ?? (env("CKPTKIT_CONFIG") || undefined);
   let root = values.root ?? (env("CKPTKIT_ROOT") || undefined);
   if (root === undefined && configPath !== undefined) {
@@ -141,7 +168,7 @@ export async function parseLoopArgs(
       "no checkpoint root: pass --root, set CKPTKIT_ROOT, or set root in the config (--config).",
     );
   }
-  return { root, configPath, intervalS, depthArgs, maxRuns };
+  return { root, configPath, intervalS, depthArgs, maxRuns, textfile, pushgateway };
 }
 
 /** The raw flags; node:util's errors become a one-line {@linkcode UsageError}. */
@@ -155,6 +182,8 @@ function parseFlags(args: string[]) {
         interval: { type: "string" },
         fast: { type: "boolean" },
         "sample-bytes": { type: "string" },
+        textfile: { type: "string" },
+        pushgateway: { type: "string" },
         once: { type: "boolean" },
         "max-runs": { type: "string" },
         help: { type: "boolean", short: "h" },
@@ -179,19 +208,23 @@ function flagValue<T>(flag: string, raw: string, parse: (v: string) => T): T {
   }
 }
 
-/** The parts of `ckptkit scan --json` output the loop reads. */
-interface ScanDocument {
+/** The parts of `ckptkit emit-metrics --json` output the loop reads. */
+interface EmitDocument {
   root?: unknown;
   ok?: unknown;
-  depth?: unknown;
-  summary?: { checkpoints?: unknown; valid?: unknown; invalid?: unknown };
+  textfile?: unknown;
+  pushgateway?: { url?: unknown } | null;
+  snapshot?: {
+    counts?: { valid?: unknown; invalid?: unknown };
+    last_validation?: { depth?: unknown };
+  };
   error?: { reason?: unknown; message?: unknown };
 }
 
-function parseScanDocument(text: string): ScanDocument | undefined {
+function parseEmitDocument(text: string): EmitDocument | undefined {
   try {
     const doc: unknown = JSON.parse(text);
-    return typeof doc === "object" && doc !== null ? doc as ScanDocument : undefined;
+    return typeof doc === "object" && doc !== null ? doc as EmitDocument : undefined;
   } catch {
     return undefined;
   }
@@ -199,7 +232,7 @@ function parseScanDocument(text: string): ScanDocument | undefined {
 
 const count = (value: unknown): number | null => typeof value === "number" ? value : null;
 
-/** Runs one scan in-process and describes it as a {@linkcode PassLine}. */
+/** Runs one emit-metrics pass in-process and describes it as a {@linkcode PassLine}. */
 export async function runPass(options: LoopOptions): Promise<PassLine> {
   const started = performance.now();
   const ts = new Date().toISOString();
@@ -212,11 +245,13 @@ export async function runPass(options: LoopOptions): Promise<PassLine> {
     env: (name) => Deno.env.get(name),
   };
   const args = [
-    "scan",
+    "emit-metrics",
     options.root,
     "--json",
     ...options.depthArgs,
     ...(options.configPath ? ["--config", options.configPath] : []),
+    ...(options.textfile !== undefined ? ["--textfile", options.textfile] : []),
+    ...(options.pushgateway !== undefined ? ["--pushgateway", options.pushgateway] : []),
   ];
   let exitCode: number;
   let crash: string | undefined;
@@ -228,28 +263,34 @@ export async function runPass(options: LoopOptions): Promise<PassLine> {
     exitCode = 4;
     crash = (err as Error)?.message ?? String(err);
   }
-  const doc = parseScanDocument(stdout);
-  const summary = doc?.summary;
-  const error = crash !== undefined ? { reason: "io_error", message: `scan crashed: ${crash}` } : doc?.error
+  const doc = parseEmitDocument(stdout);
+  const counts = doc?.snapshot?.counts;
+  const valid = count(counts?.valid);
+  const invalid = count(counts?.invalid);
+  const error = crash !== undefined ? { reason: "io_error", message: `emit-metrics crashed: ${crash}` } : doc?.error
     ? {
       reason: String(doc.error.reason ?? "io_error"),
       message: String(doc.error.message ?? ""),
     }
-    : summary === undefined
-    ? { reason: "io_error", message: "scan printed no JSON result" }
+    : counts === undefined
+    ? { reason: "io_error", message: "emit-metrics printed no JSON result" }
     : null;
+  const depth = doc?.snapshot?.last_validation?.depth;
+  const pushedUrl = doc?.pushgateway?.url;
   return {
     ts,
     event: "validation_pass",
     root: typeof doc?.root === "string" ? doc.root : options.root,
     ok: exitCode === 0 && doc?.ok === true,
-    checkpoints: count(summary?.checkpoints),
-    valid: count(summary?.valid),
-    invalid: count(summary?.invalid),
+    checkpoints: valid !== null && invalid !== null ? valid + invalid : null,
+    valid,
+    invalid,
     duration_s: Math.round(performance.now() - started) / 1000,
-    depth: typeof doc?.depth === "string" ? doc.depth : null,
+    depth: typeof depth === "string" ? depth : null,
     exit_code: exitCode,
     error,
+    textfile: typeof doc?.textfile === "string" ? doc.textfile : null,
+    pushgateway: typeof pushedUrl === "string" ? pushedUrl : null,
   };
 }
 
@@ -277,8 +318,8 @@ class StopSignal {
 
   #onSignal(signal: Deno.Signal): void {
     if (this.received !== undefined) {
-      // A second signal means "now": scans only read, so nothing is left
-      // half-done on disk by leaving mid-pass.
+      // A second signal means "now": a pass only reads checkpoints and
+      // replaces files atomically, so leaving mid-pass leaves nothing half-done.
       processIo.stderr(`validate-loop: ${signal} again, stopping now\n`);
       Deno.exit(signal === "SIGINT" ? 130 : 143);
     }

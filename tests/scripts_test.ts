@@ -184,8 +184,10 @@ Deno.test("validate-loop --once: a healthy root prints one ok line and exits 0",
   assert.equal(line.depth, "full");
   assert.equal(typeof line.duration_s, "number");
   assert.ok(!Number.isNaN(Date.parse(String(line.ts))), String(line.ts));
-  // The scan's own logs stay on stderr.
-  assert.ok(run.logs.some((l) => l.event === "scan_completed"), run.stderr);
+  // No --textfile, --pushgateway or config: the pass exports nothing.
+  assert.equal(line.textfile, null);
+  assert.equal(line.pushgateway, null);
+  assert.equal(line.error, null);
 });
 
 Deno.test("validate-loop --once: a corrupted checkpoint gives ok false and exit 1", async () => {
@@ -200,6 +202,11 @@ Deno.test("validate-loop --once: a corrupted checkpoint gives ok false and exit 
   assert.equal(lines[0].valid, 1);
   assert.equal(lines[0].invalid, 1);
   assert.equal(lines[0].exit_code, 1);
+  // emit-metrics' own logs stay on stderr.
+  assert.ok(
+    run.logs.some((l) => l.event === "validation_failed" && l.reason === "hash_mismatch"),
+    run.stderr,
+  );
 
   // --fast reads no file data, so the flipped byte goes unnoticed.
   const fast = await runScript("validate-loop", [
@@ -293,6 +300,8 @@ Deno.test("validate-loop: bad flags exit 2 with a one-line error", async () => {
       [["--root", root, "--sample-bytes", "lots"], /--sample-bytes "lots"/],
       [["--root", root, "--fast", "--sample-bytes", "4KiB"], /together/],
       [["--root", root, "--once", "--max-runs", "2"], /together/],
+      [["--root", root, "--textfile", `${root}/metrics.txt`], /--textfile ".*metrics\.txt": must end in \.prom/],
+      [["--root", root, "--pushgateway", "pushgateway:9091"], /--pushgateway "pushgateway:9091": expected an http/],
       [["--root", root, "extra"], /Unexpected argument 'extra'/],
       [["--once"], /no checkpoint root/],
     ] as const
@@ -324,4 +333,109 @@ Deno.test("validate-loop: --interval accepts 30, 30s, 5m and 1h", async () => {
   assert.equal(defaults.intervalS, DEFAULT_INTERVAL_S);
   assert.equal(defaults.maxRuns, undefined);
   assert.deepEqual(defaults.depthArgs, []);
+});
+
+/** One `checkpoint_inventory{status=...}` value of an exposition text. */
+function inventory(text: string, status: string): number | undefined {
+  const match = new RegExp(`^checkpoint_inventory\\{[^}]*status="${status}"\\} (\\S+)$`, "m").exec(text);
+  return match ? Number(match[1]) : undefined;
+}
+
+Deno.test("validate-loop --textfile: each pass writes the root's metrics to the textfile", async () => {
+  await using tmp = await tempDir();
+  const root = await healthyRoot(tmp.path);
+  const textfile = `${tmp.path}/textfile/ckptkit.prom`;
+  await Deno.mkdir(`${tmp.path}/textfile`);
+  const run = await runScript("validate-loop", ["--root", root, "--textfile", textfile, "--once"]);
+  assert.equal(run.code, 0, run.stderr);
+  const [line] = passLines(run.stdout);
+  assert.equal(line.ok, true);
+  assert.equal(line.textfile, textfile);
+  assert.equal(line.pushgateway, null);
+  assert.equal(line.checkpoints, 2);
+  const text = await Deno.readTextFile(textfile);
+  assert.equal(inventory(text, "valid"), 2);
+  assert.equal(inventory(text, "invalid"), 0);
+  assert.match(text, /^checkpoint_last_success_step\{job_id="j",run_id="r"\} 20$/m);
+  // Written atomically: nothing but the textfile is left in its folder.
+  assert.deepEqual(await names(`${tmp.path}/textfile`), ["ckptkit.prom"]);
+  assert.ok(run.logs.some((l) => l.event === "metrics_written" && l.textfile === textfile), run.stderr);
+
+  // The next pass rewrites it: a corrupted checkpoint shows up.
+  await flipByte(`${root}/step-20/shard-00001-of-00002.bin`, 100);
+  const second = await runScript("validate-loop", ["--root", root, "--textfile", textfile, "--once"]);
+  assert.equal(second.code, 1, second.stderr);
+  assert.equal(passLines(second.stdout)[0].textfile, textfile);
+  const after = await Deno.readTextFile(textfile);
+  assert.equal(inventory(after, "valid"), 1);
+  assert.equal(inventory(after, "invalid"), 1);
+  assert.match(after, /^checkpoint_corrupt_detected\{[^}]*checkpoint="step-20",status="invalid"\} 1$/m);
+});
+
+Deno.test("validate-loop: the config's metrics.textfile is written when --textfile is not given", async () => {
+  await using tmp = await tempDir();
+  const root = await healthyRoot(tmp.path);
+  const textfile = `${tmp.path}/from-config.prom`;
+  const config = `${tmp.path}/ckptkit.yaml`;
+  await Deno.writeTextFile(config, `root: ${root}\nlog_level: warn\nmetrics:\n  textfile: ${textfile}\n`);
+  const run = await runScript("validate-loop", ["--config", config, "--fast", "--once"]);
+  assert.equal(run.code, 0, run.stderr);
+  const [line] = passLines(run.stdout);
+  assert.equal(line.textfile, textfile);
+  assert.equal(line.depth, "fast");
+  assert.equal(inventory(await Deno.readTextFile(textfile), "valid"), 2);
+  assert.match(
+    await Deno.readTextFile(textfile),
+    /^checkpoint_last_validation_duration_seconds\{[^}]*depth="fast"\} /m,
+  );
+  assert.equal(run.stderr, "", "the config's log_level reaches emit-metrics");
+});
+
+Deno.test("validate-loop --pushgateway: pushes each pass; a refused push exits 4 and the loop goes on", async () => {
+  await using tmp = await tempDir();
+  const root = await healthyRoot(tmp.path);
+  const pushes: { method: string; path: string; body: string }[] = [];
+  await using gateway = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    pushes.push({ method: request.method, path: new URL(request.url).pathname, body: await request.text() });
+    return new Response("");
+  });
+  const url = `http://127.0.0.1:${gateway.addr.port}/metrics`;
+  const run = await runScript("validate-loop", ["--root", root, "--pushgateway", url, "--once"]);
+  assert.equal(run.code, 0, run.stderr);
+  const [line] = passLines(run.stdout);
+  assert.equal(line.ok, true);
+  assert.equal(line.textfile, null);
+  assert.match(String(line.pushgateway), new RegExp(`^${url}/job/ckptkit/job_id@base64/`));
+  assert.equal(pushes.length, 1);
+  assert.equal(pushes[0].method, "PUT");
+  assert.equal(inventory(pushes[0].body, "valid"), 2);
+
+  // Nothing listens on a closed port: every attempt is refused.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const refused = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/metrics`;
+  listener.close();
+  const textfile = `${tmp.path}/ckptkit.prom`;
+  const failing = await runScript("validate-loop", [
+    "--root",
+    root,
+    "--pushgateway",
+    refused,
+    "--textfile",
+    textfile,
+    "--interval",
+    "1s",
+    "--max-runs",
+    "2",
+  ]);
+  assert.equal(failing.code, 4, failing.stderr);
+  const lines = passLines(failing.stdout);
+  assert.equal(lines.length, 2, failing.stdout);
+  for (const pass of lines) {
+    assert.equal(pass.ok, false);
+    assert.equal(pass.exit_code, 4);
+    assert.equal((pass.error as { reason: string }).reason, "push_failed");
+    assert.equal(pass.pushgateway, null);
+  }
+  // The textfile is written before the push is tried.
+  assert.equal(inventory(await Deno.readTextFile(textfile), "valid"), 2);
 });

@@ -15,7 +15,7 @@ import { CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
 import { parsePositiveInteger, parseSeconds } from "./parse.ts";
-import { logValidation } from "./validation_output.ts";
+import { logScan } from "./validation_output.ts";
 
 /** Builds the `emit-metrics` command. */
 export function emitMetricsCommand(cli: CliHandle) {
@@ -70,7 +70,7 @@ export function emitMetricsCommand(cli: CliHandle) {
           jobId: opts.jobId ?? ctx.config.job_id,
           runId: opts.runId ?? ctx.config.run_id,
         });
-        for (const checkpoint of scan.checkpoints) logValidation(ctx, checkpoint);
+        logScan(ctx, scan);
         const text = await renderMetrics(snapshot);
         if (textfile) {
           await writeTextfile(textfile, text);

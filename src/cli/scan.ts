@@ -10,10 +10,10 @@ import { DEFAULT_STALE_STAGING_S, scanRoot } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
 import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
-import { formatQuarantine, logQuarantine } from "./quarantine.ts";
+import { formatQuarantine } from "./quarantine.ts";
 import { parseSeconds } from "./parse.ts";
 import { startProgress } from "./progress.ts";
-import { formatValidation, logValidation } from "./validation_output.ts";
+import { formatValidation, logScan } from "./validation_output.ts";
 
 /** Builds the `scan` command. */
 export function scanCommand(cli: CliHandle) {
@@ -60,33 +60,7 @@ export function scanCommand(cli: CliHandle) {
           quarantine: opts.quarantine,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
         }).finally(() => progress.done());
-        for (const moved of result.quarantined) logQuarantine(ctx, moved);
-        if (result.state_error) {
-          ctx.logger.log("warn", "state_write_failed", {
-            detail: result.state_error,
-          });
-        }
-        for (const checkpoint of result.checkpoints) {
-          logValidation(ctx, checkpoint);
-        }
-        if (result.latest.problem) {
-          ctx.logger.log("warn", "latest_invalid", {
-            checkpoint_path: result.root,
-            reason: "latest_invalid",
-            detail: result.latest.problem,
-          });
-        }
-        for (const staging of result.staging.filter((s) => s.stale)) {
-          ctx.logger.log("warn", "stale_staging", {
-            checkpoint_path: staging.path,
-            reason: "stale_staging",
-            age_s: Math.round(staging.age_s),
-          });
-        }
-        ctx.logger.log(result.ok ? "info" : "warn", "scan_completed", {
-          checkpoint_path: result.root,
-          ...result.summary,
-        });
+        logScan(ctx, result);
         if (ctx.json) {
           ctx.printJson(result);
         } else {

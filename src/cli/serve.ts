@@ -11,7 +11,7 @@ import { parseListen, runExporter } from "../metrics/exporter.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
 import { parseSeconds } from "./parse.ts";
-import { logValidation } from "./validation_output.ts";
+import { logScan } from "./validation_output.ts";
 
 /** Builds the `serve` command. */
 export function serveCommand(cli: CliHandle) {
@@ -72,7 +72,7 @@ export function serveCommand(cli: CliHandle) {
                 });
                 return;
               }
-              for (const checkpoint of pass!.scan.checkpoints) logValidation(ctx, checkpoint);
+              logScan(ctx, pass!.scan);
               ctx.logger.log("info", "validation_pass", {
                 checkpoint_path: pass!.scan.root,
                 trigger,

@@ -5,7 +5,9 @@
  * @module
  */
 
+import type { ScanResult } from "../scan.ts";
 import type { ValidationResult } from "../validate.ts";
+import { logQuarantine } from "./quarantine.ts";
 import type { CommandContext } from "./context.ts";
 import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";
 
@@ -56,4 +58,31 @@ export function formatValidation(result: ValidationResult): string {
   return `FAILED ${result.path} (${what}): ${plural(result.problems.length, "problem")}\n` +
     result.problems.map((p) => formatProblem(p) + "\n").join("") +
     result.notes.map((note) => `  note: ${note}\n`).join("");
+}
+
+/**
+ * Logs everything a scan found: quarantines, each checkpoint's problems, a
+ * broken `latest`, stale staging, a state that could not be written, and
+ * the `scan_completed` summary. Shared by scan, emit-metrics and serve so
+ * their logs agree.
+ */
+export function logScan(ctx: CommandContext, result: ScanResult): void {
+  for (const moved of result.quarantined) logQuarantine(ctx, moved);
+  if (result.state_error) ctx.logger.log("warn", "state_write_failed", { detail: result.state_error });
+  for (const checkpoint of result.checkpoints) logValidation(ctx, checkpoint);
+  if (result.latest.problem) {
+    ctx.logger.log("warn", "latest_invalid", {
+      checkpoint_path: result.root,
+      reason: "latest_invalid",
+      detail: result.latest.problem,
+    });
+  }
+  for (const staging of result.staging.filter((s) => s.stale)) {
+    ctx.logger.log("warn", "stale_staging", {
+      checkpoint_path: staging.path,
+      reason: "stale_staging",
+      age_s: Math.round(staging.age_s),
+    });
+  }
+  ctx.logger.log(result.ok ? "info" : "warn", "scan_completed", { checkpoint_path: result.root, ...result.summary });
 }
