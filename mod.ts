@@ -136,6 +136,7 @@ export {
   silentLogger,
 } from "./src/log.ts";
 export { VERSION } from "./src/version.ts";
+export { exportSums, formatSumsLine, ManifestProblemError } from "./src/export_sums.ts";
 export { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_BYTES, withHasher } from "./src/hash_pool.ts";
 export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";

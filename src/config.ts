@@ -17,8 +17,8 @@
  * @module
  */
 
-import { parse, YAMLParseError } from "yaml";
-import { z } from "zod";
+import { parseYaml, YAMLParseError } from "./deps.ts";
+import { z } from "./deps.ts";
 import { CkptkitError } from "./errors.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
 
@@ -105,7 +105,7 @@ const configSchema: z.ZodType<Config> = z.strictObject({
 export function parseConfig(source: string, origin = "config"): Config {
   let raw: unknown;
   try {
-    raw = parse(source);
+    raw = parseYaml(source);
   } catch (err) {
     const where = err instanceof YAMLParseError && err.linePos
       ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}`

@@ -11,7 +11,7 @@
 import { fsyncPath } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest } from "./latest.ts";
-import { STATE_DIR } from "./layout.ts";
+import { LATEST_NAME, STATE_DIR } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
 import { forgetCheckpoints, recordValidation } from "./record.ts";
 import { planRetention, type RetentionCheckpoint, type RetentionPlan } from "./retention.ts";
@@ -45,6 +45,8 @@ export interface GcResult extends RetentionPlan {
   bytes_freed: number;
   /** Leftovers of interrupted deletes removed from `.ckptkit/trash/`. */
   trash_emptied: string[];
+  /** Temporary files of `latest` left by killed processes, removed. */
+  temp_files_removed: string[];
   /** Wall time in seconds. */
   duration_s: number;
 }
@@ -155,6 +157,7 @@ export async function collectGarbage(
       ...dry,
       bytes_freed: bytes,
       trash_emptied: [],
+      temp_files_removed: [],
       duration_s: since(started),
     };
   }
@@ -179,12 +182,21 @@ export async function collectGarbage(
     }
     await emptyTrash(trash);
     await forgetCheckpoints(realRoot, final.delete.map((d) => d.name));
+    // latest is only ever rewritten under this lock, so a temp file of it seen now was left by a killed process.
+    const temps: string[] = [];
+    for await (const entry of Deno.readDir(realRoot)) {
+      if (entry.isFile && entry.name.startsWith(`.${LATEST_NAME}.tmp-`)) {
+        await Deno.remove(`${realRoot}/${entry.name}`);
+        temps.push(entry.name);
+      }
+    }
     return {
       root: realRoot,
       dry_run: false,
       ...final,
       bytes_freed: bytes,
       trash_emptied: leftovers,
+      temp_files_removed: temps,
       duration_s: since(started),
     };
   } finally {

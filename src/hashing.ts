@@ -10,7 +10,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { createXXHash128 } from "hash-wasm";
+import { createXXHash128 } from "./deps.ts";
 import { CkptkitError } from "./errors.ts";
 
 /** The digest algorithms a manifest can use. */

@@ -6,8 +6,8 @@
  * @module
  */
 
-import canonicalize from "canonicalize";
-import { z } from "zod";
+import { canonicalize } from "./deps.ts";
+import { z } from "./deps.ts";
 import { HASH_ALGORITHMS, type HashAlgorithm, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { unsafePathReason } from "./paths.ts";

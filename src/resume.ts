@@ -92,7 +92,9 @@ export interface ResumeDecision {
   depth: ValidationDepth | "none";
   /** What `latest` named ("" when missing or unreadable). */
   latest: string;
-  /** True when the chosen checkpoint is not the first choice of the policy. */
+  /** What is wrong with `latest` (missing, dangling, invalid, or older than the newest valid), or null. */
+  latest_problem: string | null;
+  /** True when newer candidates were rejected (or last-known-good had no usable record). */
   fallback: boolean;
   /** Why a fallback happened, or null. */
   fallback_reason: string | null;
@@ -105,10 +107,11 @@ export interface ResumeDecision {
 }
 
 /**
- * The candidates a policy allows, in the order to try them: under
- * `latest-valid` and `last-known-good` the one `latest` names first, then the
- * rest from the highest step down; under `newest-before` only those before
- * the cut-off, highest step first.
+ * The candidates a policy allows, in the order to try them: the highest step
+ * first. Under `latest-valid` that is the one `latest` names, except after a
+ * commit killed between its rename and its update of `latest`, when the newer
+ * (complete) checkpoint comes first. Under `newest-before` only those before
+ * the cut-off.
  *
  * @example
  * ```ts
@@ -118,7 +121,7 @@ export interface ResumeDecision {
  *   { name: "step-30", path: "/r/step-30", step: 30 },
  *   { name: "step-20", path: "/r/step-20", step: 20 },
  * ];
- * assert.ok(resumeOrder({ candidates, latest: "step-20" }).order[0].name === "step-20");
+ * assert.ok(resumeOrder({ candidates, latest: "step-30" }).order[0].name === "step-30");
  * const before = resumeOrder({ candidates, latest: "step-30", policy: "newest-before", beforeStep: 30 });
  * assert.ok(before.order[0].name === "step-20" && before.excluded[0] === "step-30");
  * ```
@@ -138,11 +141,9 @@ export function resumeOrder(
       excluded: sorted.filter((c) => !allowed(c)).map((c) => c.name),
     };
   }
-  const named = sorted.find((c) => c.name === input.latest);
-  return {
-    order: named ? [named, ...sorted.filter((c) => c !== named)] : sorted,
-    excluded: [],
-  };
+  // Newest first, whatever latest names: a checkpoint newer than latest is complete (it was renamed into
+  // place) and only missed its latest update; latest is checked, and repaired with --repair, apart.
+  return { order: sorted, excluded: [] };
 }
 
 /** What the acting side learned about the last-known-good record. */
@@ -192,31 +193,28 @@ export interface PlanResumeInput extends ResumeOrderInput {
 export function planResume(input: PlanResumeInput): ResumeDecision {
   const policy = input.policy ?? "latest-valid";
   const { order, excluded } = resumeOrder(input);
-  const base = {
+  const decide = (
+    chosen: ResumeCandidate | null,
+    rejected: Rejection[],
+    fallbackReason: string | null,
+    depth: ValidationDepth | "none" = input.depth ?? "full",
+  ): ResumeDecision => ({
+    ok: chosen !== null,
+    path: chosen?.path ?? null,
+    chosen,
     policy,
-    depth: input.depth ?? "full",
+    depth,
     latest: input.latest,
+    latest_problem: latestProblem(input, chosen, rejected),
+    fallback: fallbackReason !== null,
+    fallback_reason: fallbackReason,
+    rejected,
     excluded,
     actions: [],
-  } as const;
-  if (
-    policy === "last-known-good" && input.knownGood?.usable &&
-    input.knownGood.name
-  ) {
+  });
+  if (policy === "last-known-good" && input.knownGood?.usable && input.knownGood.name) {
     const chosen = input.candidates.find((c) => c.name === input.knownGood!.name);
-    if (chosen) {
-      return {
-        ...base,
-        depth: "none",
-        ok: true,
-        path: chosen.path,
-        chosen,
-        fallback: false,
-        fallback_reason: null,
-        rejected: [],
-        actions: [],
-      };
-    }
+    if (chosen) return decide(chosen, [], null, "none");
   }
   const knownGoodMiss = policy === "last-known-good"
     ? `no usable last-known-good record (${input.knownGood?.detail ?? "none recorded"}); fell back to latest-valid`
@@ -236,19 +234,10 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
       continue;
     }
     if (found.length === 0) {
-      const firstChoice = policy === "newest-before" ? order[0]?.name : input.latest;
-      const fallback = knownGoodMiss !== null || candidate.name !== firstChoice;
-      return {
-        ...base,
-        actions: [],
-        ok: true,
-        path: candidate.path,
-        chosen: candidate,
-        fallback,
-        fallback_reason: knownGoodMiss ??
-          (fallback ? fallbackReason(input.latest, firstChoice, rejected, policy) : null),
-        rejected,
-      };
+      const skipped = rejected.length > 0
+        ? `newer checkpoints are invalid: ${rejected.map((r) => `${r.name} (${r.reasons.join(", ")})`).join(", ")}`
+        : null;
+      return decide(candidate, rejected, knownGoodMiss ?? skipped);
     }
     rejected.push({
       name: candidate.name,
@@ -258,31 +247,32 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
       detail: `${found[0].reason}: ${found[0].path ? `${found[0].path}: ` : ""}${found[0].detail}`,
     });
   }
-  return {
-    ...base,
-    actions: [],
-    ok: false,
-    path: null,
-    chosen: null,
-    fallback: rejected.length > 0 || knownGoodMiss !== null,
-    fallback_reason: knownGoodMiss,
-    rejected,
-  };
+  return decide(null, rejected, knownGoodMiss ?? (rejected.length > 0 ? "every candidate is invalid" : null));
 }
 
-function fallbackReason(
-  latest: string,
-  firstChoice: string | undefined,
+/**
+ * What is wrong with `latest` given the decision, or null: missing or
+ * unreadable, naming a folder that does not exist or an invalid checkpoint,
+ * or lagging behind a newer valid checkpoint (a commit killed after its
+ * rename and before it moved `latest`). `resume --repair` fixes exactly these.
+ */
+function latestProblem(
+  input: PlanResumeInput,
+  chosen: ResumeCandidate | null,
   rejected: Rejection[],
-  policy: ResumePolicy,
-): string {
-  if (policy !== "newest-before" && !latest) {
-    return "latest is missing or unreadable";
+): string | null {
+  if (!input.latest) return "latest is missing or unreadable";
+  if (!input.candidates.some((c) => c.name === input.latest)) {
+    return `latest names ${input.latest}, which does not exist`;
   }
-  if (policy !== "newest-before" && !rejected.some((r) => r.name === latest)) {
-    return `latest names ${latest}, which does not exist`;
+  const named = rejected.find((r) => r.name === input.latest);
+  if (named) return `latest names ${input.latest}, which is invalid (${named.reasons.join(", ")})`;
+  const latestStep = input.candidates.find((c) => c.name === input.latest)!.step;
+  if ((input.policy ?? "latest-valid") !== "newest-before" && chosen && chosen.step > latestStep) {
+    return `latest names ${input.latest}, older than the newest valid ${chosen.name} ` +
+      `(a commit was interrupted before it moved latest)`;
   }
-  return `${firstChoice} is invalid (${rejected[0]?.reasons.join(", ")})`;
+  return null;
 }
 
 /** Options for {@linkcode resumeFromRoot}. */
@@ -312,7 +302,8 @@ const TRANSIENT: ReadonlySet<string> = new Set([
 
 /**
  * Chooses the checkpoint of `root` to resume from under a policy, validating
- * candidates one at a time and stopping at the first valid one.
+ * candidates one at a time and stopping at the first valid one. A root that
+ * does not exist yet (a job's first start) has nothing to resume from.
  *
  * Requires `--allow-read`; with `repair` also `--allow-write` and `--allow-sys`.
  *
@@ -355,7 +346,14 @@ export async function resumeFromRoot(
       "--before-step and --before-time need --policy newest-before",
     );
   }
-  const listing = await listRoot(root);
+  let listing;
+  try {
+    listing = await listRoot(root);
+  } catch (err) {
+    if (!(err instanceof CkptkitError && err.reason === "not_found")) throw err;
+    const empty = planResume({ candidates: [], latest: "", policy, validations: new Map(), depth: options.depth });
+    return ordered({ ...empty, latest_problem: `the root ${root} does not exist yet` });
+  }
   const pointer = await readLatest(listing.root);
   const latest = pointer.state === "ok" ? pointer.name! : "";
   const candidates: ResumeCandidate[] = await Promise.all(
@@ -396,13 +394,7 @@ export async function resumeFromRoot(
   }
   const decision = ordered(plan());
   if (options.repair) {
-    decision.actions = await repair(
-      listing.root,
-      pointer.state,
-      latest,
-      decision,
-      options,
-    );
+    decision.actions = await repair(listing.root, latest, decision, options);
   }
   return decision;
 }
@@ -416,6 +408,7 @@ function ordered(d: ResumeDecision): ResumeDecision {
     policy: d.policy,
     depth: d.depth,
     latest: d.latest,
+    latest_problem: d.latest_problem,
     fallback: d.fallback,
     fallback_reason: d.fallback_reason,
     rejected: d.rejected,
@@ -426,15 +419,12 @@ function ordered(d: ResumeDecision): ResumeDecision {
 
 async function repair(
   root: string,
-  pointerState: string,
   latest: string,
   decision: ResumeDecision,
   options: ResumeOptions,
 ): Promise<RepairAction[]> {
-  const latestBroken = pointerState !== "ok" ||
-    decision.rejected.some((r) => r.name === latest && !r.reasons.every((x) => TRANSIENT.has(x))) ||
-    !(await stillThere(`${root}/${latest}`));
-  if (!latestBroken) return [];
+  const namedTransient = decision.rejected.some((r) => r.name === latest && r.reasons.every((x) => TRANSIENT.has(x)));
+  if (decision.latest_problem === null || namedTransient) return [];
   const actions: RepairAction[] = [];
   const lock = await acquireRootLock(root, {
     timeoutMs: options.lockTimeoutMs,

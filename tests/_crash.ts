@@ -81,6 +81,10 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
   let step = 0;
   // Committed checkpoints and whether a trial may legitimately remove them.
   let committed = new Set<string>();
+  let latestMayBeMissing = false;
+  // The harness itself points latest at a missing step-999999 before some repairs; until one completes, that is
+  // the harness's doing, not ckptkit's.
+  let latestPlanted = false;
 
   for (let trial = 0; trial < options.trials; trial++) {
     figures.trials++;
@@ -143,12 +147,18 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
       ]);
     } else {
       operation = "resume-repair";
-      if (random() < 0.5) await Deno.writeTextFile(`${root}/latest`, "step-999999\n");
+      // Half the time, break latest first, as a lost update would.
+      if (random() < 0.5) {
+        await Deno.writeTextFile(`${root}/latest`, "step-999999\n");
+        latestPlanted = true;
+      }
       argv = cli(["resume", root, "--repair", "--log-level", "silent"]);
     }
     figures.byOperation[operation] = (figures.byOperation[operation] ?? 0) + 1;
     const before = new Set(committed);
-    const child = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "null", stderr: "null" }).spawn();
+    const latestWasMissing = (await readLatest(root)).state === "missing";
+    const child = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "null", stderr: "piped" }).spawn();
+    const stderr = new Response(child.stderr).text();
     const delay = 60 + Math.floor(random() * maxDelay);
     const timer = setTimeout(() => {
       try {
@@ -159,10 +169,17 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
     clearTimeout(timer);
     if (status.signal === "SIGKILL") figures.killed++;
     else figures.completed++;
+    const errors = await stderr;
 
     const where = `trial ${trial} (seed ${options.seed}, ${operation}, killed after ${delay} ms: ${
       status.signal ?? `exit ${status.code}`
     })`;
+    // A run that was not killed must succeed (resume may find nothing: 3).
+    if (status.signal === null && !(status.code === 0 || (operation === "resume-repair" && status.code === 3))) {
+      figures.violations.push(
+        `${where}: failed without being killed: ${errors.trim().split("\n").slice(-3).join(" | ")}`,
+      );
+    }
     const listing = await listRoot(root);
     const present = new Set(listing.checkpoints.map((c) => c.name));
     for (const checkpoint of listing.checkpoints) {
@@ -172,12 +189,24 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
       }
     }
     const latest = await readLatest(root);
-    if (present.size > 0 && (latest.state !== "ok" || !present.has(latest.name!))) {
-      if (!(operation === "resume-repair" && latest.name === "step-999999")) {
-        figures.violations.push(`${where}: latest is ${latest.state} ${latest.name ?? ""} with checkpoints present`);
+    const killedCommit = status.signal === "SIGKILL" && ["write", "commit", "library-writer"].includes(operation);
+    if (latest.state === "ok" && !present.has(latest.name!)) {
+      if (!(latestPlanted && latest.name === "step-999999")) {
+        figures.violations.push(`${where}: latest names ${latest.name}, which is not there`);
       }
+    } else if (latest.state === "invalid") {
+      figures.violations.push(`${where}: latest is unreadable: ${latest.detail}`);
+    } else if (latest.state === "missing" && present.size > 0) {
+      // Only the first commit, killed between its rename and its latest update, leaves checkpoints without
+      // latest (resume then takes the newest valid one; the next commit or resume --repair writes latest).
+      if (!(killedCommit && latestWasMissing) && !latestMayBeMissing) {
+        figures.violations.push(`${where}: latest is missing with checkpoints present`);
+      }
+      latestMayBeMissing = true;
     }
-    if (present.size === 0 && latest.state === "ok") {
+    if (latest.state === "ok") latestMayBeMissing = false;
+    if (latest.state === "ok" && present.has(latest.name!)) latestPlanted = false;
+    if (present.size === 0 && latest.state === "ok" && !latestPlanted) {
       figures.violations.push(`${where}: latest names ${latest.name} but no checkpoint exists`);
     }
     for (const name of before) {

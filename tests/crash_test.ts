@@ -10,7 +10,7 @@ Deno.test("crash harness: SIGKILL at random instants never breaks latest, resume
   const figures = await runCrashTrials({ trials: 40, seed, root: `${tmp.path}/root` });
   console.log(formatCrashFigures(figures));
   assert.deepEqual(figures.violations, []);
-  assert.ok(figures.killed >= 10, `enough trials were killed mid-way: ${figures.killed}`);
+  assert.ok(figures.killed >= 5, `enough trials were killed mid-way: ${figures.killed}`);
   assert.ok(figures.completed >= 5, `and enough completed: ${figures.completed}`);
 });
 

@@ -112,11 +112,13 @@ Deno.test("gc removes stale staging, never a write in progress, and empties tras
     recursive: true,
   });
   await Deno.writeTextFile(`${root}/.ckptkit/trash/step-0-123-abc/half`, "x");
+  await Deno.writeTextFile(`${root}/.latest.tmp-deadbeef`, "step-1\n"); // left by a process killed mid-update
   const result = await collectGarbage(root, { keepLast: 5 });
   assert.deepEqual(result.delete_staging.map((s) => s.name), [
     ".staging-step-2-old",
   ]);
   assert.deepEqual(result.trash_emptied, ["step-0-123-abc"]);
+  assert.deepEqual(result.temp_files_removed, [".latest.tmp-deadbeef"]);
   assert.deepEqual(await names(root), [
     ".ckptkit",
     ".staging-step-3-busy",

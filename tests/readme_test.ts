@@ -71,6 +71,7 @@ Deno.test("every command the README documents exists, with every flag it documen
     "commit",
     "seal",
     "validate",
+    "export-sums",
     "scan",
     "resume",
     "quarantine",

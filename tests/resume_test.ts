@@ -38,27 +38,28 @@ Deno.test("planResume falls back past invalid and vanished checkpoints and says 
   });
   assert.equal(d.chosen?.name, "step-10");
   assert.equal(d.fallback, true);
-  assert.match(d.fallback_reason!, /step-30 is invalid \(hash_mismatch\)/);
+  assert.equal(d.fallback_reason, "newer checkpoints are invalid: step-30 (hash_mismatch), step-20 (gone)");
+  assert.equal(d.latest_problem, "latest names step-30, which is invalid (hash_mismatch)");
   assert.deepEqual(d.rejected.map((r) => [r.name, r.reasons]), [["step-30", [
     "hash_mismatch",
   ]], ["step-20", ["gone"]]]);
 });
 
-Deno.test("planResume with latest naming a missing folder falls back to the newest and says so", () => {
-  const d = planResume({
-    candidates,
-    latest: "step-40",
-    validations: new Map<string, Problem[] | "gone">([["step-30", []]]),
-  });
+Deno.test("planResume with latest naming a missing folder takes the newest valid and reports latest", () => {
+  const d = planResume({ candidates, latest: "step-40", validations: new Map([["step-30", []]]) });
   assert.equal(d.chosen?.name, "step-30");
-  assert.equal(d.fallback, true);
-  assert.equal(d.fallback_reason, "latest names step-40, which does not exist");
-  const missing = planResume({
-    candidates,
-    latest: "",
-    validations: new Map<string, Problem[] | "gone">([["step-30", []]]),
-  });
-  assert.equal(missing.fallback_reason, "latest is missing or unreadable");
+  assert.equal(d.fallback, false, "nothing newer was rejected");
+  assert.equal(d.latest_problem, "latest names step-40, which does not exist");
+  const missing = planResume({ candidates, latest: "", validations: new Map([["step-30", []]]) });
+  assert.equal(missing.latest_problem, "latest is missing or unreadable");
+});
+
+Deno.test("planResume prefers a newer complete checkpoint that latest does not name yet (commit killed before latest)", () => {
+  const d = planResume({ candidates, latest: "step-20", validations: new Map([["step-30", []]]) });
+  assert.equal(d.chosen?.name, "step-30");
+  assert.match(d.latest_problem!, /latest names step-20, older than the newest valid step-30/);
+  const ok = planResume({ candidates, latest: "step-30", validations: new Map([["step-30", []]]) });
+  assert.equal(ok.latest_problem, null);
 });
 
 Deno.test("planResume with only invalid checkpoints chooses nothing", () => {
@@ -184,6 +185,27 @@ Deno.test("latest pointing to a missing folder: resume falls back, --repair rewr
     [],
     "a healthy root needs no repair",
   );
+});
+
+Deno.test("resume on a root that does not exist yet (a first start) exits 3", async () => {
+  await using tmp = await tempDir();
+  const run = await runCli(["resume", `${tmp.path}/not-yet`, "--json"]);
+  assert.equal(run.code, 3, run.stderr);
+  assert.match(JSON.parse(run.stdout).latest_problem, /does not exist yet/);
+});
+
+Deno.test("resume --repair moves a lagging latest to the newest valid checkpoint", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 10);
+  await writeStep(root, 20);
+  await Deno.writeTextFile(`${root}/latest`, "step-10\n");
+  const plain = await runCli(["resume", root]);
+  assert.equal(plain.stdout, `${root}/step-20\n`);
+  assert.equal(await Deno.readTextFile(`${root}/latest`), "step-10\n", "nothing changes without --repair");
+  const repaired = JSON.parse((await runCli(["resume", root, "--repair", "--json"])).stdout);
+  assert.deepEqual(repaired.actions.map((a: { action: string }) => a.action), ["latest_rewritten"]);
+  assert.equal(await Deno.readTextFile(`${root}/latest`), "step-20\n");
 });
 
 Deno.test("resume with only corrupt checkpoints exits 3", async () => {

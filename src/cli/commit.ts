@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command } from "@commander-js/extra-typings";
+import { Command } from "../deps.ts";
 import { commitCheckpoint } from "../commit.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { reportCommit } from "./commit_output.ts";

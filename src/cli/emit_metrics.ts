@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, Option } from "../deps.ts";
 import { collectMetrics } from "../metrics/collect.ts";
 import { deleteMetrics, pushMetrics } from "../metrics/pushgateway.ts";
 import { renderMetrics } from "../metrics/render.ts";

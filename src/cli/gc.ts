@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, Option } from "../deps.ts";
 import { collectGarbage } from "../gc.ts";
 import { DEFAULT_STALE_STAGING_S } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "@commander-js/extra-typings";
+import { InvalidArgumentError } from "../deps.ts";
 
 const UNITS: Record<string, number> = {
   "": 1,

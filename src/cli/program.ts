@@ -5,12 +5,13 @@
  * @module
  */
 
-import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { Command, CommanderError, Option } from "../deps.ts";
 import { LOG_LEVELS } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { commitCommand } from "./commit.ts";
 import { type CliHandle, type CliIo, EXIT, type GlobalOptions, runCommand } from "./context.ts";
 import { emitMetricsCommand } from "./emit_metrics.ts";
+import { exportSumsCommand } from "./export_sums.ts";
 import { gcCommand } from "./gc.ts";
 import { serveCommand } from "./serve.ts";
 import { quarantineCommand } from "./quarantine.ts";
@@ -69,6 +70,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
       commitCommand(cli),
       sealCommand(cli),
       validateCommand(cli),
+      exportSumsCommand(cli),
       scanCommand(cli),
       resumeCommand(cli),
       quarantineCommand(cli),

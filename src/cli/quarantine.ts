@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, Option } from "../deps.ts";
 import { quarantineCheckpoint, type QuarantineResult } from "../quarantine.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Command, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError, Option } from "../deps.ts";
 import { RESUME_POLICIES, resumeFromRoot } from "../resume.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";

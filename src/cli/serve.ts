@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, Option } from "../deps.ts";
 import { parseListen, runExporter } from "../metrics/exporter.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command } from "@commander-js/extra-typings";
+import { Command } from "../deps.ts";
 import { recordValidation, rootOfCheckpoint } from "../record.ts";
 import { validateCheckpoint } from "../validate.ts";
 import { type CliHandle, EXIT } from "./context.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, Option } from "../deps.ts";
 import { randomFillSync } from "node:crypto";
 import { openCheckpointWriter } from "../writer.ts";
 import { type CliHandle, EXIT } from "./context.ts";
