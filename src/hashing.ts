@@ -12,6 +12,8 @@
 import { createHash } from "node:crypto";
 import { createXXHash128 } from "./deps.ts";
 import { CkptkitError } from "./errors.ts";
+import { formatCheckerFor } from "./formats/dispatch.ts";
+import type { FileFormatResult } from "./formats/files.ts";
 
 /** The digest algorithms a manifest can use. */
 export const HASH_ALGORITHMS = ["sha256", "xxh128"] as const;
@@ -123,6 +125,8 @@ export interface FileDigest {
   samples: RegionDigest[];
   /** Modification time at open, in ms since the epoch (0 when unknown). */
   mtimeMs: number;
+  /** The format check's result, when `formatPath` asked for one and a checker applies. */
+  format?: FileFormatResult;
 }
 
 /** Options for {@linkcode hashFile}. */
@@ -133,6 +137,11 @@ export interface HashFileOptions {
   sampleBytes?: number;
   /** fsync the file after reading it (commit does, to read each byte once). */
   sync?: boolean;
+  /**
+   * Also check the file's format (torch zip or legacy, safetensors) in the same pass, choosing the checker by this
+   * relative path. A plain string, so the option crosses to hashing workers.
+   */
+  formatPath?: string;
   /** Called with the number of bytes read after each chunk. */
   onProgress?: (bytes: number) => void;
   /** Stops reading when aborted. */
@@ -172,6 +181,7 @@ export async function hashFile(
     const regionHashers = await Promise.all(
       regions.map(() => createHasher(algorithm)),
     );
+    const checker = options.formatPath === undefined ? undefined : formatCheckerFor(options.formatPath, size);
     const buffer = new Uint8Array(
       Math.min(READ_CHUNK_BYTES, Math.max(size, 1)),
     );
@@ -182,6 +192,7 @@ export async function hashFile(
       if (n === null) break;
       const chunk = buffer.subarray(0, n);
       whole.update(chunk);
+      checker?.update(chunk);
       feedRegions(regions, regionHashers, position, chunk);
       position += n;
       options.onProgress?.(n);
@@ -208,6 +219,14 @@ export async function hashFile(
         digest: regionHashers[i].digest(),
       })),
       mtimeMs: before.mtime?.getTime() ?? 0,
+      ...(checker && {
+        format: {
+          format: checker.format,
+          findings: checker.finish(),
+          notes: [...checker.notes],
+          facts: { ...checker.facts },
+        },
+      }),
     };
   } finally {
     file.close();

@@ -69,7 +69,8 @@ export async function recordValidations(
   for (const result of results) {
     const name = basename(result.path.replace(/\/+$/, ""));
     if (parseCheckpointName(name) === undefined) continue;
-    if (result.ok && result.depth !== "full") continue;
+    if (result.ok && result.depth !== "full" && result.depth !== "deep") continue;
+    if (!result.manifest_backed && result.ok) continue;
     const fingerprint = result.ok ? await fingerprintCheckpoint(result.path) : undefined;
     changes.push({ name, result, fingerprint });
   }

@@ -99,13 +99,12 @@ export async function scanRoot(
   const listing = await listRoot(root);
   const concurrency = options.concurrency ?? defaultConcurrency();
   // One pool for the whole scan (workers start only if something is hashed).
-  using pool = options.hasher || (options.depth ?? "full") !== "full" || concurrency < 2
-    ? undefined
-    : new HashPool(concurrency);
+  const reads = ["full", "deep"].includes(options.depth ?? "full");
+  using pool = options.hasher || !reads || concurrency < 2 ? undefined : new HashPool(concurrency);
   const validateOptions = { ...options, hasher: options.hasher ?? pool };
   // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
   // Metadata-only passes are bound by syscalls, not bandwidth: more checkpoints in flight.
-  const inFlight = (options.depth ?? "full") === "full" ? 2 : 16;
+  const inFlight = reads ? 2 : 16;
   const validated = await mapConcurrent(listing.checkpoints, inFlight, async (checkpoint) => {
     try {
       const result = await validateCheckpoint(checkpoint.path, validateOptions);

@@ -11,6 +11,9 @@ import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { type FileHasher, withHasher } from "./hash_pool.ts";
 import { hashRegions } from "./hashing.ts";
+import type { FormatFact } from "./formats/checker.ts";
+import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./formats/files.ts";
+import { detectLayout, type LayoutFile } from "./formats/layouts.ts";
 import { MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
@@ -22,8 +25,12 @@ import { listTree } from "./tree.ts";
  * - `fast`: the manifest, and every file's presence and size (metadata only).
  * - `sample`: fast, plus the digests of the regions sampled at commit time.
  * - `full`: fast, plus every byte of every file hashed.
+ * - `deep`: full, plus format checks in the same read (torch zip and legacy
+ *   files, safetensors) and layout checks (DeepSpeed, Hugging Face Trainer,
+ *   DCP). A folder without a manifest is then checked on its formats and
+ *   layout alone, with `manifest_missing` as a note.
  */
-export type ValidationDepth = "fast" | "sample" | "full";
+export type ValidationDepth = "fast" | "sample" | "full" | "deep";
 
 /** Options for {@linkcode validateCheckpoint}. */
 export interface ValidateOptions {
@@ -79,6 +86,10 @@ export interface ValidationResult {
   write_duration_s: number | null;
   /** Hints that are not problems (for example no sampled digests recorded). */
   notes: string[];
+  /** True when checked against a manifest; false when only its formats and layout were (deep, no manifest). */
+  manifest_backed: boolean;
+  /** The tool layout recognized by deep validation (`deepspeed`, `hf-trainer`, `dcp`, `plain`), or null. */
+  layout: string | null;
 }
 
 /**
@@ -121,6 +132,8 @@ export async function validateCheckpoint(
     created_at: null,
     write_duration_s: null,
     notes: [],
+    manifest_backed: false,
+    layout: null,
   };
   const finish = () => {
     result.ok = result.problems.length === 0;
@@ -130,7 +143,15 @@ export async function validateCheckpoint(
   await requireFolder(path);
 
   const manifest = await readManifest(path, result.problems);
-  if (!manifest) return finish();
+  if (!manifest) {
+    if (depth === "deep" && result.problems.length === 1 && result.problems[0].reason === "manifest_missing") {
+      result.problems = [];
+      result.notes.push("manifest_missing: no manifest, so only the formats and the layout were checked");
+      await validateStructure(path, result, options);
+    }
+    return finish();
+  }
+  result.manifest_backed = true;
   result.step = manifest.manifest.step;
   result.job_id = manifest.manifest.job_id;
   result.run_id = manifest.manifest.run_id;
@@ -214,24 +235,31 @@ export async function validateCheckpoint(
     }
     toRead.sort((a, b) => b.size - a.size);
     const concurrency = options.concurrency ?? defaultConcurrency();
-    const bytes = depth === "full" ? toRead.reduce((sum, file) => sum + file.size, 0) : 0;
+    const reads = depth === "full" || depth === "deep";
+    const bytes = reads ? toRead.reduce((sum, file) => sum + file.size, 0) : 0;
     options.onPlan?.({ path, bytes });
     const checks = await withHasher(
-      { files: toRead.length, bytes, concurrency, hasher: depth === "full" ? options.hasher : undefined },
+      { files: toRead.length, bytes, concurrency, hasher: reads ? options.hasher : undefined },
       (hasher) =>
         mapConcurrent(
           toRead,
           concurrency,
           (file) =>
-            depth === "full"
-              ? checkWholeFile(path, file, manifest.manifest, options, hasher)
+            reads
+              ? checkWholeFile(path, file, manifest.manifest, options, hasher, depth === "deep")
               : checkSamples(path, file, manifest.manifest),
         ),
     );
-    for (const check of checks) {
+    const facts = new Map<string, Readonly<Record<string, FormatFact>>>();
+    for (const [i, check] of checks.entries()) {
       result.bytes_checked += check.bytes;
       result.problems.push(...check.problems);
       if (check.note) result.notes.push(check.note);
+      if (check.facts) facts.set(toRead[i].path, check.facts);
+    }
+    if (depth === "deep") {
+      const present = manifest.manifest.files.filter((file) => tree.files.has(file.path));
+      await checkLayout(path, present.map((f) => ({ path: f.path, size: f.size })), facts, result);
     }
   }
   result.problems.sort(byPath);
@@ -342,6 +370,74 @@ interface FileCheck {
   bytes: number;
   problems: Problem[];
   note?: string;
+  facts?: Readonly<Record<string, FormatFact>>;
+}
+
+function formatProblems(path: string, format: FileFormatResult | undefined): Problem[] {
+  return (format?.findings ?? []).map((finding) => ({
+    reason: "format_invalid" as const,
+    path,
+    detail: `${format!.format}: ${finding.detail}`,
+  }));
+}
+
+/** Deep validation of the layout (DeepSpeed, Trainer, DCP) from the file list, small files and format facts. */
+async function checkLayout(
+  dir: string,
+  files: LayoutFile[],
+  facts: ReadonlyMap<string, Readonly<Record<string, FormatFact>>>,
+  result: ValidationResult,
+): Promise<void> {
+  const contents = await readLayoutContents(dir, files);
+  const layout = detectLayout({ files, contents, facts, rootName: basename(dir) });
+  result.layout = layout.kind;
+  for (const finding of layout.findings) {
+    result.problems.push({ reason: "format_invalid", path: finding.path, detail: `${layout.kind}: ${finding.detail}` });
+  }
+  result.notes.push(...layout.notes);
+}
+
+/**
+ * Deep validation of a folder without a manifest (adopting another tool's checkpoint): every file with a known
+ * format is checked, then the layout; nothing is hashed against digests, because there are none.
+ */
+async function validateStructure(dir: string, result: ValidationResult, options: ValidateOptions): Promise<void> {
+  const tree = await listTree(dir);
+  for (const error of tree.errors) {
+    result.problems.push({ reason: "io_error", path: error.path, detail: error.message });
+  }
+  for (const oddity of tree.oddities) {
+    result.problems.push({
+      reason: oddity.kind === "symlink" ? "symlink" : "not_regular_file",
+      path: oddity.path,
+      detail: oddity.kind === "symlink"
+        ? `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`
+        : "not a regular file (FIFO, socket or device)",
+    });
+  }
+  const files = [...tree.files.values()];
+  result.files_checked = files.length;
+  const facts = new Map<string, Readonly<Record<string, FormatFact>>>();
+  const checked = await mapConcurrent(files, options.concurrency ?? defaultConcurrency(), async (file) => {
+    try {
+      return { file, format: await checkFileFormat(`${dir}/${file.path}`, file.path) };
+    } catch (err) {
+      return { file, error: err };
+    }
+  });
+  for (const { file, format, error } of checked) {
+    if (error) {
+      result.problems.push({ reason: "io_error", path: file.path, detail: `cannot read: ${(error as Error).message}` });
+      continue;
+    }
+    if (!format) continue;
+    result.bytes_checked += file.size;
+    result.problems.push(...formatProblems(file.path, format));
+    result.notes.push(...format.notes.map((n) => `${file.path}: ${n}`));
+    facts.set(file.path, format.facts);
+  }
+  await checkLayout(dir, files.map((f) => ({ path: f.path, size: f.size })), facts, result);
+  result.problems.sort(byPath);
 }
 
 async function checkWholeFile(
@@ -350,6 +446,7 @@ async function checkWholeFile(
   manifest: Manifest,
   options: ValidateOptions,
   hasher: FileHasher,
+  deep: boolean,
 ): Promise<FileCheck> {
   try {
     const found = await hasher.hashFile(`${dir}/${file.path}`, {
@@ -357,21 +454,27 @@ async function checkWholeFile(
       sampleBytes: 0,
       onProgress: options.onProgress,
       signal: options.signal,
+      ...(deep && { formatPath: file.path }),
     });
     if (found.size !== file.size) {
       return { bytes: found.size, problems: [sizeMismatch(file, found.size)] };
     }
+    const problems: Problem[] = [];
     if (found.digest !== file.digest) {
-      return {
-        bytes: found.size,
-        problems: [{
-          reason: "hash_mismatch",
-          path: file.path,
-          detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
-        }],
-      };
+      problems.push({
+        reason: "hash_mismatch",
+        path: file.path,
+        detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
+      });
     }
-    return { bytes: found.size, problems: [] };
+    // Format findings are reported next to a hash mismatch too: they say what the damage is.
+    problems.push(...formatProblems(file.path, found.format));
+    return {
+      bytes: found.size,
+      problems,
+      note: found.format?.notes.length ? found.format.notes.map((n) => `${file.path}: ${n}`).join("; ") : undefined,
+      facts: found.format?.facts,
+    };
   } catch (err) {
     return { bytes: 0, problems: [readProblem(file, err)] };
   }

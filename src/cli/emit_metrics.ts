@@ -19,7 +19,7 @@ import { logScan } from "./validation_output.ts";
 
 /** Builds the `emit-metrics` command. */
 export function emitMetricsCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("emit-metrics")
     .description(
       "scan the root and write its Prometheus metrics to a node_exporter textfile (atomically), push them to a " +
@@ -59,6 +59,7 @@ export function emitMetricsCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);

@@ -16,7 +16,7 @@ import { parseNonNegativeInteger, parseSeconds } from "./parse.ts";
 
 /** Builds the `gc` command. */
 export function gcCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("gc")
     .description(
       "delete checkpoints retention does not keep (never the one latest names, the newest valid or the " +
@@ -62,6 +62,7 @@ export function gcCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {

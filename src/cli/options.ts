@@ -90,15 +90,18 @@ export function depthOptions() {
     new Option(
       "--fast",
       "check the manifest, presence and sizes only (reads no file data)",
-    ).conflicts(
-      "sampleBytes",
-    ),
+    ).conflicts(["sampleBytes", "deep"]),
     new Option(
       "--sample-bytes <bytes>",
       "check the sampled regions recorded at commit instead of every byte",
     )
       .argParser(parseBytes),
     jobsOption(),
+    new Option(
+      "--deep",
+      "full, plus format checks (torch zip and legacy, safetensors) and layout checks (DeepSpeed, Hugging Face " +
+        "Trainer, DCP) in the same read; folders without a manifest are checked on those alone",
+    ).conflicts("sampleBytes"),
   ] as const;
 }
 
@@ -145,10 +148,16 @@ export function resolveHashing(
 
 /** The validation depth and settings from `--fast` / `--sample-bytes`. */
 export function resolveDepth(
-  flags: { fast?: boolean; sampleBytes?: number; jobs?: number },
+  flags: { fast?: boolean; sampleBytes?: number; jobs?: number; deep?: boolean },
   config: Config,
 ): { depth: ValidationDepth; sampleBytes?: number; concurrency?: number } {
-  const depth: ValidationDepth = flags.fast ? "fast" : flags.sampleBytes !== undefined ? "sample" : "full";
+  const depth: ValidationDepth = flags.fast
+    ? "fast"
+    : flags.sampleBytes !== undefined
+    ? "sample"
+    : flags.deep
+    ? "deep"
+    : "full";
   return {
     depth,
     sampleBytes: flags.sampleBytes,

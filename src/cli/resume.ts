@@ -14,7 +14,7 @@ import { parseNonNegativeInteger } from "./parse.ts";
 
 /** Builds the `resume` command. */
 export function resumeCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("resume")
     .description(
       "print the path of the checkpoint to resume from (only the path); exit 3 when there is none. " +
@@ -51,6 +51,7 @@ export function resumeCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .addOption(
       new Option(
         "--repair",

@@ -17,7 +17,7 @@ import { formatValidation, logScan } from "./validation_output.ts";
 
 /** Builds the `scan` command. */
 export function scanCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("scan")
     .description(
       "validate every checkpoint of a root, newest first, and report crashed writes, a broken latest " +
@@ -36,6 +36,7 @@ export function scanCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .addOption(
       new Option(
         "--stale-after <duration>",

@@ -15,7 +15,7 @@ import { logScan } from "./validation_output.ts";
 
 /** Builds the `serve` command. */
 export function serveCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("serve")
     .description(
       "run a Prometheus exporter: validate the root every --interval and when a checkpoint appears, serve " +
@@ -37,6 +37,7 @@ export function serveCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);

@@ -16,7 +16,7 @@ import { formatValidation, logValidation } from "./validation_output.ts";
 
 /** Builds the `validate` command. */
 export function validateCommand(cli: CliHandle) {
-  const [fast, sampleBytes, jobs] = depthOptions();
+  const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("validate")
     .description(
       "validate one checkpoint against its manifest (full: every byte hashed, unless --fast or --sample-bytes); " +
@@ -26,6 +26,7 @@ export function validateCommand(cli: CliHandle) {
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
+    .addOption(deep)
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
         const progress = startProgress(ctx, "validating");
