@@ -136,6 +136,22 @@ export {
   silentLogger,
 } from "./src/log.ts";
 export { VERSION } from "./src/version.ts";
+export {
+  checkFileFormat,
+  type DetectedLayout,
+  detectLayout,
+  type FileFormatResult,
+  type FormatChecker,
+  formatCheckerFor,
+  type FormatFact,
+  type FormatFinding,
+  type LayoutFile,
+  type LayoutFinding,
+  type LayoutInput,
+  type LayoutKind,
+  type LayoutResult,
+  readLayoutContents,
+} from "./src/formats/mod.ts";
 export { exportSums, formatSumsLine, ManifestProblemError } from "./src/export_sums.ts";
 export { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_BYTES, withHasher } from "./src/hash_pool.ts";
 export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
