@@ -101,7 +101,7 @@ export async function collectGarbage(
   const realRoot = first.root;
   const statuses = new Map<string, RetentionCheckpoint>();
   let valid = 0;
-  for (const checkpoint of first.checkpoints) {
+  for (const checkpoint of first.checkpoints.filter((c) => !c.foreign)) {
     if (valid >= Math.max(keepLast, 1)) break;
     const result = await validateCheckpoint(checkpoint.path, options).catch(
       () => undefined,
@@ -128,21 +128,24 @@ export async function collectGarbage(
     const knownGood = Object.entries(state.known_good)
       .filter(([name]) => present.has(name) && statuses.get(name)?.status !== "invalid")
       .sort((a, b) => b[1].step - a[1].step)[0]?.[0] ?? null;
-    return {
-      listing,
-      plan: planRetention({
-        checkpoints: listing.checkpoints.map((c) =>
-          statuses.get(c.name) ??
-            { name: c.name, step: c.step, status: "unchecked" }
-        ),
-        latest: latest.state === "ok" ? latest.name! : null,
-        lastKnownGood: knownGood,
-        keepLast,
-        keepEvery,
-        staging: listing.staging,
-        staleStagingAfterS: staleAfter,
-      }),
-    };
+    const planned = planRetention({
+      checkpoints: listing.checkpoints.filter((c) => !c.foreign).map((c) =>
+        statuses.get(c.name) ??
+          { name: c.name, step: c.step, status: "unchecked" }
+      ),
+      latest: latest.state === "ok" ? latest.name! : null,
+      lastKnownGood: knownGood,
+      keepLast,
+      keepEvery,
+      staging: listing.staging,
+      staleStagingAfterS: staleAfter,
+    });
+    // Other tools rotate their own checkpoints; gc only ever deletes the step-N ones ckptkit named.
+    for (const c of listing.checkpoints.filter((c) => c.foreign)) {
+      planned.keep.push({ name: c.name, step: c.step, reasons: ["named by another tool: gc leaves it alone"] });
+    }
+    planned.keep.sort((a, b) => b.step - a.step);
+    return { listing, plan: planned };
   };
 
   if (options.dryRun) {

@@ -7,7 +7,7 @@
  */
 
 import { writeFileAtomic, type WriteFileAtomicOptions } from "./durable.ts";
-import { LATEST_NAME, parseCheckpointName } from "./layout.ts";
+import { inferStep, LATEST_NAME, parseCheckpointName } from "./layout.ts";
 
 /** What the `latest` file says. */
 export interface LatestPointer {
@@ -70,7 +70,8 @@ export async function readLatest(root: string): Promise<LatestPointer> {
     return { state: "invalid", detail: (err as Error).message };
   }
   const name = text.trim();
-  const step = parseCheckpointName(name);
+  // DeepSpeed's own `latest` names a tag folder such as global_step500.
+  const step = parseCheckpointName(name) ?? (/^[\w.=-]+$/.test(name) ? inferStep(name) : undefined);
   if (step === undefined) {
     return {
       state: "invalid",

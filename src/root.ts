@@ -29,6 +29,11 @@ export interface RootCheckpoint {
   step: number;
   /** Folder modification time in ms since the epoch. */
   mtimeMs: number;
+  /**
+   * Named by another tool (`checkpoint-500`, `global_step500`): validated like the others (structurally with
+   * `--deep` when it has no manifest), never deleted by gc.
+   */
+  foreign: boolean;
 }
 
 /** A staging folder (a write in progress or a crashed one). */
@@ -136,12 +141,18 @@ export async function listRoot(root: string): Promise<RootListing> {
     }
     const step = parseCheckpointName(name);
     if (step !== undefined && entry.isDirectory) {
-      listing.checkpoints.push({ name, path, step, mtimeMs });
+      listing.checkpoints.push({ name, path, step, mtimeMs, foreign: false });
+      continue;
+    }
+    // Another tool's checkpoint folder (checkpoint-500, global_step500, step_500, epoch=1-step=500.ckpt).
+    const foreignStep = /^step-/.test(name) ? undefined : inferStep(name);
+    if (foreignStep !== undefined && entry.isDirectory) {
+      listing.checkpoints.push({ name, path, step: foreignStep, mtimeMs, foreign: true });
       continue;
     }
     listing.strays.push(await describeStray(name, path, entry));
   }
-  listing.checkpoints.sort((a, b) => b.step - a.step);
+  listing.checkpoints.sort((a, b) => b.step - a.step || Number(a.foreign) - Number(b.foreign));
   listing.staging.sort((a, b) => (a.name < b.name ? -1 : 1));
   listing.strays.sort((a, b) => (a.name < b.name ? -1 : 1));
   return listing;

@@ -198,7 +198,9 @@ function latestProblem(
   checkpoints: ValidationResult[],
 ): string | null {
   if (pointer.state === "missing") {
-    return checkpoints.length === 0 ? null : "latest is missing although checkpoints exist";
+    // Roots laid out by other tools (only checkpoint-N, global_stepN… folders) have no latest of ckptkit's.
+    const ours = checkpoints.filter((c) => /\/step-\d+$/.test(c.path));
+    return ours.length === 0 ? null : "latest is missing although checkpoints exist";
   }
   if (pointer.state === "invalid") {
     return pointer.detail ?? "latest is unreadable";

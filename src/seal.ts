@@ -12,7 +12,10 @@ import { writeFileAtomic } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { inferStep, MANIFEST_NAME } from "./layout.ts";
 import { createManifest, serializeManifest } from "./manifest.ts";
+import type { Problem } from "./problems.ts";
 import { exists } from "./publish.ts";
+import { listRoot } from "./root.ts";
+import { validateCheckpoint } from "./validate.ts";
 import { checkHashingOptions, hashFolder, type HashingOptions } from "./seal_files.ts";
 import { hostName, VERSION } from "./version.ts";
 
@@ -124,4 +127,53 @@ export async function sealCheckpoint(
     duration_s: Math.round((performance.now() - started) / 1000 * 1e6) / 1e6,
     manifest_digest: manifest.manifest_digest,
   };
+}
+
+/** What {@linkcode sealRoot} did; also the `--json` document of `ckptkit seal --all`. */
+export interface SealRootResult {
+  /** The root. */
+  root: string;
+  /** Checkpoints sealed now. */
+  sealed: SealResult[];
+  /** Checkpoints that already had a manifest. */
+  already_sealed: string[];
+  /** Checkpoints left unsealed because deep validation found problems (sealing would bless the damage). */
+  refused: { name: string; path: string; problems: Problem[] }[];
+}
+
+/**
+ * Seals every checkpoint of a root that has no manifest (`step-N` and other tools' `checkpoint-N`,
+ * `global_stepN`, … folders), after a deep validation of its formats and layout: a checkpoint with format
+ * problems is refused, since its manifest would record the damage as the truth.
+ *
+ * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sealRoot } from "./seal.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/checkpoint-100`);
+ * await Deno.writeTextFile(`${root}/checkpoint-100/notes.txt`, "x");
+ * const result = await sealRoot(root);
+ * assert.deepEqual(result.sealed.map((s) => s.step), [100]);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function sealRoot(root: string, options: Omit<SealOptions, "step"> = {}): Promise<SealRootResult> {
+  const listing = await listRoot(root);
+  const result: SealRootResult = { root: listing.root, sealed: [], already_sealed: [], refused: [] };
+  for (const checkpoint of [...listing.checkpoints].reverse()) {
+    if (await exists(`${checkpoint.path}/${MANIFEST_NAME}`)) {
+      result.already_sealed.push(checkpoint.name);
+      continue;
+    }
+    const check = await validateCheckpoint(checkpoint.path, { depth: "deep", concurrency: options.concurrency });
+    if (!check.ok) {
+      result.refused.push({ name: checkpoint.name, path: checkpoint.path, problems: check.problems });
+      continue;
+    }
+    result.sealed.push(await sealCheckpoint(checkpoint.path, { ...options, step: checkpoint.step }));
+  }
+  return result;
 }

@@ -14,7 +14,7 @@ import { hashRegions } from "./hashing.ts";
 import type { FormatFact } from "./formats/checker.ts";
 import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./formats/files.ts";
 import { detectLayout, type LayoutFile } from "./formats/layouts.ts";
-import { MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
+import { inferStep, MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
 import type { Problem } from "./problems.ts";
@@ -119,7 +119,7 @@ export async function validateCheckpoint(
   const depth = options.depth ?? "full";
   const result: ValidationResult = {
     path,
-    step: parseCheckpointName(basename(path)) ?? null,
+    step: parseCheckpointName(basename(path)) ?? inferStep(basename(path)) ?? null,
     ok: false,
     depth,
     problems: [],

@@ -38,12 +38,28 @@ async function readsOf(args: string[], needle: string): Promise<{ bytes: number;
   assert.ok([0, 1].includes(out.code), new TextDecoder().decode(out.stderr));
   let bytes = 0;
   let opens = 0;
+  // With -f, a call interrupted by another thread is split: "read(5</path>, <unfinished ...>" then
+  // "<... read resumed>..., 65536) = 65536" on the same pid.
+  const pending = new Map<string, string>();
   for (const line of (await Deno.readTextFile(log)).split("\n")) {
+    const pid = line.split(/\s+/, 1)[0];
     const opened = / openat\([^,]*, "([^"]*)".*= \d+/.exec(line);
     if (opened && opened[1].includes(needle)) opens++;
+    const resumed = /<\.\.\. (?:read|pread64|readv|preadv) resumed>.*= (\d+)$/.exec(line);
+    if (resumed) {
+      if (pending.get(pid)?.includes(needle)) bytes += Number(resumed[1]);
+      pending.delete(pid);
+      continue;
+    }
     // The path is the fd's (-y), not the data strace prints, which may mention file names.
-    const read = /(?:read|pread64|readv|preadv)\(\d+<([^>]*)>.*= (\d+)$/.exec(line);
-    if (read && read[1].includes(needle)) bytes += Number(read[2]);
+    const started = /(?:read|pread64|readv|preadv)\(\d+<([^>]*)>/.exec(line);
+    if (!started) continue;
+    if (line.includes("<unfinished ...>")) {
+      pending.set(pid, started[1]);
+      continue;
+    }
+    const done = /= (\d+)$/.exec(line);
+    if (done && started[1].includes(needle)) bytes += Number(done[1]);
   }
   return { bytes, opens };
 }

@@ -5,10 +5,10 @@
  * @module
  */
 
-import { Command } from "../deps.ts";
-import { sealCheckpoint } from "../seal.ts";
+import { Command, Option } from "../deps.ts";
+import { sealCheckpoint, sealRoot } from "../seal.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import { formatBytes, formatSeconds, plural } from "./format.ts";
+import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";
 import { startProgress } from "./progress.ts";
 import { hashingOptions, identityOptions, resolveHashing, stepOption } from "./options.ts";
 
@@ -21,7 +21,14 @@ export function sealCommand(cli: CliHandle) {
       "write a manifest in place for an existing checkpoint (adopt checkpoints written before ckptkit); " +
         "the step is inferred from names like step-10, checkpoint-500, global_step500",
     )
-    .argument("<dir>", "the checkpoint folder")
+    .argument("<dir>", "the checkpoint folder (with --all: the root)")
+    .addOption(
+      new Option(
+        "--all",
+        "seal every checkpoint of the root <dir> that has no manifest, after a deep check of its formats and " +
+          "layout (one with problems is refused); exit 1 when any is refused",
+      ).conflicts("step"),
+    )
     .addOption(stepOption())
     .addOption(jobId)
     .addOption(runId)
@@ -31,6 +38,39 @@ export function sealCommand(cli: CliHandle) {
     .addOption(jobs)
     .action(async (dir, opts) => {
       await cli.run(async (ctx) => {
+        if (opts.all) {
+          const all = await sealRoot(dir, {
+            jobId: opts.jobId ?? ctx.config.job_id,
+            runId: opts.runId ?? ctx.config.run_id,
+            metadata: opts.metadata,
+            ...resolveHashing(opts, ctx.config),
+          });
+          for (const sealed of all.sealed) {
+            ctx.logger.log("info", "checkpoint_sealed", { step: sealed.step, checkpoint_path: sealed.path });
+          }
+          for (const refused of all.refused) {
+            ctx.logger.log("warn", "seal_refused", {
+              checkpoint_path: refused.path,
+              reason: refused.problems[0]?.reason ?? null,
+              detail: refused.problems[0]?.detail ?? null,
+            });
+          }
+          if (ctx.json) {
+            ctx.printJson({ ok: all.refused.length === 0, ...all });
+          } else {
+            for (const sealed of all.sealed) ctx.io.stdout(`sealed  ${sealed.path} as step ${sealed.step}\n`);
+            for (const name of all.already_sealed) ctx.io.stdout(`already ${all.root}/${name}\n`);
+            for (const refused of all.refused) {
+              ctx.io.stdout(
+                `REFUSED ${refused.path}\n${refused.problems.map((p) => formatProblem(p) + "\n").join("")}`,
+              );
+            }
+            ctx.io.stdout(
+              `${all.sealed.length} sealed, ${all.already_sealed.length} already sealed, ${all.refused.length} refused\n`,
+            );
+          }
+          return all.refused.length === 0 ? EXIT.ok : EXIT.problems;
+        }
         const progress = startProgress(ctx, "hashing");
         const result = await sealCheckpoint(dir, {
           ...progress,

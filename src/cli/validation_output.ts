@@ -51,8 +51,9 @@ export function logValidation(
 /** The text report of one validated checkpoint. */
 export function formatValidation(result: ValidationResult): string {
   const what = `${result.depth}, ${plural(result.files_checked, "file")}, ${formatBytes(result.bytes_checked)} read`;
+  const structural = result.manifest_backed || result.depth !== "deep" ? "" : " [no manifest: formats and layout only]";
   if (result.ok) {
-    return `OK ${result.path} (${what}, ${formatSeconds(result.duration_s)})\n` +
+    return `OK ${result.path} (${what}, ${formatSeconds(result.duration_s)})${structural}\n` +
       result.notes.map((note) => `  note: ${note}\n`).join("");
   }
   return `FAILED ${result.path} (${what}): ${plural(result.problems.length, "problem")}\n` +
