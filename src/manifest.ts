@@ -233,6 +233,11 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
     unsafePaths: new Set(),
     problems: [{ reason: "manifest_corrupt", path: MANIFEST_NAME, detail }],
   });
+  const depth = nestingDepth(text);
+  if (depth > MAX_MANIFEST_NESTING) {
+    // Checked before parsing: recursive steps (the canonical JSON of the digest) would overflow the stack.
+    return corrupt(`nested ${depth} levels deep; a manifest needs at most ${MAX_MANIFEST_NESTING}`);
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -282,7 +287,8 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   const unsafePaths = new Set<number>();
   const seen = new Set<string>();
   manifest.files.forEach((file, index) => {
-    const shown = typeof file.path === "string" ? file.path : String(file.path);
+    // JSON.stringify, not String(): {"toString": 1} cannot be converted to a string.
+    const shown = typeof file.path === "string" ? file.path : JSON.stringify(file.path) ?? "undefined";
     const unsafe = unsafePathReason(file.path) ??
       (file.path === MANIFEST_NAME ? "path names the manifest itself" : undefined) ??
       (seen.has(file.path) ? "path is listed more than once" : undefined);
@@ -306,6 +312,31 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   });
   const trusted = !problems.some((p) => p.reason === "manifest_corrupt");
   return { manifest: trusted ? manifest : undefined, unsafePaths, problems };
+}
+
+/** Deepest nesting a manifest may have; a real one has 5 levels, metadata may add some. */
+export const MAX_MANIFEST_NESTING = 64;
+
+/** The deepest nesting of arrays and objects in JSON text, counted without parsing (iteratively). */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      if (depth > deepest) deepest = depth;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    }
+  }
+  return deepest;
 }
 
 function formatIssuePath(path: readonly PropertyKey[]): string {

@@ -138,3 +138,22 @@ Deno.test("unsafePathReason accepts normalised relative paths", () => {
     assert.notEqual(unsafePathReason(bad), undefined, String(bad));
   }
 });
+
+// Regressions found by the fuzzer (tests/fuzz_test.ts).
+Deno.test("parseManifest reports deep nesting as manifest_corrupt instead of overflowing the stack", async () => {
+  const raw = JSON.parse(serializeManifest(await sampleManifest()));
+  const deep = JSON.stringify(raw).replace(
+    '"metadata":{',
+    `"metadata":{"x":${"[".repeat(200_000)}${"]".repeat(200_000)},`,
+  );
+  const parsed = await parseManifest(deep);
+  assert.equal(parsed.problems[0].reason, "manifest_corrupt");
+  assert.match(parsed.problems[0].detail, /nested 200002 levels deep/);
+});
+
+Deno.test("parseManifest survives a path that cannot be converted to a string", async () => {
+  const raw = JSON.parse(serializeManifest(await sampleManifest()));
+  raw.files[0].path = { toString: 1, valueOf: 2 };
+  const parsed = await parseManifest(await resign(raw));
+  assert.equal(parsed.problems.find((p) => p.reason === "unsafe_path")?.path, '{"toString":1,"valueOf":2}');
+});
