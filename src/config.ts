@@ -105,7 +105,7 @@ const configSchema: z.ZodType<Config> = z.strictObject({
 export function parseConfig(source: string, origin = "config"): Config {
   let raw: unknown;
   try {
-    raw = parseYaml(source);
+    raw = parseYaml(source, { logLevel: "error" });
   } catch (err) {
     const where = err instanceof YAMLParseError && err.linePos
       ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}`

@@ -8,6 +8,7 @@
  */
 
 import { basename, dirname } from "node:path";
+import { CkptkitError } from "./errors.ts";
 
 /**
  * Flushes a file or folder to stable storage. Folders must be fsynced after
@@ -125,5 +126,67 @@ export async function readFileLimited(
     return out;
   } finally {
     file.close();
+  }
+}
+
+/**
+ * Creates the folder `path` when it is missing, and refuses it (`unsafe_path`)
+ * when it is a symbolic link or not a folder, so that nothing is ever written
+ * through a link planted in a root.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ensureRealFolder } from "./durable.ts";
+ * const dir = await Deno.makeTempDir();
+ * await ensureRealFolder(`${dir}/state`);
+ * await Deno.symlink(dir, `${dir}/link`);
+ * await assert.rejects(ensureRealFolder(`${dir}/link`));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function ensureRealFolder(path: string): Promise<void> {
+  try {
+    await Deno.mkdir(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  }
+  const info = await Deno.lstat(path);
+  if (!info.isDirectory) {
+    throw new CkptkitError(
+      "unsafe_path",
+      `${path} is ${info.isSymlink ? "a symbolic link" : "not a folder"}; ckptkit never writes through it`,
+      { path },
+    );
+  }
+}
+
+/**
+ * Refuses (`unsafe_path`) an existing `path` that is not a regular file, before
+ * it is opened: `Deno.open` follows symbolic links and blocks on FIFOs.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { refuseNonRegular } from "./durable.ts";
+ * const dir = await Deno.makeTempDir();
+ * await refuseNonRegular(`${dir}/missing`);
+ * await Deno.symlink("/etc/passwd", `${dir}/link`);
+ * await assert.rejects(refuseNonRegular(`${dir}/link`));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function refuseNonRegular(path: string): Promise<void> {
+  const info = await Deno.lstat(path).catch(() => undefined);
+  if (info && !info.isFile) {
+    throw new CkptkitError(
+      "unsafe_path",
+      `${path} is ${info.isSymlink ? "a symbolic link" : "not a regular file"}; ckptkit never opens it`,
+      { path },
+    );
   }
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { fsyncPath } from "./durable.ts";
+import { ensureRealFolder, fsyncPath } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest } from "./latest.ts";
 import { LATEST_NAME, STATE_DIR } from "./layout.ts";
@@ -171,7 +171,8 @@ export async function collectGarbage(
   try {
     const { plan: final } = await plan();
     const trash = `${realRoot}/${TRASH_DIR}`;
-    await Deno.mkdir(trash, { recursive: true });
+    // Everything in the trash is deleted: a symlinked trash would delete outside the root.
+    await ensureRealFolder(trash);
     const leftovers = (await Array.fromAsync(Deno.readDir(trash))).map((e) => e.name);
     let bytes = 0;
     for (

@@ -7,6 +7,7 @@
  */
 
 import { hostname } from "node:os";
+import { ensureRealFolder, refuseNonRegular } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { STATE_DIR } from "./layout.ts";
 
@@ -54,8 +55,9 @@ export async function acquireRootLock(
       `Cannot lock as 'timeoutMs' must be a non-negative number: current value is ${timeoutMs}`,
     );
   }
-  await Deno.mkdir(`${root}/${STATE_DIR}`, { recursive: true });
+  await ensureRealFolder(`${root}/${STATE_DIR}`);
   const path = `${root}/${STATE_DIR}/lock`;
+  await refuseNonRegular(path);
   const file = await Deno.open(path, { read: true, write: true, create: true });
   const deadline = Date.now() + timeoutMs;
   let wait = 10;

@@ -8,7 +8,7 @@
 
 import { canonicalize } from "./deps.ts";
 import { z } from "./deps.ts";
-import { HASH_ALGORITHMS, type HashAlgorithm, type RegionDigest } from "./hashing.ts";
+import { HASH_ALGORITHMS, type HashAlgorithm, MAX_SAMPLE_REGIONS, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { unsafePathReason } from "./paths.ts";
 import type { Problem } from "./problems.ts";
@@ -297,6 +297,19 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
       problems.push({ reason: "unsafe_path", path: shown, detail: unsafe });
     } else {
       seen.add(file.path);
+    }
+    const oversized = file.samples.find((sample) => sample.length > manifest.hash.sample_bytes);
+    if (file.samples.length > MAX_SAMPLE_REGIONS || oversized) {
+      // ckptkit records at most MAX_SAMPLE_REGIONS regions of sample_bytes; more would make sampled reads unbounded.
+      problems.push({
+        reason: "manifest_corrupt",
+        path: MANIFEST_NAME,
+        detail: oversized
+          ? `sampled region ${oversized.offset}+${oversized.length} of ${shown} is longer than hash.sample_bytes (${manifest.hash.sample_bytes})`
+          : `${shown} lists ${file.samples.length} sampled regions; ckptkit records at most ${MAX_SAMPLE_REGIONS}`,
+      });
+      unsafePaths.add(index);
+      return;
     }
     for (const sample of file.samples) {
       if (sample.offset + sample.length > file.size) {

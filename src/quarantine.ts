@@ -150,6 +150,15 @@ export async function quarantineLocked(
       throw asCkptkitError(err, `Creating ${corrupt}`, corrupt);
     }
   }
+  const corruptInfo = await Deno.lstat(corrupt);
+  if (!corruptInfo.isDirectory) {
+    throw new CkptkitError(
+      "unsafe_path",
+      `${corrupt} is ${corruptInfo.isSymlink ? "a symbolic link" : "not a folder"}; ` +
+        "ckptkit never moves a checkpoint through it",
+      { path: corrupt },
+    );
+  }
   const dest = await freeName(corrupt, name);
   const record: QuarantineRecord = {
     name,

@@ -8,9 +8,11 @@
  * @module
  */
 
+import { readFileLimited } from "./durable.ts";
 import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { readLatest, writeLatest } from "./latest.ts";
 import { MANIFEST_NAME } from "./layout.ts";
+import { MAX_MANIFEST_BYTES } from "./manifest.ts";
 import { acquireRootLock } from "./lock.ts";
 import type { Problem } from "./problems.ts";
 import { quarantineLocked } from "./quarantine.ts";
@@ -387,7 +389,9 @@ export async function resumeFromRoot(
         const vanished = !result.ok && !(await stillThere(candidate.path));
         validations.set(candidate.name, vanished ? "gone" : result.problems);
         if (result.ok) break;
-      } catch {
+      } catch (err) {
+        // Only a checkpoint that vanished is "gone"; anything else is a real failure, not to be hidden.
+        if (!(err instanceof CkptkitError && err.reason === "not_found")) throw err;
         validations.set(candidate.name, "gone");
       }
     }
@@ -496,9 +500,14 @@ async function checkKnownGood(
 }
 
 async function createdAt(path: string): Promise<string | null> {
+  const manifest = `${path}/${MANIFEST_NAME}`;
   try {
-    const raw = JSON.parse(await Deno.readTextFile(`${path}/${MANIFEST_NAME}`));
-    return typeof raw.created_at === "string" ? raw.created_at : null;
+    // Untrusted like any manifest: never through a link, never a FIFO, never past the size limit.
+    if (!(await Deno.lstat(manifest)).isFile) return null;
+    const bytes = await readFileLimited(manifest, MAX_MANIFEST_BYTES);
+    if (!bytes) return null;
+    const raw = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof raw?.created_at === "string" ? raw.created_at : null;
   } catch {
     return null;
   }

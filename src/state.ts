@@ -9,8 +9,11 @@
  * @module
  */
 
-import { writeFileAtomic } from "./durable.ts";
+import { ensureRealFolder, readFileLimited, refuseNonRegular, writeFileAtomic } from "./durable.ts";
 import { STATE_DIR } from "./layout.ts";
+
+/** Largest state file read (it holds a record per checkpoint and a counter per reason). */
+const MAX_STATE_BYTES = 64 * 1024 * 1024;
 
 /** The state file's format version. */
 export const STATE_VERSION = 1 as const;
@@ -105,7 +108,12 @@ export async function readState(
 ): Promise<{ state: RootState; rebuilt: boolean }> {
   let text: string;
   try {
-    text = await Deno.readTextFile(statePath(root));
+    // Never through a link, never a FIFO or a huge file: anything but a small regular file is rebuilt.
+    if (!(await Deno.lstat(`${root}/${STATE_DIR}`)).isDirectory) return { state: emptyState(), rebuilt: true };
+    if (!(await Deno.lstat(statePath(root))).isFile) return { state: emptyState(), rebuilt: true };
+    const bytes = await readFileLimited(statePath(root), MAX_STATE_BYTES);
+    if (!bytes) return { state: emptyState(), rebuilt: true };
+    text = new TextDecoder().decode(bytes);
   } catch {
     return { state: emptyState(), rebuilt: false };
   }
@@ -163,7 +171,8 @@ export async function updateState(
   root: string,
   change: (state: RootState) => void,
 ): Promise<RootState> {
-  await Deno.mkdir(`${root}/${STATE_DIR}`, { recursive: true });
+  await ensureRealFolder(`${root}/${STATE_DIR}`);
+  await refuseNonRegular(`${root}/${STATE_DIR}/state.lock`);
   const lock = await Deno.open(`${root}/${STATE_DIR}/state.lock`, {
     read: true,
     write: true,

@@ -19,8 +19,11 @@ export interface TreeFile {
 export interface TreeOddity {
   /** Path relative to the folder. */
   path: string;
-  /** What it is: `symlink`, `fifo`, `socket`, `device` or `unknown`. */
-  kind: "symlink" | "other";
+  /**
+   * What it is: a `symlink`, `other` (FIFO, socket, device), or `undecodable`: a name that is not
+   * UTF-8, which reaches Deno lossily (U+FFFD) and no longer names the entry.
+   */
+  kind: "symlink" | "other" | "undecodable";
   /** For a symlink, its target as stored (never followed). */
   target?: string;
 }
@@ -83,7 +86,11 @@ export async function listTree(
     try {
       entries = await Array.fromAsync(Deno.readDir(absolute));
     } catch (err) {
-      tree.errors.push({ path: relative, message: (err as Error).message });
+      if (err instanceof Deno.errors.NotFound && relative.includes("\uFFFD")) {
+        tree.oddities.push({ path: relative, kind: "undecodable" });
+      } else {
+        tree.errors.push({ path: relative, message: (err as Error).message });
+      }
       continue;
     }
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -105,7 +112,11 @@ export async function listTree(
             mtimeMs: info.mtime?.getTime() ?? 0,
           });
         } catch (err) {
-          tree.errors.push({ path, message: (err as Error).message });
+          if (err instanceof Deno.errors.NotFound && entry.name.includes("\uFFFD")) {
+            tree.oddities.push({ path, kind: "undecodable" });
+          } else {
+            tree.errors.push({ path, message: (err as Error).message });
+          }
         }
       } else {
         tree.oddities.push({ path, kind: "other" });

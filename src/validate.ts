@@ -177,6 +177,12 @@ export async function validateCheckpoint(
           path: oddity.path,
           detail: `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`,
         }
+        : oddity.kind === "undecodable"
+        ? {
+          reason: "unexpected_file",
+          path: oddity.path,
+          detail: "name is not valid UTF-8 (shown with U+FFFD): no manifest can list it",
+        }
         : {
           reason: "not_regular_file",
           path: oddity.path,
