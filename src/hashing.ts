@@ -10,7 +10,6 @@
  */
 
 import { createHash } from "node:crypto";
-import { createXXHash128 } from "./deps.ts";
 import { CkptkitError } from "./errors.ts";
 import { formatCheckerFor } from "./formats/dispatch.ts";
 import type { FileFormatResult } from "./formats/files.ts";
@@ -72,6 +71,8 @@ export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
     };
   }
   if (algorithm === "xxh128") {
+    // Loaded on demand: hashing workers import this module, and most never need xxh128 (or the deps barrel).
+    const { createXXHash128 } = await import("./deps_xxhash.ts");
     const hash = await createXXHash128();
     hash.init();
     return {
