@@ -1,80 +1,126 @@
 /**
- * `deno task bench`: how fast `ckptkit validate` checks a checkpoint compared
- * with the tools an operator would otherwise reach for.
+ * `deno task bench`: ckptkit's performance against the tools an operator
+ * would otherwise reach for, checked against the targets of the
+ * "Performance" issue, with measurements of what bounds every missed one.
  *
- * It writes `--files` files of `--file-size` random bytes, commits them with
- * the real CLI (`ckptkit commit … --step 1`), writes a `SHA256SUMS` of the
- * same files, and then times, with the page cache warm (every command runs
- * once untimed first), the median of `--runs` runs of:
+ * One run builds its data in a temporary work folder, times everything with
+ * hyperfine (warm page cache, medians of interleaved rounds), measures peak
+ * RSS with GNU time, and writes a Markdown report (machine, versions, exact
+ * commands, tables, targets with PASS/MISS, findings) to `--out`:
  *
- * 1. `ckptkit validate <root>/step-1` (every byte hashed with sha256);
- * 2. `sha256sum -c SHA256SUMS` (one thread);
- * 3. `ls … | xargs -P$(nproc) -n1 openssl dgst -sha256` (one process per file);
- * 4. `b3sum` of the files (BLAKE3, multi-threaded; skipped when not installed);
- * 5. `ckptkit validate --fast` and `ckptkit validate --sample-bytes 65536`;
- * 6. start-up alone: `ckptkit --help` against `sha256sum` of a tiny file.
+ * 1. checkpoints of `--files` × `--file-size` (8 × 512 MiB) and of one
+ *    `--big-file-size` file (4 GiB), committed by `ckptkit commit`, plus a
+ *    tiny one and a root of `--scan-checkpoints` × `--scan-files` small
+ *    checkpoints (1,000 × 16) written in this process by the library writer;
+ * 2. full validation against `sha256sum -c`, parallel `openssl dgst`, `b3sum`,
+ *    `--jobs 1` and `--jobs 2`, and a prototype of a faster hashing loop
+ *    (`bench/proto_validate.ts`, not ckptkit);
+ * 3. `ckptkit commit` of a staged folder against `sha256sum` + `sync` and
+ *    parallel `openssl` + `sync`, each run on a fresh staging folder made by
+ *    hyperfine `--prepare` (hard links, so only the commit is timed; and once
+ *    more with copied files whose dirty pages the fsyncs must write);
+ * 4. `validate --fast` and `--sample-bytes 65536`;
+ * 5. `scan --fast` of the many-checkpoint root;
+ * 6. peak RSS of `validate` on the big file and on the 8-file checkpoint;
+ * 7. start-up: `ckptkit --help`, `validate` of the tiny checkpoint,
+ *    `sha256sum` of its file, and Deno alone.
  *
- * It also measures the peak RSS of `ckptkit validate` with `/usr/bin/time -v`,
- * then writes a Markdown report (machine, versions, the command that produced
- * it, the table) to `--out` and prints the table on stdout. Progress goes to
- * stderr.
+ * Before every round the benchmark watches the machine for a second and, when
+ * other work is using the CPU, waits for it to stop (at most
+ * `--max-idle-wait` seconds over the run); the report says what it saw.
  *
- * Timing uses hyperfine when it is installed and otherwise spawns the commands
- * itself; missing tools (hyperfine, b3sum, GNU time) are installed with
- * `apt-get` when running as root, unless `--no-install` is given.
+ * Missing tools (hyperfine, b3sum, GNU time, strace) are installed with
+ * `apt-get` when running as root, unless `--no-install`. The work folder is
+ * removed at the end, on errors and on Ctrl-C (SIGINT, SIGTERM, SIGHUP).
  *
  * ```sh
- * deno task bench                          # 8 × 64 MiB, 5 runs → bench/RESULTS.md
- * deno task bench -- --quick               # 4 × 4 MiB, 2 runs: a smoke test
- * deno task bench -- --files 8 --file-size 512MiB --dir /scratch
+ * deno task bench                          # the full run → bench/RESULTS.md (about 10 minutes)
+ * deno task bench -- --quick               # smoke test → $TMPDIR/ckptkit-bench-quick.md
+ * deno task bench -- --files 4 --file-size 1GiB --dir /scratch --out /tmp/r.md
  * ```
- *
- * Flags: `--dir <path>` (parent of the work folder, default the system temp
- * dir; the work folder is always removed at the end), `--files N` (8),
- * `--file-size BYTES` (67108864; a plain integer or with a KiB/MiB/GiB
- * suffix), `--runs N` (5), `--out <path>` (bench/RESULTS.md), `--quick`,
- * `--no-install`, `--no-hyperfine` (use the built-in timer).
  *
  * @module
  */
 
-import { createHash, randomFillSync } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import denoJson from "../deno.json" with { type: "json" };
+import { buildCheckpoint, buildScanRoot, type Checkpoint, formatBytes, type ScanRoot } from "./_fixtures.ts";
+import {
+  barrelInfo,
+  commitBreakdown,
+  cpuProfileTop,
+  hashProbe,
+  inProcessSeconds,
+  npmFilesLoaded,
+  readThreads,
+  startupBreakdown,
+  straceSummary,
+  workerProbe,
+} from "./_diagnose.ts";
+import { type Diagnostics, evaluateTargets, type Target } from "./_findings.ts";
+import {
+  capture,
+  ckptkitArgv,
+  ckptkitFlags,
+  ckptkitShell,
+  ensureTool,
+  firstLine,
+  mustShell,
+  progress,
+  REPO,
+  shellQuote,
+  stopChildren,
+  which,
+} from "./_process.ts";
+import { LoadWatch } from "./_load.ts";
+import { describeMachine, renderReport, type RssRow, type Section, summaryText } from "./_report.ts";
+import { type Case, type Measurement, peakRssKib, timeGroup, type Timer } from "./_timing.ts";
 
 const MIB = 1024 * 1024;
-/** The repository root: the CLI and the default report live relative to it. */
-const REPO = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
-const CLI = join(REPO, "cli.ts");
-const DEFAULT_OUT = join(REPO, "bench", "RESULTS.md");
 /** Region size recorded by `commit` by default, so `--sample-bytes` matches it. */
 const SAMPLE_BYTES = 65536;
-/** Random data is produced and written in chunks of this size. */
-const CHUNK_BYTES = MIB;
+/** Size of each file of the scan root's checkpoints. */
+const SCAN_FILE_BYTES = 4096;
+/** Size of the tiny checkpoint's one file. */
+const TINY_BYTES = 4096;
+
+/** The default report of a full run; `--quick` writes elsewhere so it never replaces it. */
+const DEFAULT_OUT = join(REPO, "bench", "RESULTS.md");
+const QUICK_OUT = join(tmpdir(), "ckptkit-bench-quick.md");
 
 const USAGE = `Usage: deno task bench -- [options]
 
-  --dir <path>        parent of the work folder (default: ${tmpdir()}); the work folder is removed at the end
-  --files <n>         number of checkpoint files (default 8)
-  --file-size <bytes> size of each file: an integer, or with a KiB/MiB/GiB suffix (default 67108864)
-  --runs <n>          timed runs per command; the median is reported (default 5)
-  --out <path>        Markdown report (default bench/RESULTS.md)
-  --quick             smoke test: 4 files × 4 MiB, 2 runs (explicit flags still win)
-  --no-install        do not apt-get install missing tools (hyperfine, b3sum, time)
-  --no-hyperfine      time with the built-in timer even when hyperfine is installed
-  -h, --help          show this help
+  --dir <path>              parent of the work folder (default: ${tmpdir()}); the work folder is removed at the end
+  --files <n>               files of the multi-file checkpoint (default 8)
+  --file-size <bytes>       size of each of them: an integer or with a KiB/MiB/GiB suffix (default 512MiB)
+  --big-file-size <bytes>   size of the single-file checkpoint (default 4GiB)
+  --scan-checkpoints <n>    checkpoints in the root that scan --fast reads (default 1000)
+  --scan-files <n>          files per such checkpoint, ${SCAN_FILE_BYTES} bytes each (default 16)
+  --runs <n>                interleaved rounds per group; medians over every run (default 5)
+  --out <path>              Markdown report (default bench/RESULTS.md; with --quick ${QUICK_OUT})
+  --diagnose <when>         auto: explain missed targets (default); all: every target; none
+  --max-idle-wait <s>       before every round, wait for other work on the machine to stop, at most this many
+                            seconds over the whole run (default 1200; with --quick 60)
+  --quick                   smoke test: 4 × 4 MiB, one 16 MiB file, 50 checkpoints, 2 rounds (explicit flags win)
+  --no-install              do not apt-get install missing tools (hyperfine, b3sum, time, strace)
+  --no-hyperfine            time with the built-in timer even when hyperfine is installed
+  -h, --help                show this help
 `;
 
 /** The benchmark's parameters after defaults and `--quick` are applied. */
-interface Options {
+export interface Options {
   dir: string;
   files: number;
   fileSize: number;
+  bigFileSize: number;
+  scanCheckpoints: number;
+  scanFiles: number;
   runs: number;
   out: string;
+  diagnose: "auto" | "all" | "none";
+  /** Seconds the whole run may spend waiting for other work on the machine to stop. */
+  maxIdleWait: number;
   quick: boolean;
   install: boolean;
   hyperfine: boolean;
@@ -82,52 +128,15 @@ interface Options {
   argv: string[];
 }
 
-/** One timed command. */
-interface Case {
-  /** Label in the table. */
-  name: string;
-  /** Shell command line (run with `sh -c`, as hyperfine does). */
-  command: string;
-  /** Checkpoint bytes the command verifies, for MB/s; null when MB/s means nothing. */
-  bytes: number | null;
-}
-
-/** Wall times of one case, in seconds. */
-interface Timing {
-  median: number;
-  min: number;
-  max: number;
-}
-
-type Row = Case & Timing;
-
-/** The files under test and where they are. */
-interface Fixture {
-  work: string;
-  root: string;
-  step: string;
-  sums: string;
-  tiny: string;
-  files: string[];
-  totalBytes: number;
-}
-
-/** Captured result of a finished subprocess. */
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 // ---------------------------------------------------------------- options --
 
 /** Parses a byte count: a plain integer, or one with a KiB/MiB/GiB suffix. */
-export function parseSize(text: string): number {
+export function parseSize(flag: string, text: string): number {
   const match = /^(\d+)\s*(b|kib|mib|gib)?$/i.exec(text.trim());
-  if (!match) throw new Error(`--file-size: not a byte count: ${text}`);
+  if (!match) throw new Error(`--${flag}: not a byte count: ${text}`);
   const scale: Record<string, number> = { b: 1, kib: 1024, mib: MIB, gib: 1024 * MIB };
   const bytes = Number(match[1]) * scale[(match[2] ?? "b").toLowerCase()];
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`--file-size must be positive: ${text}`);
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new Error(`--${flag} must be positive: ${text}`);
   return bytes;
 }
 
@@ -135,6 +144,14 @@ function parsePositive(flag: string, text: string): number {
   const value = Number(text);
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value <= 0) {
     throw new Error(`--${flag} must be a positive integer: ${text}`);
+  }
+  return value;
+}
+
+function parseNonNegative(flag: string, text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value)) {
+    throw new Error(`--${flag} must be a non-negative integer: ${text}`);
   }
   return value;
 }
@@ -150,8 +167,13 @@ export function parseOptions(args: string[]): Options | null {
       dir: { type: "string" },
       files: { type: "string" },
       "file-size": { type: "string" },
+      "big-file-size": { type: "string" },
+      "scan-checkpoints": { type: "string" },
+      "scan-files": { type: "string" },
       runs: { type: "string" },
       out: { type: "string" },
+      diagnose: { type: "string" },
+      "max-idle-wait": { type: "string" },
       quick: { type: "boolean", default: false },
       "no-install": { type: "boolean", default: false },
       "no-hyperfine": { type: "boolean", default: false },
@@ -160,12 +182,31 @@ export function parseOptions(args: string[]): Options | null {
   });
   if (values.help) return null;
   const quick = values.quick;
+  const diagnose = values.diagnose ?? "auto";
+  if (diagnose !== "auto" && diagnose !== "all" && diagnose !== "none") {
+    throw new Error(`--diagnose must be auto, all or none: ${diagnose}`);
+  }
+  const size = (flag: string, fallback: number) => {
+    const text = (values as Record<string, unknown>)[flag];
+    return typeof text === "string" ? parseSize(flag, text) : fallback;
+  };
+  const count = (flag: string, fallback: number) => {
+    const text = (values as Record<string, unknown>)[flag];
+    return typeof text === "string" ? parsePositive(flag, text) : fallback;
+  };
   return {
     dir: resolve(values.dir ?? tmpdir()),
-    files: values.files ? parsePositive("files", values.files) : quick ? 4 : 8,
-    fileSize: values["file-size"] ? parseSize(values["file-size"]) : (quick ? 4 : 64) * MIB,
-    runs: values.runs ? parsePositive("runs", values.runs) : quick ? 2 : 5,
-    out: values.out ? resolve(values.out) : DEFAULT_OUT,
+    files: count("files", quick ? 4 : 8),
+    fileSize: size("file-size", (quick ? 4 : 512) * MIB),
+    bigFileSize: size("big-file-size", (quick ? 16 : 4096) * MIB),
+    scanCheckpoints: count("scan-checkpoints", quick ? 50 : 1000),
+    scanFiles: count("scan-files", 16),
+    runs: count("runs", quick ? 2 : 5),
+    out: values.out ? resolve(values.out) : quick ? QUICK_OUT : DEFAULT_OUT,
+    diagnose,
+    maxIdleWait: values["max-idle-wait"] === undefined
+      ? quick ? 60 : 1200
+      : parseNonNegative("max-idle-wait", values["max-idle-wait"]),
     quick,
     install: !values["no-install"],
     hyperfine: !values["no-hyperfine"],
@@ -173,463 +214,522 @@ export function parseOptions(args: string[]): Options | null {
   };
 }
 
-// -------------------------------------------------------------- processes --
+// ------------------------------------------------------------------ setup --
 
-/**
- * This process's environment minus CKPTKIT_* variables: a CKPTKIT_CONFIG or
- * CKPTKIT_ROOT in the caller's shell would change what the CLI does and so
- * what is measured.
- */
-function childEnv(): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("CKPTKIT_")),
-  );
+/** The tools the benchmark runs. */
+interface Tools {
+  hyperfine: string | null;
+  b3sum: string | null;
+  time: string | null;
+  strace: string | null;
+  sha256sum: string;
+  openssl: string;
 }
 
-/** Runs a program to completion and captures its output. */
-async function capture(program: string, args: string[]): Promise<Output> {
-  const { code, stdout, stderr } = await new Deno.Command(program, {
-    args,
-    cwd: REPO,
-    clearEnv: true,
-    env: childEnv(),
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
-
-/** Like {@linkcode capture}, but a non-zero exit is an error. */
-async function mustRun(program: string, args: string[]): Promise<Output> {
-  const out = await capture(program, args);
-  if (out.code !== 0) {
-    throw new Error(`${program} ${args.join(" ")} exited ${out.code}\n${out.stderr}${out.stdout}`);
-  }
-  return out;
-}
-
-/** The first line a command prints, or null when it cannot run. */
-async function firstLine(program: string, args: string[]): Promise<string | null> {
-  try {
-    const out = await capture(program, args);
-    return out.code === 0 ? out.stdout.split("\n")[0].trim() : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Quotes a word for `sh` when it needs it. */
-function shellQuote(word: string): string {
-  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
-}
-
-/** The absolute path of `name` on PATH, or null. */
-async function which(name: string): Promise<string | null> {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (!dir) continue;
-    const path = join(dir, name);
-    try {
-      const info = await Deno.stat(path);
-      if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) return path;
-    } catch {
-      // Not in this PATH entry.
-    }
-  }
-  return null;
-}
-
-/**
- * Finds `bin`, installing Debian package `pkg` when it is missing, we are
- * root, apt-get exists and installing is allowed: the machines this runs on
- * are recreated often, so the benchmark brings its own tools. Returns the
- * path, or null with the reason appended to `notes`.
- */
-async function ensureTool(bin: string, pkg: string, install: boolean, notes: string[]): Promise<string | null> {
-  const found = await which(bin);
-  if (found) return found;
-  const aptGet = await which("apt-get");
-  if (!install || !aptGet || Deno.uid() !== 0) {
-    notes.push(`\`${bin}\` is not installed (Debian package \`${pkg}\`) and was not installed automatically.`);
-    return null;
-  }
-  progress(`installing ${pkg} with apt-get`);
-  // A fresh machine may have no package lists yet: update once, then retry.
-  if ((await capture(aptGet, ["install", "-y", pkg])).code !== 0) {
-    await capture(aptGet, ["update"]);
-    await capture(aptGet, ["install", "-y", pkg]);
-  }
-  const installed = await which(bin);
-  if (!installed) notes.push(`\`${bin}\` could not be installed with \`apt-get install ${pkg}\`.`);
-  return installed;
-}
-
-function progress(message: string): void {
-  console.error(`[bench] ${message}`);
-}
-
-// ---------------------------------------------------------------- fixture --
-
-/** Writes all of `bytes` (a single write may be partial). */
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
-}
-
-/**
- * Writes `size` random bytes to a new file and returns their sha256, hashed
- * on the way so that SHA256SUMS costs no second read. Crypto-random data
- * because any compression or deduplication below the file system would make
- * repeated patterns unrealistically cheap.
- */
-async function writeRandomFile(path: string, size: number, chunk: Uint8Array): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path, { write: true, createNew: true });
-  for (let done = 0; done < size;) {
-    const part = chunk.subarray(0, Math.min(chunk.length, size - done));
-    randomFillSync(part);
-    hash.update(part);
-    await writeAll(file, part);
-    done += part.length;
-  }
-  return hash.digest("hex");
-}
-
-/** The `deno run <flags> cli.ts` prefix, with the flags of the `ckptkit` task in deno.json. */
-function ckptkitArgs(): string[] {
-  const match = /^deno run (.*) cli\.ts$/.exec(denoJson.tasks.ckptkit);
-  if (!match) throw new Error(`unexpected ckptkit task in deno.json: ${denoJson.tasks.ckptkit}`);
-  return ["run", ...match[1].split(/\s+/), CLI];
-}
-
-/**
- * Builds the checkpoint under test: random files in a staging folder,
- * committed by the real CLI into `<work>/root/step-1`, plus a SHA256SUMS
- * outside the checkpoint (a file inside it would be an "extra file" to
- * validate) naming the committed files by absolute path.
- */
-async function buildFixture(work: string, options: Options): Promise<Fixture> {
-  const staging = join(work, "staging");
-  const root = join(work, "root");
-  const step = join(root, "step-1");
-  await Deno.mkdir(staging);
-  const chunk = new Uint8Array(Math.min(CHUNK_BYTES, options.fileSize));
-  const width = String(options.files - 1).length;
-  const names: string[] = [];
-  const sums: string[] = [];
-  for (let i = 0; i < options.files; i++) {
-    const name = `shard-${String(i).padStart(width, "0")}.bin`;
-    const digest = await writeRandomFile(join(staging, name), options.fileSize, chunk);
-    names.push(name);
-    sums.push(`${digest}  ${join(step, name)}\n`);
-  }
-  progress(`committing ${options.files} files with ckptkit commit`);
-  await mustRun(Deno.execPath(), [...ckptkitArgs(), "commit", staging, "--root", root, "--step", "1"]);
-  const sumsPath = join(work, "sums", "SHA256SUMS");
-  await Deno.mkdir(join(work, "sums"));
-  await Deno.writeTextFile(sumsPath, sums.join(""));
-  const tiny = join(work, "tiny.txt");
-  await Deno.writeTextFile(tiny, "hello\n");
-  return {
-    work,
-    root,
-    step,
-    sums: sumsPath,
-    tiny,
-    files: names.map((name) => join(step, name)),
-    totalBytes: options.files * options.fileSize,
+async function findTools(options: Options, notes: string[]): Promise<Tools> {
+  const tools = {
+    hyperfine: options.hyperfine ? await ensureTool("hyperfine", "hyperfine", options.install, notes) : null,
+    b3sum: await ensureTool("b3sum", "b3sum", options.install, notes),
+    time: await ensureTool("time", "time", options.install, notes),
+    strace: options.diagnose === "none" ? null : await ensureTool("strace", "strace", options.install, notes),
+    sha256sum: await which("sha256sum"),
+    openssl: await which("openssl"),
   };
+  if (!tools.sha256sum || !tools.openssl) throw new Error("sha256sum and openssl are required");
+  return { ...tools, sha256sum: tools.sha256sum, openssl: tools.openssl };
+}
+
+/** Refuses to start when the work folder's file system cannot hold the data. */
+async function checkSpace(options: Options): Promise<void> {
+  // The multi-file checkpoint, its copy for the dirty commit, the big file, small change.
+  const needed = 2 * options.files * options.fileSize + options.bigFileSize + 256 * MIB;
+  const out = await capture("df", ["-B1", "--output=avail", options.dir]);
+  const available = Number(out.stdout.trim().split("\n").at(-1));
+  if (out.code === 0 && Number.isFinite(available) && available < needed) {
+    throw new Error(
+      `${options.dir} has ${formatBytes(available)} free; the benchmark needs about ${formatBytes(needed)}`,
+    );
+  }
+}
+
+/** Reads files once so that every timed run finds them in the page cache. */
+async function warmCache(files: string[]): Promise<void> {
+  await mustShell(`cat ${files.map(shellQuote).join(" ")} > /dev/null`);
 }
 
 // ------------------------------------------------------------------ cases --
 
-/** The commands to time, in table order; the first is the baseline. */
-function buildCases(fixture: Fixture, b3sum: string | null): Case[] {
-  const ckptkit = [Deno.execPath(), ...ckptkitArgs()].map(shellQuote).join(" ");
-  const step = shellQuote(fixture.step);
-  const total = fixture.totalBytes;
+/** Everything the cases are built from. */
+interface Fixtures {
+  shards: Checkpoint;
+  big: Checkpoint;
+  tiny: Checkpoint;
+  scan: ScanRoot;
+  /** Hard links to the shards, the source of every staged commit. */
+  commitSource: string;
+  /** Root and staging folder of the hard-linked commits. */
+  commitRoot: string;
+  /** Root of the commits whose files are fresh copies (dirty pages). */
+  dirtyRoot: string;
+  /** An empty script, for Deno's bare start-up. */
+  empty: string;
+}
+
+const q = shellQuote;
+
+/** Name of the prototype's rows. */
+const PROTO_NAME = "prototype: proto_validate.ts (readSync 256 KiB; not ckptkit)";
+
+/**
+ * The prototype with the CLI's flags, loading the CLI's modules first
+ * (`--load-cli`) so that its start-up is the CLI's and only the hashing loop differs.
+ */
+function protoShell(): string {
+  return [Deno.execPath(), "run", ...ckptkitFlags(), join(REPO, "bench", "proto_validate.ts"), "--load-cli"]
+    .map(q).join(" ");
+}
+
+function validationCases(f: Fixtures, tools: Tools): Case[] {
+  const ck = ckptkitShell();
+  const step = q(f.shards.step);
+  const total = f.shards.totalBytes;
+  const proto = protoShell();
   const cases: Case[] = [
-    { name: "ckptkit validate (full sha256)", command: `${ckptkit} validate ${step}`, bytes: total },
-    { name: "sha256sum -c SHA256SUMS", command: `sha256sum -c ${shellQuote(fixture.sums)}`, bytes: total },
     {
+      id: "v_full",
+      name: "ckptkit validate (full sha256, default --jobs)",
+      command: `${ck} validate ${step}`,
+      bytes: total,
+    },
+    { id: "v_jobs1", name: "ckptkit validate --jobs 1", command: `${ck} validate --jobs 1 ${step}`, bytes: total },
+    { id: "v_jobs2", name: "ckptkit validate --jobs 2", command: `${ck} validate --jobs 2 ${step}`, bytes: total },
+    {
+      id: "v_sha256sum",
+      name: "sha256sum -c SHA256SUMS",
+      command: `sha256sum -c ${q(f.shards.sums)}`,
+      bytes: total,
+      // Every round, although slow: its target's ratio is taken round by round.
+      warmup: 0,
+    },
+    {
+      id: "v_openssl",
       name: "xargs -P$(nproc) openssl dgst -sha256",
       // The glob leaves out ckptkit.manifest.json, so the same bytes are hashed.
       command: `ls ${step}/shard-*.bin | xargs -P$(nproc) -n1 openssl dgst -sha256`,
       bytes: total,
     },
   ];
-  if (b3sum) cases.push({ name: "b3sum (BLAKE3)", command: `b3sum ${step}/shard-*.bin`, bytes: total });
+  if (tools.b3sum) {
+    cases.push({
+      id: "v_b3sum",
+      name: "b3sum (BLAKE3, multi-threaded)",
+      command: `b3sum ${step}/shard-*.bin`,
+      bytes: total,
+    });
+  }
   cases.push(
-    { name: "ckptkit validate --fast", command: `${ckptkit} validate --fast ${step}`, bytes: null },
     {
-      name: `ckptkit validate --sample-bytes ${SAMPLE_BYTES}`,
-      command: `${ckptkit} validate --sample-bytes ${SAMPLE_BYTES} ${step}`,
-      bytes: null,
+      id: "v_proto",
+      name: PROTO_NAME,
+      command: `${proto} ${step}`,
+      bytes: total,
     },
-    { name: "start-up: ckptkit --help", command: `${ckptkit} --help`, bytes: null },
-    { name: "start-up: sha256sum (tiny file)", command: `sha256sum ${shellQuote(fixture.tiny)}`, bytes: null },
+    {
+      id: "v_fast",
+      name: "ckptkit validate --fast",
+      command: `${ck} validate --fast ${step}`,
+      bytes: null,
+      runsPerRound: 5,
+    },
+    {
+      id: "v_sample",
+      name: `ckptkit validate --sample-bytes ${SAMPLE_BYTES}`,
+      command: `${ck} validate --sample-bytes ${SAMPLE_BYTES} ${step}`,
+      bytes: null,
+      runsPerRound: 5,
+    },
   );
   return cases;
 }
 
-// ----------------------------------------------------------------- timing --
-
-/** The middle value of `values` (the mean of the two middle ones for an even count). */
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** Reads the one result of a hyperfine `--export-json` file. */
-function parseHyperfineJson(text: string): Timing {
-  const doc: unknown = JSON.parse(text);
-  const results = typeof doc === "object" && doc !== null && "results" in doc ? doc.results : null;
-  const first: unknown = Array.isArray(results) ? results[0] : null;
-  if (typeof first !== "object" || first === null) throw new Error("hyperfine JSON has no results");
-  const field = (name: string): number => {
-    const value: unknown = (first as Record<string, unknown>)[name];
-    if (typeof value !== "number") throw new Error(`hyperfine JSON has no numeric ${name}`);
-    return value;
-  };
-  return { median: field("median"), min: field("min"), max: field("max") };
-}
-
-/**
- * Times one case with hyperfine: one warm-up run (which also loads the files
- * into the page cache) and `runs` timed runs. hyperfine fails on a non-zero
- * exit, so a command that reports a problem cannot pass for a fast one.
- */
-async function timeWithHyperfine(hyperfine: string, item: Case, runs: number, jsonPath: string): Promise<Timing> {
-  await mustRun(hyperfine, [
-    "--warmup",
-    "1",
-    "--runs",
-    String(runs),
-    "--style",
-    "none",
-    "--export-json",
-    jsonPath,
-    "--command-name",
-    item.name,
-    item.command,
-  ]);
-  return parseHyperfineJson(await Deno.readTextFile(jsonPath));
-}
-
-/** Runs a command line once under `sh -c`, output discarded, and returns its wall time in seconds. */
-async function timeOnce(command: string): Promise<number> {
-  const started = performance.now();
-  const { code } = await new Deno.Command("sh", {
-    args: ["-c", command],
-    cwd: REPO,
-    clearEnv: true,
-    env: childEnv(),
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  const seconds = (performance.now() - started) / 1000;
-  if (code !== 0) throw new Error(`exited ${code}: ${command}`);
-  return seconds;
-}
-
-/** The fallback when hyperfine is missing: the same protocol, timed here. */
-async function timeBuiltin(item: Case, runs: number): Promise<Timing> {
-  await timeOnce(item.command);
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) times.push(await timeOnce(item.command));
-  return { median: median(times), min: Math.min(...times), max: Math.max(...times) };
-}
-
-/**
- * Peak resident set size in KiB of one run of `argv` under GNU time, or null
- * when the output has no such line.
- */
-async function peakRssKib(time: string, argv: string[]): Promise<number | null> {
-  const out = await capture(time, ["-v", ...argv]);
-  if (out.code !== 0) throw new Error(`${argv.join(" ")} exited ${out.code}\n${out.stderr}`);
-  const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(out.stderr);
-  return match ? Number(match[1]) : null;
-}
-
-// ----------------------------------------------------------------- report --
-
-/** What the numbers depend on, for the report header. */
-interface Machine {
-  nproc: string;
-  uname: string;
-  cpu: string;
-  shaExtensions: boolean;
-  memory: string;
-  fileSystem: string;
-  versions: string[];
-}
-
-async function describeMachine(work: string, tools: Record<string, string | null>): Promise<Machine> {
-  // Deno reads /proc only under --allow-all, which the bench task does not grant; cat may.
-  const cpuinfo = (await capture("cat", ["/proc/cpuinfo"]).catch(() => null))?.stdout ?? "";
-  const cpu = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1].trim() ?? "unknown";
-  const versions = [`deno ${Deno.version.deno} (V8 ${Deno.version.v8})`];
-  const probes: [string | null, string[]][] = [
-    [tools.hyperfine, ["--version"]],
-    [tools.sha256sum, ["--version"]],
-    [tools.openssl, ["version"]],
-    [tools.b3sum, ["--version"]],
-  ];
-  for (const [path, args] of probes) {
-    const line = path ? await firstLine(path, args) : null;
-    if (line) versions.push(line);
-  }
-  return {
-    nproc: (await firstLine("nproc", [])) ?? String(navigator.hardwareConcurrency),
-    uname: (await firstLine("uname", ["-srm"])) ?? `${Deno.build.os} ${Deno.build.arch}`,
-    cpu,
-    // SHA-NI makes sha256 several times faster; without it every sha256 row moves.
-    shaExtensions: /^flags\s*:.*\bsha_ni\b/m.test(cpuinfo),
-    memory: `${(Deno.systemMemoryInfo().total / 1024 ** 3).toFixed(1)} GiB`,
-    fileSystem: (await firstLine("stat", ["-f", "-c", "%T", work])) ?? "unknown",
-    versions,
-  };
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes >= 1024 * MIB && bytes % (1024 * MIB) === 0) return `${bytes / (1024 * MIB)} GiB`;
-  if (bytes >= MIB && bytes % MIB === 0) return `${bytes / MIB} MiB`;
-  return `${bytes} B`;
-}
-
-/** The command line that reproduces this run. */
-function producedBy(argv: string[]): string {
-  return argv.length === 0 ? "deno task bench" : `deno task bench -- ${argv.map(shellQuote).join(" ")}`;
-}
-
-/** The results table; ratios are each median divided by the first row's. */
-function renderTable(rows: Row[]): string {
-  const baseline = rows[0].median;
-  const header = ["Tool", "Median (s)", "Min–max (s)", "MB/s", "× ckptkit full validate"];
-  const cells = rows.map((row) => [
-    row.name,
-    row.median.toFixed(3),
-    `${row.min.toFixed(3)}–${row.max.toFixed(3)}`,
-    row.bytes === null ? "—" : (row.bytes / row.median / 1e6).toFixed(0),
-    (row.median / baseline).toFixed(2),
-  ]);
-  return alignTable(header, cells);
-}
-
-/**
- * A Markdown table padded so it reads well on a terminal; the first column is
- * left-aligned, the others (numbers) right-aligned, as `deno fmt` lays it out.
- */
-function alignTable(header: string[], cells: string[][]): string {
-  const widths = header.map((title, col) => Math.max(title.length, ...cells.map((row) => row[col].length)));
-  const pad = (text: string, col: number) => col === 0 ? text.padEnd(widths[col]) : text.padStart(widths[col]);
-  const line = (row: string[]) => `| ${row.map(pad).join(" | ")} |`;
-  const rule = widths.map((width, col) => col === 0 ? "-".repeat(width) : `${"-".repeat(width - 1)}:`);
-  return [line(header), `| ${rule.join(" | ")} |`, ...cells.map(line)].join("\n");
-}
-
-/** Replaces machine-specific paths so the listed commands read as they would be typed. */
-function displayCommand(command: string, work: string): string {
-  return command
-    .replaceAll(work, "$WORK")
-    .replaceAll(shellQuote(Deno.execPath()), "deno")
-    .replaceAll(`${REPO}/`, "");
-}
-
-interface Report {
-  options: Options;
-  machine: Machine;
-  fixture: Fixture;
-  rows: Row[];
-  timer: string;
-  rss: string;
-  notes: string[];
-  date: Date;
-}
-
-function renderReport(report: Report): string {
-  const { options, machine, fixture, rows } = report;
-  const commands = rows.map((row) => `- ${row.name}: \`${displayCommand(row.command, fixture.work)}\``);
+function bigFileCases(f: Fixtures): Case[] {
+  const ck = ckptkitShell();
+  const proto = protoShell();
+  const bytes = f.big.totalBytes;
   return [
-    "# ckptkit validate benchmark",
-    "",
-    `- Date: ${report.date.toISOString()}`,
-    `- Produced by: \`${producedBy(options.argv)}\``,
-    `- Checkpoint: ${options.files} files × ${formatBytes(options.fileSize)} = ${
-      formatBytes(fixture.totalBytes)
-    } of random data, committed with \`ckptkit commit\``,
-    `- Machine: ${machine.nproc} cores (nproc), ${machine.uname}, ${machine.cpu}` +
-    `${machine.shaExtensions ? " (SHA extensions)" : " (no SHA extensions)"}, ${machine.memory} RAM`,
-    `- Work folder file system: ${machine.fileSystem}`,
-    `- Versions: ${machine.versions.join("; ")}`,
-    `- Timing: ${report.timer}; warm page cache (one untimed warm-up run per command), median of ${options.runs} runs`,
-    "",
-    renderTable(rows),
-    "",
-    report.rss,
-    "",
-    "MB/s is checkpoint bytes ÷ median wall time ÷ 10⁶, given only for rows that read every byte " +
-    "(`--fast` reads no file data; `--sample-bytes` reads a few 64 KiB regions per file). " +
-    "The last column is each median divided by the `ckptkit validate` median (below 1 is faster). " +
-    "Every ckptkit row includes Deno start-up, which the `ckptkit --help` row shows alone.",
-    "",
-    ...(report.notes.length > 0 ? ["Notes:", "", ...report.notes.map((note) => `- ${note}`), ""] : []),
-    "Commands (`$WORK` is the temporary work folder):",
-    "",
-    ...commands,
-    "",
-  ].join("\n");
+    { id: "b_full", name: "ckptkit validate (full sha256)", command: `${ck} validate ${q(f.big.step)}`, bytes },
+    { id: "b_openssl", name: "openssl dgst -sha256", command: `openssl dgst -sha256 ${q(f.big.files[0])}`, bytes },
+    {
+      id: "b_proto",
+      name: PROTO_NAME,
+      command: `${proto} ${q(f.big.step)}`,
+      bytes,
+    },
+  ];
 }
 
-// ------------------------------------------------------------------- main --
+/** The staging folder every commit run starts from, and the command that recreates it. */
+function stagingOf(root: string, source: string, link: boolean): { staging: string; prepare: string } {
+  const staging = join(root, ".staging-bench");
+  // Step 2 is committed by every run, so the previous run's step-2 goes first.
+  const copy = link ? "cp -al" : "cp -r";
+  return { staging, prepare: `rm -rf ${q(join(root, "step-2"))} ${q(staging)} && ${copy} ${q(source)} ${q(staging)}` };
+}
 
-/** Times every case, printing each median to stderr as it comes. */
-async function timeCases(cases: Case[], options: Options, hyperfine: string | null, work: string): Promise<Row[]> {
-  const rows: Row[] = [];
-  for (const [i, item] of cases.entries()) {
-    progress(`timing ${item.name}`);
-    const timing = hyperfine
-      ? await timeWithHyperfine(hyperfine, item, options.runs, join(work, `hyperfine-${i}.json`))
-      : await timeBuiltin(item, options.runs);
-    progress(`  median ${timing.median.toFixed(3)} s`);
-    rows.push({ ...item, ...timing });
+function commitCases(root: string, source: string, link: boolean, bytes: number, slowRounds: number): Case[] {
+  const { staging, prepare } = stagingOf(root, source, link);
+  const suffix = link ? "" : "_dirty";
+  const cases: Case[] = [
+    {
+      id: `c_commit${suffix}`,
+      name: "ckptkit commit (hash, fsync, manifest, rename)",
+      command: `${ckptkitShell()} commit ${q(staging)} --root ${q(root)} --step 2`,
+      prepare,
+      bytes,
+      rounds: link ? undefined : slowRounds,
+    },
+    {
+      id: `c_openssl_sync${suffix}`,
+      name: "xargs -P$(nproc) openssl dgst -sha256 + sync",
+      command: `ls ${q(staging)}/*.bin | xargs -P$(nproc) -n1 openssl dgst -sha256 && sync`,
+      prepare,
+      bytes,
+      rounds: link ? undefined : slowRounds,
+    },
+  ];
+  if (link) {
+    cases.push({
+      id: "c_sha256sum_sync",
+      name: "sha256sum + sync",
+      command: `sha256sum ${q(staging)}/*.bin && sync`,
+      prepare,
+      bytes,
+      rounds: slowRounds,
+      warmup: 0,
+    });
   }
-  return rows;
+  return cases;
 }
 
-/** The RSS line of the report: ckptkit's peak, with sha256sum's for scale. */
-async function measureRss(time: string | null, fixture: Fixture): Promise<string> {
-  if (!time) return "Peak RSS: not measured (GNU time is not installed).";
+function scanCases(f: Fixtures): Case[] {
+  return [{
+    id: "s_scan",
+    name: `ckptkit scan --fast (${f.scan.checkpoints} checkpoints × ${f.scan.filesPerCheckpoint} files)`,
+    command: `${ckptkitShell()} scan --fast ${q(f.scan.root)}`,
+    bytes: null,
+    runsPerRound: 2,
+  }];
+}
+
+function startupCases(f: Fixtures): Case[] {
+  const ck = ckptkitShell();
+  return [
+    { id: "u_help", name: "ckptkit --help", command: `${ck} --help`, bytes: null, runsPerRound: 10 },
+    {
+      id: "u_validate_tiny",
+      name: `ckptkit validate (tiny checkpoint: 1 × ${formatBytes(TINY_BYTES)})`,
+      command: `${ck} validate ${q(f.tiny.step)}`,
+      bytes: null,
+      runsPerRound: 10,
+    },
+    {
+      id: "u_sha256sum_tiny",
+      name: "sha256sum of the same file",
+      command: `sha256sum ${q(f.tiny.files[0])}`,
+      bytes: null,
+      runsPerRound: 10,
+    },
+    {
+      id: "u_deno",
+      name: "deno run -A empty.ts (Deno alone)",
+      command: `${q(Deno.execPath())} run -A ${q(f.empty)}`,
+      bytes: null,
+      runsPerRound: 10,
+    },
+  ];
+}
+
+// ------------------------------------------------------------------- run --
+
+async function buildFixtures(options: Options, work: string): Promise<Fixtures> {
+  progress(`writing ${options.files} × ${formatBytes(options.fileSize)} of random data in ${work}`);
+  const shards = await buildCheckpoint(work, "shards", options.files, options.fileSize);
+  progress(`writing 1 × ${formatBytes(options.bigFileSize)}`);
+  const big = await buildCheckpoint(work, "big", 1, options.bigFileSize, "model");
+  const tiny = await buildCheckpoint(work, "tiny", 1, TINY_BYTES, "weights");
+  progress(
+    `writing ${options.scanCheckpoints} checkpoints × ${options.scanFiles} files with the library writer`,
+  );
+  const scan = await buildScanRoot(work, options.scanCheckpoints, options.scanFiles, SCAN_FILE_BYTES);
+  progress(`  ${scan.seconds.toFixed(1)} s`);
+  const commitSource = join(work, "commit-source");
+  await Deno.mkdir(commitSource);
+  await mustShell(`cp -al ${shards.files.map(q).join(" ")} ${q(commitSource)}/`);
+  const commitRoot = join(work, "commit", "root");
+  const dirtyRoot = join(work, "commit-dirty", "root");
+  await Deno.mkdir(commitRoot, { recursive: true });
+  await Deno.mkdir(dirtyRoot, { recursive: true });
+  const empty = join(work, "empty.ts");
+  await Deno.writeTextFile(empty, "");
+  return { shards, big, tiny, scan, commitSource, commitRoot, dirtyRoot, empty };
+}
+
+async function measureRss(time: string | null, f: Fixtures, tools: Tools): Promise<RssRow[]> {
+  if (!time) return [];
   progress("measuring peak RSS");
-  const ckptkit = await peakRssKib(time, [Deno.execPath(), ...ckptkitArgs(), "validate", fixture.step]);
-  const sha256sum = await peakRssKib(time, ["sha256sum", "-c", fixture.sums]);
-  const mib = (kib: number | null) => kib === null ? "unknown" : `${(kib / 1024).toFixed(1)} MiB`;
-  return `Peak RSS of \`ckptkit validate\` (full) on ${fixture.files.length} × ${
-    formatBytes(fixture.totalBytes / fixture.files.length)
-  }: **${mib(ckptkit)}** (\`sha256sum -c\`: ${mib(sha256sum)}), from \`/usr/bin/time -v\`.`;
+  const ck = ckptkitArgv();
+  const rows: [string, string, string[]][] = [
+    ["rss_big", `ckptkit validate, 1 × ${formatBytes(f.big.fileSize)} (main thread)`, [...ck, "validate", f.big.step]],
+    [
+      "rss_shards",
+      `ckptkit validate, ${f.shards.files.length} × ${formatBytes(f.shards.fileSize)} (default --jobs)`,
+      [...ck, "validate", f.shards.step],
+    ],
+    ["rss_shards_jobs1", "ckptkit validate --jobs 1, same checkpoint", [
+      ...ck,
+      "validate",
+      "--jobs",
+      "1",
+      f.shards.step,
+    ]],
+    ["rss_help", "ckptkit --help (the runtime and modules alone)", [...ck, "--help"]],
+    ["rss_openssl", `openssl dgst -sha256, 1 × ${formatBytes(f.big.fileSize)}`, [
+      tools.openssl,
+      "dgst",
+      "-sha256",
+      f.big.files[0],
+    ]],
+  ];
+  const result: RssRow[] = [];
+  for (const [id, name, argv] of rows) {
+    result.push({ id, name, kib: await peakRssKib(time, argv), command: argv.map(q).join(" ") });
+  }
+  return result;
+}
+
+/** Runs the measurements that explain the targets `wanted` says to explain; each is best-effort. */
+async function diagnose(
+  wanted: (id: string) => boolean,
+  f: Fixtures,
+  tools: Tools,
+  timer: Timer,
+  options: Options,
+  notes: string[],
+): Promise<Diagnostics> {
+  const d: Diagnostics = {};
+  const scratch = timer.scratch;
+  const ck = ckptkitArgv();
+  const strace = tools.strace;
+  if (!strace && options.diagnose !== "none") notes.push("strace is missing: no syscall summaries.");
+  // A diagnostic that fails (the CLI changed, a tool is missing) costs its paragraph, not the report.
+  const attempt = async <T>(what: string, measure: () => Promise<T | null>): Promise<T | undefined> => {
+    try {
+      return (await measure()) ?? undefined;
+    } catch (err) {
+      notes.push(`Diagnostic "${what}" failed: ${(err as Error).message.split("\n")[0]}`);
+      return undefined;
+    }
+  };
+  if (wanted("sha256sum") || wanted("openssl") || wanted("commit")) {
+    progress("diagnosing: one hashing stream, in process");
+    await warmCache([f.shards.files[0]]);
+    d.hash = await attempt("hash probe", () => hashProbe(f.shards.files[0], 3));
+    d.worker = await attempt("worker probe", () => workerProbe(5));
+    d.validate = await attempt(
+      "validate --json",
+      () => inProcessSeconds(["validate", f.shards.step], (doc) => doc.duration_s),
+    );
+    d.barrel = await attempt("src/deps.ts", barrelInfo);
+    if (strace) {
+      d.npmValidate = await attempt(
+        "npm files of validate",
+        () => npmFilesLoaded(strace, [...ck, "validate", f.shards.step], scratch),
+      );
+      d.validateStrace = await attempt(
+        "strace of validate",
+        () => straceSummary(strace, [...ck, "validate", f.shards.step], scratch),
+      );
+      const chunk = d.hash?.chunkBytes;
+      if (chunk) {
+        d.readThreads = await attempt(
+          "read threads",
+          () => readThreads(strace, [...ck, "validate", f.big.step], chunk, scratch),
+        );
+      }
+    }
+  }
+  if (wanted("commit")) {
+    progress("diagnosing: where a commit's time goes");
+    const { staging, prepare } = stagingOf(f.commitRoot, f.commitSource, true);
+    const args = ["commit", staging, "--root", f.commitRoot, "--step", "2"];
+    d.commit = await attempt(
+      "commit --json",
+      () => commitBreakdown(args, prepare, join(f.commitRoot, "step-2", "ckptkit.manifest.json")),
+    );
+    if (strace) {
+      d.commitStrace = await attempt("strace of commit", async () => {
+        await mustShell(prepare);
+        return await straceSummary(strace, [...ck, ...args], scratch, [
+          "-w",
+          "-e",
+          "trace=fsync,fdatasync,read,openat,rename,renameat2,flock",
+        ]);
+      });
+    }
+  }
+  if (wanted("sample") || wanted("fast") || wanted("help")) {
+    progress("diagnosing: start-up");
+    d.barrel = await attempt("src/deps.ts", barrelInfo);
+    d.fast = await attempt(
+      "validate --fast --json",
+      () => inProcessSeconds(["validate", "--fast", f.shards.step], (doc) => doc.duration_s, 5),
+    );
+    d.sample = await attempt("validate --sample-bytes --json", () =>
+      inProcessSeconds(
+        ["validate", "--sample-bytes", String(SAMPLE_BYTES), f.shards.step],
+        (doc) => doc.duration_s,
+        5,
+      ));
+    d.startup = await attempt("start-up breakdown", () => startupBreakdown(scratch, options.runs, timer));
+    if (strace) {
+      d.npmHelp = await attempt("npm files of --help", () => npmFilesLoaded(strace, [...ck, "--help"], scratch));
+      d.npmFast = await attempt(
+        "npm files of validate --fast",
+        () => npmFilesLoaded(strace, [...ck, "validate", "--fast", f.shards.step], scratch),
+      );
+    }
+    d.helpProfile = await attempt("CPU profile of --help", () => cpuProfileTop(["--help"], scratch));
+  }
+  if (wanted("scan")) {
+    progress("diagnosing: scan --fast");
+    d.scan = await attempt("scan --json", () =>
+      inProcessSeconds(
+        ["scan", "--fast", f.scan.root],
+        (doc) => (doc.summary as Record<string, unknown> | undefined)?.duration_s,
+      ));
+    if (strace) {
+      d.scanStrace = await attempt(
+        "strace of scan",
+        () => straceSummary(strace, [...ck, "scan", "--fast", f.scan.root], scratch),
+      );
+    }
+    d.scanProfile = await attempt(
+      "CPU profile of scan",
+      () => cpuProfileTop(["scan", "--fast", f.scan.root, "--log-level", "warn"], scratch),
+    );
+  }
+  return d;
 }
 
 async function run(options: Options, work: string): Promise<string> {
+  const started = performance.now();
   const notes: string[] = [];
-  const tools = {
-    hyperfine: options.hyperfine ? await ensureTool("hyperfine", "hyperfine", options.install, notes) : null,
-    b3sum: await ensureTool("b3sum", "b3sum", options.install, notes),
-    time: await ensureTool("time", "time", options.install, notes),
-    sha256sum: await which("sha256sum"),
-    openssl: await which("openssl"),
-  };
-  if (!tools.sha256sum || !tools.openssl) throw new Error("sha256sum and openssl are required");
+  await checkSpace(options);
+  const tools = await findTools(options, notes);
   if (!tools.b3sum) notes.push("b3sum row skipped.");
-  progress(`writing ${options.files} × ${formatBytes(options.fileSize)} in ${work}`);
-  const fixture = await buildFixture(work, options);
-  const rows = await timeCases(buildCases(fixture, tools.b3sum), options, tools.hyperfine, work);
-  const rss = await measureRss(tools.time, fixture);
-  const timer = tools.hyperfine ? "hyperfine" : "built-in timer (performance.now() around `sh -c`)";
-  const machine = await describeMachine(work, tools);
-  const report = renderReport({ options, machine, fixture, rows, timer, rss, notes, date: new Date() });
+  const scratch = join(work, "scratch");
+  await Deno.mkdir(scratch);
+  const watch = new LoadWatch(options.maxIdleWait);
+  const timer: Timer = { hyperfine: tools.hyperfine, scratch, beforeRound: (label) => watch.beforeRound(label) };
+  const f = await buildFixtures(options, work);
+  const rounds = options.runs;
+  const slowRounds = Math.min(rounds, 3);
+
+  await warmCache(f.shards.files);
+  // Back to back within a round: the prototype, openssl, ckptkit and sha256sum (the targets' pairs).
+  const validation = await timeGroup("validation", validationCases(f, tools), rounds, timer, [
+    "v_fast",
+    "v_sample",
+    "v_proto",
+    "v_openssl",
+    "v_full",
+    "v_sha256sum",
+  ]);
+  await warmCache(f.big.files);
+  const bigFile = await timeGroup("single big file", bigFileCases(f), rounds, timer);
+  await warmCache(f.shards.files);
+  const commit = await timeGroup(
+    "commit (hard-linked staging)",
+    commitCases(f.commitRoot, f.commitSource, true, f.shards.totalBytes, slowRounds),
+    rounds,
+    timer,
+  );
+  const dirty = await timeGroup(
+    "commit (copied staging)",
+    commitCases(f.dirtyRoot, f.commitSource, false, f.shards.totalBytes, slowRounds),
+    slowRounds,
+    timer,
+  );
+  // Free the copies' page cache and disk before the next groups.
+  await Deno.remove(f.dirtyRoot, { recursive: true });
+  const scan = await timeGroup("scan --fast", scanCases(f), rounds, timer);
+  await warmCache(f.tiny.files);
+  const startup = await timeGroup("start-up", startupCases(f), rounds, timer);
+  await watch.beforeRound("peak RSS");
+  const rss = await measureRss(tools.time, f, tools);
+  if (!tools.time) notes.push("GNU time is missing: peak RSS not measured.");
+
+  const measured = new Map<string, Measurement>(
+    [...validation, ...bigFile, ...commit, ...dirty, ...scan, ...startup].map((m) => [m.id, m]),
+  );
+  const firstTargets = evaluateTargets(measured, rss, {}, f.scan.checkpoints);
+  const missed = new Set(firstTargets.filter((t) => !t.pass).map((t) => t.id));
+  const wanted = (id: string) => options.diagnose === "all" || (options.diagnose === "auto" && missed.has(id));
+  await watch.beforeRound("diagnostics");
+  const diagnostics = await diagnose(wanted, f, tools, timer, options, notes);
+  const targets: Target[] = evaluateTargets(measured, rss, diagnostics, f.scan.checkpoints);
+
+  const sections: Section[] = [
+    {
+      title: `Full validation: ${f.shards.files.length} × ${formatBytes(f.shards.fileSize)} = ${
+        formatBytes(f.shards.totalBytes)
+      }`,
+      rows: validation,
+    },
+    {
+      title: `One big file: 1 × ${formatBytes(f.big.fileSize)} (one hashing stream)`,
+      rows: bigFile,
+    },
+    {
+      title: `Commit of a staged folder: ${f.shards.files.length} × ${
+        formatBytes(f.shards.fileSize)
+      }, hard-linked staging`,
+      rows: commit,
+    },
+    {
+      title: "Commit of a staged folder: the same files copied into staging (dirty pages the fsyncs must write)",
+      rows: dirty,
+    },
+    { title: "scan --fast", rows: scan },
+    { title: "Start-up", rows: startup },
+  ];
+  const machine = await describeMachine(work, {
+    hyperfine: tools.hyperfine,
+    sha256sum: tools.sha256sum,
+    openssl: tools.openssl,
+    b3sum: tools.b3sum,
+    strace: tools.strace,
+  });
+  const report = renderReport({
+    options,
+    machine,
+    fixtures: f,
+    sections,
+    rss,
+    targets,
+    diagnostics,
+    timer: tools.hyperfine ? `${await firstLine(tools.hyperfine, ["--version"])}` : "built-in timer",
+    slowRounds,
+    notes,
+    load: watch,
+    work,
+    date: new Date(),
+    seconds: (performance.now() - started) / 1000,
+  });
+  await Deno.mkdir(join(options.out, ".."), { recursive: true });
   await Deno.writeTextFile(options.out, report);
   await formatReport(options.out);
-  return `${renderTable(rows)}\n\n${rss}\n`;
+  return summaryText(targets, sections);
 }
 
 /**
@@ -640,6 +740,20 @@ async function run(options: Options, work: string): Promise<string> {
 async function formatReport(path: string): Promise<void> {
   const out = await capture(Deno.execPath(), ["fmt", "--quiet", "--config", join(REPO, "deno.json"), path]);
   if (out.code !== 0) progress(`deno fmt ${path} failed, the report is left as written:\n${out.stderr}`);
+}
+
+/** Removes the work folder; a child that is still dying may add a file, so retry a little. */
+async function removeWork(work: string): Promise<void> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      await Deno.remove(work, { recursive: true });
+      return;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      if (attempt >= 10) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
 
 async function mainCli(args: string[]): Promise<number> {
@@ -656,19 +770,28 @@ async function mainCli(args: string[]): Promise<number> {
   }
   await Deno.mkdir(options.dir, { recursive: true });
   const work = await Deno.makeTempDir({ dir: options.dir, prefix: "ckptkit-bench-" });
-  // Ctrl-C must not leave gigabytes of test data behind.
-  const onInterrupt = () => {
-    Deno.removeSync(work, { recursive: true });
-    Deno.exit(130);
+  // Ctrl-C (or a kill) must not leave gigabytes of test data behind: stop the
+  // children first so that nothing writes into the folder while it goes. The
+  // handler owns the exit; the main flow waits for it once interrupted.
+  let cleanup: Promise<never> | null = null;
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  const onSignal = () => {
+    cleanup ??= (async (): Promise<never> => {
+      progress(`interrupted: stopping children and removing ${work}`);
+      await stopChildren();
+      await removeWork(work).catch((err) => progress(`could not remove ${work}: ${err.message}`));
+      Deno.exit(130);
+    })();
   };
-  Deno.addSignalListener("SIGINT", onInterrupt);
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
   try {
     console.log(await run(options, work));
     progress(`wrote ${options.out}`);
     return 0;
   } finally {
-    Deno.removeSignalListener("SIGINT", onInterrupt);
-    await Deno.remove(work, { recursive: true });
+    if (cleanup) await cleanup;
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    await removeWork(work);
   }
 }
 
