@@ -8,7 +8,7 @@
 
 import { createHash, randomFillSync } from "node:crypto";
 import { join } from "node:path";
-import { ckptkitArgv, mustRun, progress } from "./_process.ts";
+import { ckptkitArgv, interrupted, mustRun, progress } from "./_process.ts";
 
 const MIB = 1024 * 1024;
 /** Random data is produced and written in chunks of this size. */
@@ -49,6 +49,7 @@ async function writeRandomFile(path: string, size: number, chunk: Uint8Array): P
   const hash = createHash("sha256");
   using file = await Deno.open(path, { write: true, createNew: true });
   for (let done = 0; done < size;) {
+    interrupted.signal.throwIfAborted();
     const part = chunk.subarray(0, Math.min(chunk.length, size - done));
     randomFillSync(part);
     hash.update(part);
@@ -132,6 +133,7 @@ export async function buildScanRoot(
   await Deno.mkdir(root, { recursive: true });
   const started = performance.now();
   for (let step = 1; step <= checkpoints; step++) {
+    interrupted.signal.throwIfAborted();
     const writer = await openCheckpointWriter(root, { step, jobId: "bench", runId: "scan", sampleBytes: 0 });
     await Promise.all(
       Array.from({ length: filesPer }, (_, i) => {

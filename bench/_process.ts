@@ -24,6 +24,12 @@ export interface Output {
   stderr: string;
 }
 
+/**
+ * Aborted on Ctrl-C: loops that write data in this process check it, so that
+ * nothing keeps writing into the work folder while it is removed.
+ */
+export const interrupted = new AbortController();
+
 /** Children still running, stopped by {@linkcode stopChildren} on Ctrl-C. */
 const running = new Set<Deno.ChildProcess>();
 

@@ -66,6 +66,7 @@ import {
   ckptkitShell,
   ensureTool,
   firstLine,
+  interrupted,
   mustShell,
   progress,
   REPO,
@@ -750,7 +751,7 @@ async function removeWork(work: string): Promise<void> {
       return;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) return;
-      if (attempt >= 10) throw err;
+      if (attempt >= 50) throw err;
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
@@ -778,6 +779,7 @@ async function mainCli(args: string[]): Promise<number> {
   const onSignal = () => {
     cleanup ??= (async (): Promise<never> => {
       progress(`interrupted: stopping children and removing ${work}`);
+      interrupted.abort();
       await stopChildren();
       await removeWork(work).catch((err) => progress(`could not remove ${work}: ${err.message}`));
       Deno.exit(130);
