@@ -18,7 +18,7 @@ import { inferStep, MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
 import type { Problem } from "./problems.ts";
-import { listTree } from "./tree.ts";
+import { listTree, type Tree } from "./tree.ts";
 
 /**
  * How much validation reads:
@@ -162,34 +162,7 @@ export async function validateCheckpoint(
   const tree = await listTree(path, {
     skipTopLevel: (name) => name === MANIFEST_NAME,
   });
-  for (const error of tree.errors) {
-    result.problems.push({
-      reason: "io_error",
-      path: error.path,
-      detail: error.message,
-    });
-  }
-  for (const oddity of tree.oddities) {
-    result.problems.push(
-      oddity.kind === "symlink"
-        ? {
-          reason: "symlink",
-          path: oddity.path,
-          detail: `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`,
-        }
-        : oddity.kind === "undecodable"
-        ? {
-          reason: "unexpected_file",
-          path: oddity.path,
-          detail: "name is not valid UTF-8 (shown with U+FFFD): no manifest can list it",
-        }
-        : {
-          reason: "not_regular_file",
-          path: oddity.path,
-          detail: "not a regular file (FIFO, socket or device)",
-        },
-    );
-  }
+  result.problems.push(...treeProblems(tree));
   const blocked = new Set(tree.oddities.map((o) => o.path));
   const unreadable = new Set(tree.errors.map((e) => e.path));
   const listed = new Set<string>();
@@ -379,6 +352,28 @@ interface FileCheck {
   facts?: Readonly<Record<string, FormatFact>>;
 }
 
+/** Problems of a listed tree itself: unreadable parts, links, special files and undecodable names. */
+function treeProblems(tree: Tree): Problem[] {
+  return [
+    ...tree.errors.map((error): Problem => ({ reason: "io_error", path: error.path, detail: error.message })),
+    ...tree.oddities.map((oddity): Problem =>
+      oddity.kind === "symlink"
+        ? {
+          reason: "symlink",
+          path: oddity.path,
+          detail: `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`,
+        }
+        : oddity.kind === "undecodable"
+        ? {
+          reason: "unexpected_file",
+          path: oddity.path,
+          detail: "name is not valid UTF-8 (shown with U+FFFD): no manifest can list it",
+        }
+        : { reason: "not_regular_file", path: oddity.path, detail: "not a regular file (FIFO, socket or device)" }
+    ),
+  ];
+}
+
 function formatProblems(path: string, format: FileFormatResult | undefined): Problem[] {
   return (format?.findings ?? []).map((finding) => ({
     reason: "format_invalid" as const,
@@ -409,18 +404,7 @@ async function checkLayout(
  */
 async function validateStructure(dir: string, result: ValidationResult, options: ValidateOptions): Promise<void> {
   const tree = await listTree(dir);
-  for (const error of tree.errors) {
-    result.problems.push({ reason: "io_error", path: error.path, detail: error.message });
-  }
-  for (const oddity of tree.oddities) {
-    result.problems.push({
-      reason: oddity.kind === "symlink" ? "symlink" : "not_regular_file",
-      path: oddity.path,
-      detail: oddity.kind === "symlink"
-        ? `symbolic link to ${JSON.stringify(oddity.target)}; links are never followed`
-        : "not a regular file (FIFO, socket or device)",
-    });
-  }
+  result.problems.push(...treeProblems(tree));
   const files = [...tree.files.values()];
   result.files_checked = files.length;
   const facts = new Map<string, Readonly<Record<string, FormatFact>>>();

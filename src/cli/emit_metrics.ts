@@ -13,7 +13,7 @@ import { writeTextfile } from "../metrics/textfile.ts";
 import { hostName } from "../version.ts";
 import { CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
-import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parsePositiveInteger, parseSeconds } from "./parse.ts";
 import { logScan } from "./validation_output.ts";
 
@@ -27,7 +27,7 @@ export function emitMetricsCommand(cli: CliHandle) {
         "4 when a push failed",
     )
     .argument("[root]", "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)")
-    .addOption(new Option("--root <dir>", "checkpoint root, when not given as the argument").env("CKPTKIT_ROOT"))
+    .addOption(rootFallbackOption())
     .addOption(
       new Option("--textfile <path>", "node_exporter textfile to write, ending in .prom (config: metrics.textfile)"),
     )

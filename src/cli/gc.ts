@@ -11,7 +11,14 @@ import { collectGarbage } from "../gc.ts";
 import { DEFAULT_STALE_STAGING_S } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, plural } from "./format.ts";
-import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+  rootFallbackOption,
+} from "./options.ts";
 import { parseNonNegativeInteger, parseSeconds } from "./parse.ts";
 
 /** Builds the `gc` command. */
@@ -27,10 +34,7 @@ export function gcCommand(cli: CliHandle) {
       "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)",
     )
     .addOption(
-      new Option(
-        "--root <dir>",
-        "checkpoint root, when not given as the argument",
-      ).env("CKPTKIT_ROOT"),
+      rootFallbackOption(),
     )
     .addOption(
       new Option(

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Command, Option } from "../deps.ts";
+import { Option } from "../deps.ts";
 import type { Config } from "../config.ts";
 import { CkptkitError } from "../errors.ts";
 import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "../hashing.ts";
@@ -105,19 +105,9 @@ export function depthOptions() {
   ] as const;
 }
 
-/** Adds several options to a command. */
-export function addOptions<
-  C extends Command<
-    unknown[],
-    Record<string, unknown>,
-    Record<string, unknown>
-  >,
->(
-  command: C,
-  options: readonly Option<string, undefined, undefined, unknown>[],
-): C {
-  for (const option of options) command.addOption(option as Option);
-  return command;
+/** `--root` for commands that also take the root as their argument. */
+export function rootFallbackOption() {
+  return new Option("--root <dir>", "checkpoint root, when not given as the argument").env("CKPTKIT_ROOT");
 }
 
 /** The root from the flag, the environment or the config; a usage error when none. */

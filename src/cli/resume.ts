@@ -9,7 +9,14 @@
 import { Command, InvalidArgumentError, Option } from "../deps.ts";
 import { RESUME_POLICIES, resumeFromRoot } from "../resume.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+  rootFallbackOption,
+} from "./options.ts";
 import { parseNonNegativeInteger } from "./parse.ts";
 
 /** Builds the `resume` command. */
@@ -25,10 +32,7 @@ export function resumeCommand(cli: CliHandle) {
       "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)",
     )
     .addOption(
-      new Option(
-        "--root <dir>",
-        "checkpoint root, when not given as the argument",
-      ).env("CKPTKIT_ROOT"),
+      rootFallbackOption(),
     )
     .addOption(
       new Option(

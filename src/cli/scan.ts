@@ -9,7 +9,14 @@ import { Command, Option } from "../deps.ts";
 import { DEFAULT_STALE_STAGING_S, scanRoot } from "../scan.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
-import { depthOptions, lockTimeoutOption, resolveDepth, resolveLockTimeoutMs, resolveRoot } from "./options.ts";
+import {
+  depthOptions,
+  lockTimeoutOption,
+  resolveDepth,
+  resolveLockTimeoutMs,
+  resolveRoot,
+  rootFallbackOption,
+} from "./options.ts";
 import { formatQuarantine } from "./quarantine.ts";
 import { parseSeconds } from "./parse.ts";
 import { startProgress } from "./progress.ts";
@@ -28,10 +35,7 @@ export function scanCommand(cli: CliHandle) {
       "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)",
     )
     .addOption(
-      new Option(
-        "--root <dir>",
-        "checkpoint root, when not given as the argument",
-      ).env("CKPTKIT_ROOT"),
+      rootFallbackOption(),
     )
     .addOption(fast)
     .addOption(sampleBytes)

@@ -9,7 +9,7 @@
 import { Command, Option } from "../deps.ts";
 import { parseListen, runExporter } from "../metrics/exporter.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import { depthOptions, resolveDepth, resolveRoot } from "./options.ts";
+import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parseSeconds } from "./parse.ts";
 import { logScan } from "./validation_output.ts";
 
@@ -22,7 +22,7 @@ export function serveCommand(cli: CliHandle) {
         "/metrics and /healthz; stop cleanly on SIGTERM or SIGINT",
     )
     .argument("[root]", "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)")
-    .addOption(new Option("--root <dir>", "checkpoint root, when not given as the argument").env("CKPTKIT_ROOT"))
+    .addOption(rootFallbackOption())
     .addOption(new Option("--listen <host:port>", "address to serve on").default("127.0.0.1:9478"))
     .addOption(
       new Option("--interval <duration>", "time between validation passes").argParser(parseSeconds).default(60, "60s"),
