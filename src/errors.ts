@@ -18,6 +18,10 @@ export const ERROR_REASONS = [
   "unsafe_path",
   "cross_device",
   "file_changed",
+  "part_conflict",
+  "part_mismatch",
+  "commit_failed",
+  "wait_timeout",
   "lock_timeout",
   "push_failed",
   "no_space",
@@ -33,14 +37,17 @@ export type ErrorReason = typeof ERROR_REASONS[number];
 
 /**
  * Reasons that mean the caller asked for something wrong (exit code 2): a
- * bad flag or config, or a path argument that does not exist or is not a
- * folder.
+ * bad flag or config, a path argument that does not exist or is not a
+ * folder, or the ranks of a multi-rank commit launched with arguments that
+ * disagree (world size, step, overlapping files).
  */
 export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
   "invalid_argument",
   "config_invalid",
   "not_found",
   "not_a_checkpoint",
+  "part_conflict",
+  "part_mismatch",
 ]);
 
 /** Options for {@linkcode CkptkitError}. */

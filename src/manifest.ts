@@ -48,6 +48,30 @@ export interface ManifestHash {
   sample_bytes: number;
 }
 
+/** One rank's share of a checkpoint committed by several ranks. */
+export interface ManifestRankPart {
+  /** The rank (0-based). */
+  rank: number;
+  /** Host name of the machine the rank ran on. */
+  host: string;
+  /** Number of files the rank wrote. */
+  files: number;
+  /** Sum of their sizes. */
+  bytes: number;
+  /** Self-digest of the rank's part-manifest, so a rank can recognise its own part. */
+  part_digest: string;
+}
+
+/** How a checkpoint written by several ranks was assembled (multi-rank commits only). */
+export interface ManifestRanks {
+  /** Number of ranks that wrote the checkpoint. */
+  world_size: number;
+  /** The rank that completed the set, merged the parts and committed. */
+  committed_by: number;
+  /** Every rank's part, ordered by rank. */
+  parts: ManifestRankPart[];
+}
+
 /** A parsed format-v1 manifest, as stored in `ckptkit.manifest.json`. */
 export interface Manifest {
   /** Always `ckptkit.manifest`. */
@@ -74,6 +98,8 @@ export interface Manifest {
   total_bytes: number;
   /** Free-form user metadata. */
   metadata: Record<string, unknown>;
+  /** Present when several ranks committed the checkpoint together. */
+  ranks?: ManifestRanks;
   /** `sha256:<hex>` of the RFC 8785 canonical JSON of every other field. */
   manifest_digest: string;
 }
@@ -119,6 +145,7 @@ export async function createManifest(
     files,
     total_bytes: files.reduce((sum, file) => sum + file.size, 0),
     metadata: fields.metadata,
+    ...(fields.ranks ? { ranks: fields.ranks } : {}),
   } as const;
   return { ...body, manifest_digest: await manifestDigest(body) };
 }
@@ -197,6 +224,17 @@ const manifestSchema = z.looseObject({
   })),
   total_bytes: nonNegativeInteger,
   metadata: z.record(z.string(), z.unknown()),
+  ranks: z.looseObject({
+    world_size: z.number().int().min(1),
+    committed_by: nonNegativeInteger,
+    parts: z.array(z.looseObject({
+      rank: nonNegativeInteger,
+      host: z.string(),
+      files: nonNegativeInteger,
+      bytes: nonNegativeInteger,
+      part_digest: z.string(),
+    })),
+  }).optional(),
   manifest_digest: z.string().regex(/^sha256:[0-9a-f]{64}$/),
 });
 

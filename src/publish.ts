@@ -22,8 +22,12 @@ import { type Manifest, serializeManifest } from "./manifest.ts";
 /**
  * Instants of the commit protocol at which a fault hook is called, in order.
  * Tests pause or fail there to prove a crash at that instant is harmless.
+ * `part_hashed` and `part_recorded` happen only in multi-rank commits, in
+ * every rank, before the merging rank reaches the others.
  */
 export type CommitPoint =
+  | "part_hashed"
+  | "part_recorded"
   | "manifest_written"
   | "folders_synced"
   | "before_rename"

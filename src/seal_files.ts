@@ -14,7 +14,7 @@ import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "./has
 import { MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
 import type { ManifestFile } from "./manifest.ts";
 import { unsafePathReason } from "./paths.ts";
-import { listTree } from "./tree.ts";
+import { listTree, type TreeFile } from "./tree.ts";
 
 /** How files are hashed for a manifest. */
 export interface HashingOptions {
@@ -120,13 +120,33 @@ export async function hashFolder(
       { path: dir },
     );
   }
-  const found = [...tree.files.values()].sort((a, b) => b.size - a.size);
+  const files = await hashTreeFiles(dir, [...tree.files.values()], options);
+  return {
+    files,
+    dirs: tree.dirs,
+    durationS: (performance.now() - started) / 1000,
+  };
+}
+
+/**
+ * Hashes the listed files of `dir` (largest first, in parallel, each fsynced
+ * as it is read) into manifest entries. Throws `file_changed` when a file's
+ * size differs from its listing or it disappears.
+ *
+ * Requires `--allow-read`.
+ */
+export async function hashTreeFiles(
+  dir: string,
+  listed: readonly TreeFile[],
+  options: HashingOptions = {},
+): Promise<ManifestFile[]> {
+  const found = [...listed].sort((a, b) => b.size - a.size);
   const algorithm = options.algorithm ?? "sha256";
   const sampleBytes = options.sampleBytes ?? DEFAULT_SAMPLE_BYTES;
   const concurrency = options.concurrency ?? defaultConcurrency();
   const bytes = found.reduce((sum, file) => sum + file.size, 0);
   options.onPlan?.({ path: dir, bytes });
-  const files = await withHasher({ files: found.length, bytes, concurrency }, (hasher) =>
+  return await withHasher({ files: found.length, bytes, concurrency }, (hasher) =>
     mapConcurrent(
       found,
       concurrency,
@@ -164,9 +184,4 @@ export async function hashFolder(
         }
       },
     ));
-  return {
-    files,
-    dirs: tree.dirs,
-    durationS: (performance.now() - started) / 1000,
-  };
 }

@@ -5,10 +5,13 @@
  * @module
  */
 
-import { Command } from "../deps.ts";
+import { Command, Option } from "../deps.ts";
 import { commitCheckpoint } from "../commit.ts";
+import { CkptkitError } from "../errors.ts";
+import { commitRank, DEFAULT_WAIT_TIMEOUT_MS } from "../multirank.ts";
 import { type CliHandle, EXIT } from "./context.ts";
-import { reportCommit } from "./commit_output.ts";
+import { reportCommit, reportRank } from "./commit_output.ts";
+import { parseNonNegativeInteger, parsePositiveInteger, parseSeconds } from "./parse.ts";
 import { startProgress } from "./progress.ts";
 import {
   hashingOptions,
@@ -43,10 +46,70 @@ export function commitCommand(cli: CliHandle) {
     .addOption(sampleBytes)
     .addOption(jobs)
     .addOption(lockTimeoutOption())
+    .addOption(
+      new Option(
+        "--rank <r>",
+        "multi-rank commit: this process's rank, 0-based (e.g. $SLURM_PROCID or $RANK); needs --world-size",
+      ).argParser(parseNonNegativeInteger),
+    )
+    .addOption(
+      new Option(
+        "--world-size <n>",
+        "multi-rank commit: number of ranks writing the checkpoint (e.g. $SLURM_NTASKS or $WORLD_SIZE)",
+      ).argParser(parsePositiveInteger),
+    )
+    .addOption(
+      new Option(
+        "--rank-files <path...>",
+        "multi-rank commit: the files or folders this rank wrote, relative to the staging folder",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--wait",
+        "multi-rank commit: block until the checkpoint is committed (exit 4 when the commit fails or times out)",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--wait-timeout <duration>",
+        `multi-rank commit: how long --wait blocks (default ${DEFAULT_WAIT_TIMEOUT_MS / 1000}s)`,
+      ).argParser(parseSeconds),
+    )
     .action(async (stagingDir, opts) => {
       await cli.run(async (ctx) => {
         const hashing = resolveHashing(opts, ctx.config);
+        const multiRank = opts.rank !== undefined || opts.worldSize !== undefined;
+        if (multiRank && (opts.rank === undefined || opts.worldSize === undefined)) {
+          throw new CkptkitError("invalid_argument", "--rank and --world-size go together: give both or neither");
+        }
+        if (!multiRank && (opts.rankFiles || opts.wait || opts.waitTimeout !== undefined)) {
+          throw new CkptkitError(
+            "invalid_argument",
+            "--rank-files, --wait and --wait-timeout belong to a multi-rank commit: add --rank and --world-size",
+          );
+        }
         const progress = startProgress(ctx, "hashing");
+        if (multiRank) {
+          const result = await commitRank(stagingDir, {
+            ...progress,
+            root: resolveRoot(opts.root, ctx.config),
+            step: opts.step,
+            rank: opts.rank!,
+            worldSize: opts.worldSize!,
+            rankFiles: opts.rankFiles ?? [],
+            wait: opts.wait ?? false,
+            waitTimeoutMs: opts.waitTimeout === undefined ? undefined : opts.waitTimeout * 1000,
+            jobId: opts.jobId ?? ctx.config.job_id,
+            runId: opts.runId ?? ctx.config.run_id,
+            metadata: opts.metadata,
+            ...hashing,
+            lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+            faultHook: ctx.faultHook,
+          }).finally(() => progress.done());
+          reportRank(ctx, result);
+          return EXIT.ok;
+        }
         const result = await commitCheckpoint(stagingDir, {
           ...progress,
           root: resolveRoot(opts.root, ctx.config),

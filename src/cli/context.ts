@@ -138,6 +138,8 @@ function oneLine(text: string): string {
 }
 
 const COMMIT_POINTS: readonly CommitPoint[] = [
+  "part_hashed",
+  "part_recorded",
   "manifest_written",
   "folders_synced",
   "before_rename",
