@@ -52,6 +52,8 @@ export {
   type ManifestFields,
   type ManifestFile,
   type ManifestHash,
+  type ManifestRankPart,
+  type ManifestRanks,
   type ManifestWriter,
   type ParsedManifest,
   parseManifest,
@@ -71,6 +73,16 @@ export { type LatestPointer, readLatest, writeLatest } from "./src/latest.ts";
 export { fsyncPath, writeFileAtomic, type WriteFileAtomicOptions } from "./src/durable.ts";
 export { acquireRootLock, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions, type RootLock } from "./src/lock.ts";
 export { type CheckpointIdentity, commitCheckpoint, type CommitOptions, type CommitResult } from "./src/commit.ts";
+export {
+  commitRank,
+  DEFAULT_WAIT_TIMEOUT_MS,
+  MAX_WORLD_SIZE,
+  PARTS_SUFFIX,
+  type RankCommitOptions,
+  type RankCommitResult,
+  type RankOutcome,
+} from "./src/multirank.ts";
+export { PART_FORMAT, PART_VERSION, type PartFile, type PartManifest } from "./src/part.ts";
 export type { CommitPoint, FaultHook } from "./src/publish.ts";
 export { type HashingOptions } from "./src/seal_files.ts";
 export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";

@@ -567,7 +567,9 @@ async function claimMerge(partsDir: string, own: PartManifest): Promise<boolean>
     await Deno.link(temp, `${partsDir}/${CLAIM_NAME}`);
     return true;
   } catch (err) {
-    if (err instanceof Deno.errors.AlreadyExists) return false;
+    // On NFS a retransmitted LINK can report EEXIST although the first one
+    // succeeded; the temporary file's link count tells (open(2), O_EXCL).
+    if (err instanceof Deno.errors.AlreadyExists) return (await Deno.lstat(temp)).nlink === 2;
     throw asCkptkitError(err, `Claiming the commit in ${partsDir}`, partsDir);
   } finally {
     await Deno.remove(temp).catch(() => {});
