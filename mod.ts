@@ -77,12 +77,19 @@ export {
   commitRank,
   DEFAULT_WAIT_TIMEOUT_MS,
   MAX_WORLD_SIZE,
-  PARTS_SUFFIX,
   type RankCommitOptions,
   type RankCommitResult,
   type RankOutcome,
 } from "./src/multirank.ts";
-export { PART_FORMAT, PART_VERSION, type PartFile, type PartManifest } from "./src/part.ts";
+export {
+  PART_FORMAT,
+  PART_VERSION,
+  type PartFile,
+  type PartManifest,
+  PARTS_SUFFIX,
+  type RankProgress,
+  readRankProgress,
+} from "./src/part.ts";
 export type { CommitPoint, FaultHook } from "./src/publish.ts";
 export { type HashingOptions } from "./src/seal_files.ts";
 export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";

@@ -28,6 +28,7 @@ import {
   type PartFile,
   partFileName,
   type PartManifest,
+  PARTS_SUFFIX,
   rankOfPartFile,
   serializePart,
 } from "./part.ts";
@@ -38,8 +39,6 @@ import { checkHashingOptions, type HashingOptions, hashTreeFiles } from "./seal_
 import { listTree, type TreeFile } from "./tree.ts";
 import { hostName, VERSION } from "./version.ts";
 
-/** Suffix of the folder beside a staging folder that holds its ranks' parts. */
-export const PARTS_SUFFIX = ".parts";
 /** Largest world size accepted. */
 export const MAX_WORLD_SIZE = 1_000_000;
 /** Default time a rank waits for the commit with `wait`, in ms. */
@@ -470,7 +469,12 @@ async function readParts(partsDir: string, own: PartIdentity): Promise<Map<numbe
   for (const entry of entries) {
     const rank = rankOfPartFile(entry.name);
     if (rank === undefined || !entry.isFile) continue;
-    const part = await readPart(`${partsDir}/${entry.name}`, rank);
+    // The merging rank removes the folder once it has committed; a vanished part sends the caller back to look.
+    const part = await readPart(`${partsDir}/${entry.name}`, rank).catch((err) => {
+      if (err instanceof Deno.errors.NotFound) return undefined;
+      throw err;
+    });
+    if (!part) continue;
     const disagreement = disagreementOf(part, own);
     if (disagreement) {
       throw new CkptkitError(
@@ -570,6 +574,8 @@ async function claimMerge(partsDir: string, own: PartManifest): Promise<boolean>
     // On NFS a retransmitted LINK can report EEXIST although the first one
     // succeeded; the temporary file's link count tells (open(2), O_EXCL).
     if (err instanceof Deno.errors.AlreadyExists) return (await Deno.lstat(temp)).nlink === 2;
+    // The folder is gone: the merging rank committed and cleaned up.
+    if (err instanceof Deno.errors.NotFound) return false;
     throw asCkptkitError(err, `Claiming the commit in ${partsDir}`, partsDir);
   } finally {
     await Deno.remove(temp).catch(() => {});

@@ -6,10 +6,13 @@
  * @module
  */
 
+import { readFileLimited } from "./durable.ts";
 import { z } from "./deps.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
 import { manifestDigest, type ManifestFile, type ManifestHash } from "./manifest.ts";
 
+/** Suffix of the folder beside a staging folder that holds its ranks' parts. */
+export const PARTS_SUFFIX = ".parts";
 /** Value of a part's `format` field. */
 export const PART_FORMAT = "ckptkit.part";
 /** The part format version this ckptkit writes and reads. */
@@ -161,4 +164,51 @@ export function equivalentParts(a: PartManifest, b: PartManifest): boolean {
       part.files.map((file) => [file.path, file.size, file.digest]),
     ]);
   return key(a) === key(b);
+}
+
+/** How far a multi-rank commit got, as `scan` reports it for a parts folder. */
+export interface RankProgress {
+  /** Ranks whose parts are recorded, ascending. */
+  recorded: number[];
+  /** The world size the parts record (null when no part is readable). */
+  world_size: number | null;
+  /** Ranks not recorded yet (empty when the world size is unknown). */
+  missing: number[];
+  /** Whether a rank claimed the merge. */
+  claimed: boolean;
+}
+
+/**
+ * Reads a parts folder for reporting: which ranks are recorded, out of how
+ * many, and whether the merge was claimed. Informational only (parts are not
+ * verified here; the merging rank verifies them).
+ *
+ * Requires `--allow-read`.
+ */
+export async function readRankProgress(partsDir: string): Promise<RankProgress> {
+  const recorded: number[] = [];
+  let claimed = false;
+  for await (const entry of Deno.readDir(partsDir)) {
+    const rank = rankOfPartFile(entry.name);
+    if (rank !== undefined && entry.isFile) recorded.push(rank);
+    if (entry.name === "commit.claim") claimed = true;
+  }
+  recorded.sort((a, b) => a - b);
+  let worldSize: number | null = null;
+  if (recorded.length > 0) {
+    const bytes = await readFileLimited(`${partsDir}/${partFileName(recorded[0])}`, MAX_PART_BYTES)
+      .catch(() => undefined);
+    try {
+      const value = bytes && JSON.parse(new TextDecoder().decode(bytes)).world_size;
+      if (Number.isSafeInteger(value) && value > 0) worldSize = value;
+    } catch {
+      // An unreadable part leaves the world size unknown; the merging rank reports it.
+    }
+  }
+  const missing: number[] = [];
+  if (worldSize !== null && worldSize - recorded.length <= 1000) {
+    const present = new Set(recorded);
+    for (let rank = 0; rank < worldSize; rank++) if (!present.has(rank)) missing.push(rank);
+  }
+  return { recorded, world_size: worldSize, missing, claimed };
 }

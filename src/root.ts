@@ -8,6 +8,7 @@
  */
 
 import { CkptkitError } from "./errors.ts";
+import { PARTS_SUFFIX, type RankProgress, readRankProgress } from "./part.ts";
 import { listTree } from "./tree.ts";
 import {
   CORRUPT_DIR,
@@ -44,6 +45,8 @@ export interface RootStaging {
   path: string;
   /** Seconds since anything in it was last modified. */
   age_s: number;
+  /** For the parts folder of a multi-rank commit (`<staging>.parts`): which ranks recorded their parts. */
+  ranks?: RankProgress;
 }
 
 /** A root entry that is not part of the layout. */
@@ -132,10 +135,12 @@ export async function listRoot(root: string): Promise<RootListing> {
     const mtimeMs = info.mtime?.getTime() ?? 0;
     if (isStagingName(name) && entry.isDirectory) {
       const newest = await newestMtime(path, mtimeMs);
+      const ranks = name.endsWith(PARTS_SUFFIX) ? await readRankProgress(path).catch(() => undefined) : undefined;
       listing.staging.push({
         name,
         path,
         age_s: Math.max(0, (now - newest) / 1000),
+        ...(ranks ? { ranks } : {}),
       });
       continue;
     }

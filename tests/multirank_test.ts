@@ -10,7 +10,8 @@ import { CkptkitError } from "../src/errors.ts";
 import { readLatest } from "../src/latest.ts";
 import { MANIFEST_NAME } from "../src/layout.ts";
 import { parseManifest } from "../src/manifest.ts";
-import { commitRank, PARTS_SUFFIX, type RankCommitOptions } from "../src/multirank.ts";
+import { commitRank, type RankCommitOptions } from "../src/multirank.ts";
+import { PARTS_SUFFIX } from "../src/part.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 import { cliCommand, decode, names, runCli, tempDir } from "./_helpers.ts";
 
@@ -125,6 +126,8 @@ Deno.test("a rank SIGKILLed before recording its part: the others time out and n
     report.staging.filter((s: { stale: boolean }) => s.stale).map((s: { name: string }) => s.name),
     [".staging-step-200-job8", `.staging-step-200-job8${PARTS_SUFFIX}`],
   );
+  const parts = report.staging.find((s: { name: string }) => s.name.endsWith(PARTS_SUFFIX));
+  assert.deepEqual(parts.ranks, { recorded: [0, 1, 2, 3, 4, 6, 7], world_size: 8, missing: [5], claimed: false });
   const gc = await runCli(["gc", root, "--keep-last", "3", "--stale-after", "0s"]);
   assert.equal(gc.code, 0, gc.stderr);
   assert.deepEqual((await names(root)).filter((n) => n.startsWith(".staging")), [], "gc collected both");
@@ -331,3 +334,28 @@ async function waitForLine(stream: ReadableStream<Uint8Array>, needle: string): 
     await reader.cancel();
   }
 }
+
+Deno.test("twenty rounds of six ranks racing in one process: one commit each, every rank told the outcome", async () => {
+  await using tmp = await tempDir();
+  for (let round = 0; round < 20; round++) {
+    const staging = `${tmp.path}/.staging-step-${round}-race`;
+    await Deno.mkdir(staging);
+    await Promise.all([...Array(6).keys()].map((rank) => Deno.writeTextFile(`${staging}/r${rank}.bin`, `${round}`)));
+    const results = await Promise.all([...Array(6).keys()].map((rank) =>
+      commitRank(staging, {
+        root: tmp.path,
+        step: round,
+        rank,
+        worldSize: 6,
+        rankFiles: [`r${rank}.bin`],
+        wait: true,
+        waitTimeoutMs: 30_000,
+        concurrency: 1,
+      })
+    ));
+    assert.equal(results.filter((r) => r.outcome === "committed").length, 1, `round ${round}`);
+    assert.ok(results.every((r) => r.outcome === "committed" || r.outcome === "committed_by_other"));
+  }
+  const left = (await names(tmp.path)).filter((n) => n.startsWith(".staging"));
+  assert.deepEqual(left, [], "no staging or parts folder left behind");
+});
