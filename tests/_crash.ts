@@ -93,6 +93,8 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
     const root = options.root;
     let operation: string;
     let argv: string[];
+    // Processes started with the killed one that must succeed (the other ranks of a multi-rank commit).
+    let companions: string[][] = [];
     if (pick < 0.35) {
       operation = "write";
       argv = cli([
@@ -118,6 +120,34 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
       );
       await Deno.writeFile(`${staging}/sub/optim.pt`, new Uint8Array(1024).fill(3));
       argv = cli(["commit", staging, "--root", root, "--step", String(step), "--log-level", "silent"]);
+    } else if (pick < 0.7) {
+      operation = "multi-rank";
+      const world = 2 + Math.floor(random() * 3);
+      const staging = `${root}/.staging-step-${step}-ranks`;
+      await Deno.mkdir(staging, { recursive: true });
+      const rankArgv = (rank: number) =>
+        cli([
+          "commit",
+          staging,
+          "--root",
+          root,
+          "--step",
+          String(step),
+          "--rank",
+          String(rank),
+          "--world-size",
+          String(world),
+          "--rank-files",
+          `rank-${rank}.pt`,
+          "--log-level",
+          "silent",
+        ]);
+      for (let rank = 0; rank < world; rank++) {
+        await Deno.writeFile(`${staging}/rank-${rank}.pt`, new Uint8Array(64 * 1024 + rank * 4096).fill(rank + 1));
+      }
+      const victim = Math.floor(random() * world);
+      argv = rankArgv(victim);
+      companions = [...Array(world).keys()].filter((rank) => rank !== victim).map(rankArgv);
     } else if (pick < 0.8) {
       operation = "library-writer";
       argv = [
@@ -159,6 +189,9 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
     const latestWasMissing = (await readLatest(root)).state === "missing";
     const child = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "null", stderr: "piped" }).spawn();
     const stderr = new Response(child.stderr).text();
+    const others = companions.map((companion) =>
+      new Deno.Command(companion[0], { args: companion.slice(1), stdout: "null", stderr: "piped" }).output()
+    );
     const delay = 60 + Math.floor(random() * maxDelay);
     const timer = setTimeout(() => {
       try {
@@ -170,6 +203,12 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
     if (status.signal === "SIGKILL") figures.killed++;
     else figures.completed++;
     const errors = await stderr;
+    for (const other of await Promise.all(others)) {
+      if (other.code !== 0) {
+        const text = new TextDecoder().decode(other.stderr).trim().split("\n").slice(-2).join(" | ");
+        figures.violations.push(`trial ${trial} (seed ${options.seed}, ${operation}): a rank failed: ${text}`);
+      }
+    }
 
     const where = `trial ${trial} (seed ${options.seed}, ${operation}, killed after ${delay} ms: ${
       status.signal ?? `exit ${status.code}`
@@ -189,7 +228,8 @@ export async function runCrashTrials(options: CrashOptions): Promise<CrashFigure
       }
     }
     const latest = await readLatest(root);
-    const killedCommit = status.signal === "SIGKILL" && ["write", "commit", "library-writer"].includes(operation);
+    const killedCommit = status.signal === "SIGKILL" &&
+      ["write", "commit", "multi-rank", "library-writer"].includes(operation);
     if (latest.state === "ok" && !present.has(latest.name!)) {
       if (!(latestPlanted && latest.name === "step-999999")) {
         figures.violations.push(`${where}: latest names ${latest.name}, which is not there`);
