@@ -16,7 +16,9 @@ The protocol is the same for every framework:
    ROOT/step-N atomically. A kill at any instant leaves the previous checkpoint in place;
    `ckptkit gc` removes staging folders left by killed runs once they are stale.
 3. In a distributed job every rank writes into the same staging folder (on a shared file
-   system), then rank 0 alone commits, between two barriers.
+   system). Then either rank 0 alone commits, between two barriers (it reads every byte), or
+   every rank commits the files it wrote (`commit_rank`): each rank hashes its own files, the
+   last one to finish merges the parts and commits, and `--wait` replaces the barriers.
 
 Framework imports are inside the functions, so this module imports with torch alone.
 """
@@ -74,6 +76,16 @@ def commit(staging, step, root=ROOT, **metadata):
     for key, value in metadata.items():
         args += ["--metadata", f"{key}={value}"]
     return json.loads(ckptkit(*args, "--json").stdout)["path"]
+
+
+def commit_rank(staging, step, files, root=ROOT, timeout="30m"):
+    """Multi-rank commit: records the files THIS rank wrote (relative to STAGING) and blocks until
+    the checkpoint is committed by whichever rank completes the set. Returns the checkpoint's path."""
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    run = ckptkit("commit", staging, "--root", root, "--step", str(step), "--job-id", JOB_ID, "--run-id", RUN_ID,
+                  "--rank", str(rank), "--world-size", str(world), *(["--rank-files", *files] if files else []),
+                  "--wait", "--wait-timeout", timeout, "--json")
+    return json.loads(run.stdout)["path"]
 
 
 def is_rank0():
@@ -143,6 +155,23 @@ def save_dcp(model, optimizer, step, root=ROOT):
     path = commit(staging, step, root) if is_rank0() else None
     barrier()  # nobody moves on (or saves again) before the checkpoint is published
     return path
+
+
+def save_dcp_sharded(model, optimizer, step, root=ROOT):
+    """dcp.save, then every rank commits its own shards: hashing is spread over all nodes, which
+    matters for multi-TB checkpoints. DCP names rank r's files __r_<i>.distcp; the coordinator
+    (rank 0) also writes .metadata, and dcp.save returns only after it is written."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    staging = shared_staging(root, step)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=staging)
+    rank = torch.distributed.get_rank()
+    mine = sorted(f for f in os.listdir(staging) if f.startswith(f"__{rank}_") and f.endswith(".distcp"))
+    if rank == 0:
+        mine.append(".metadata")
+    return commit_rank(staging, step, mine, root)
 
 
 def load_dcp(model, optimizer, root=ROOT):
