@@ -13,11 +13,15 @@ export const REPO = repo;
 /** The shared fixtures written by other tools (read-only). */
 export const FIXTURES = new URL("../../shared/fixtures", import.meta.url).pathname;
 
-/** The permission flags of the `ckptkit` task, which the compile tasks also grant. */
+/**
+ * The permission flags of the `compile` task: what the release binary is
+ * granted, the one list every other task repeats (tests/cli_test.ts checks),
+ * and what every CLI test runs `cli.ts` under.
+ */
 export function ckptkitFlags(): string[] {
-  const task = denoJson.tasks.ckptkit;
-  const match = /^deno run (.*) cli\.ts$/.exec(task);
-  if (!match) throw new Error(`unexpected ckptkit task: ${task}`);
+  const task = denoJson.tasks.compile;
+  const match = /^deno compile (.+?) --include /.exec(task);
+  if (!match) throw new Error(`unexpected compile task: ${task}`);
   return match[1].split(/\s+/);
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ckptkitFlags, flipByte, runCli, tempDir } from "./_helpers.ts";
+import { ckptkitFlags, type CliRun, decode, flipByte, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 async function writeCheckpoint(
   root: string,
@@ -22,29 +22,341 @@ async function writeCheckpoint(
   assert.equal(run.code, 0, run.stderr);
 }
 
-Deno.test("the compile tasks grant exactly the permissions the ckptkit task (and these tests) use", () => {
+const TARGETS = [
+  "x86_64-unknown-linux-gnu",
+  "aarch64-unknown-linux-gnu",
+  "x86_64-apple-darwin",
+  "aarch64-apple-darwin",
+];
+
+Deno.test("every task that runs the CLI or builds the binary grants exactly the compile task's permissions", () => {
   const flags = ckptkitFlags().join(" ");
-  assert.match(flags, /--allow-read/);
-  assert.ok(
-    !flags.includes("--allow-all") && !flags.includes("-A"),
-    "no blanket permissions",
+  const tasks = denoJson.tasks;
+  assert.equal(
+    tasks.compile,
+    `deno compile ${flags} --include src/hash_worker.ts --frozen --output dist/ckptkit cli.ts`,
   );
-  assert.ok(
-    denoJson.tasks.compile.startsWith(`deno compile ${flags} `),
-    denoJson.tasks.compile,
+  assert.equal(
+    tasks["compile:all"],
+    TARGETS.map((target) =>
+      `deno compile ${flags} --include src/hash_worker.ts --frozen --target ${target} --output dist/ckptkit-${target} cli.ts`
+    ).join(" && "),
   );
-  const builds = denoJson.tasks["compile:all"].split(" && ");
-  assert.deepEqual(
-    builds.map((b) => /--target (\S+)/.exec(b)?.[1]),
-    [
-      "x86_64-unknown-linux-gnu",
-      "aarch64-unknown-linux-gnu",
-      "x86_64-apple-darwin",
-      "aarch64-apple-darwin",
-    ],
-  );
-  for (const build of builds) {
-    assert.ok(build.startsWith(`deno compile ${flags} `), build);
+  assert.equal(tasks.ckptkit, `deno run ${flags} cli.ts`);
+  assert.equal(tasks.demo, `deno run ${flags} scripts/demo.ts`);
+  assert.equal(tasks["validate-loop"], `deno run ${flags} scripts/validate_loop.ts`);
+});
+
+Deno.test("the README's Building the binary section lists exactly the compile task's permissions", async () => {
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const section = readme.slice(readme.indexOf("## Building the binary"));
+  assert.equal(/\n```\n(--.*)\n```\n/.exec(section)?.[1], ckptkitFlags().join(" "));
+});
+
+Deno.test("deno task compile builds a binary that runs, or stops only at downloading Deno's runtime base", async () => {
+  await using tmp = await tempDir();
+  const [deno, ...args] = denoJson.tasks.compile.split(" ");
+  assert.equal(deno, "deno");
+  const output = `${tmp.path}/ckptkit`;
+  const build = await new Deno.Command(Deno.execPath(), {
+    args: args.map((arg) => arg === "dist/ckptkit" ? output : arg),
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(300_000),
+  }).output();
+  const log = new TextDecoder().decode(build.stderr);
+  // Up to here the flags parsed, deno.lock matched (--frozen), cli.ts type-checked and its graph was collected.
+  assert.match(log, /^Compile .*cli\.ts to /m, log);
+  if (!build.success) {
+    // Offline (as on the build machines here): the runtime base cannot be fetched, and nothing else went wrong.
+    assert.match(log, /Setting up base binary/, log);
+    assert.match(log, /error sending request|dns error|Connect/, log);
+    return;
+  }
+  const run = async (...argv: string[]) => {
+    const out = await new Deno.Command(output, { args: argv, env: { NO_COLOR: "1" }, clearEnv: true }).output();
+    return decode(out);
+  };
+  assert.equal((await run("--version")).stdout, `${denoJson.version}\n`);
+  const root = `${tmp.path}/root`;
+  assert.equal((await run("write", "--root", root, "--step", "1", "--files", "2", "--file-size", "64KiB")).code, 0);
+  const validate = await run("validate", `${root}/step-1`, "--json");
+  assert.equal(validate.code, 0, validate.stderr);
+  assert.equal(JSON.parse(validate.stdout).ok, true);
+});
+
+/** The values of `--<name>=a,b` in `flags`, or null when the flag is absent or has no list. */
+function listOf(flags: string[], name: string): string[] | null {
+  const flag = flags.find((f) => f.startsWith(`--${name}=`));
+  return flag ? flag.slice(name.length + 3).split(",") : null;
+}
+
+Deno.test("the binary's permissions are narrow: named variables, two sys calls, nothing blanket but read, write and net", async () => {
+  const flags = ckptkitFlags();
+  for (const flag of flags) {
+    assert.match(flag, /^--(no-prompt|ignore-env|allow-(read|write|net)|allow-(env|sys)=[A-Za-z_,]+)$/, flag);
+  }
+  assert.ok(flags.includes("--no-prompt"), "a binary never stops to ask for a permission");
+  // Every CKPTKIT_* variable the TypeScript code names (the shell scripts' own are read by bash) is granted.
+  const named = new Set<string>();
+  const scan = async (path: string): Promise<void> => {
+    const info = await Deno.stat(path);
+    if (info.isDirectory) {
+      for await (const entry of Deno.readDir(path)) await scan(`${path}/${entry.name}`);
+    } else if (path.endsWith(".ts")) {
+      for (const [name] of (await Deno.readTextFile(path)).matchAll(/CKPTKIT_[A-Z][A-Z_]*[A-Z]/g)) named.add(name);
+    }
+  };
+  for (const path of ["cli.ts", "mod.ts", "src", "scripts"]) await scan(`${REPO}/${path}`);
+  assert.deepEqual(listOf(flags, "allow-env"), [...named].sort());
+  // node:os hostname() for manifests and locks, node:fs statfs() for the free-bytes metric.
+  assert.deepEqual(listOf(flags, "allow-sys"), ["hostname", "statfs"]);
+});
+
+/** Runs cli.ts under `flags` (not necessarily the binary's) with a clean environment plus `env`. */
+async function runUnder(flags: string[], args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...flags, `${REPO}/cli.ts`, ...args],
+    env: { NO_COLOR: "1", ...env },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return decode(output);
+}
+
+/** `flags` without one grant: `--allow-read`, or `env:NAME` / `sys:NAME` taken out of its list. */
+function withoutGrant(flags: string[], grant: string): string[] {
+  const [kind, name] = grant.split(":");
+  if (!name) {
+    assert.ok(flags.includes(grant), grant);
+    return flags.filter((f) => f !== grant);
+  }
+  const flag = `allow-${kind}`;
+  const values = listOf(flags, flag);
+  assert.ok(values?.includes(name), grant);
+  const rest = values!.filter((v) => v !== name);
+  return flags.flatMap((f) => !f.startsWith(`--${flag}=`) ? [f] : rest.length ? [`--${flag}=${rest.join(",")}`] : []);
+}
+
+/** One granted permission: a CLI run that depends on it, and how its result differs without it. */
+interface GrantCase {
+  grant: string;
+  run: (flags: string[], root: string) => Promise<CliRun>;
+  granted: (run: CliRun, root: string) => void | Promise<void>;
+  denied: (run: CliRun, root: string) => void | Promise<void>;
+}
+
+async function manifestOf(dir: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(`${dir}/ckptkit.manifest.json`));
+}
+
+const writeArgs = (root: string, step: number) => [
+  "write",
+  "--root",
+  root,
+  "--step",
+  String(step),
+  "--files",
+  "1",
+  "--file-size",
+  "1KiB",
+];
+
+const GRANT_CASES: GrantCase[] = [
+  {
+    grant: "--allow-read",
+    run: (flags, root) => runUnder(flags, ["validate", `${root}/step-1`, "--log-level", "silent"]),
+    granted: (run) => assert.equal(run.code, 0, run.stderr),
+    denied: (run) => {
+      assert.equal(run.code, 4);
+      assert.match(run.stderr, /Requires read access/);
+    },
+  },
+  {
+    grant: "--allow-write",
+    run: (flags, root) => runUnder(flags, [...writeArgs(root, 2), "--log-level", "silent"]),
+    granted: (run) => assert.equal(run.code, 0, run.stderr),
+    denied: (run) => {
+      assert.equal(run.code, 4);
+      assert.match(run.stderr, /Requires write access/);
+    },
+  },
+  {
+    grant: "sys:hostname",
+    run: (flags, root) => runUnder(flags, [...writeArgs(root, 3), "--log-level", "silent"]),
+    granted: async (_, root) => {
+      assert.equal((await manifestOf(`${root}/step-3`) as { writer: { host: string } }).writer.host, Deno.hostname());
+    },
+    denied: async (run, root) => {
+      assert.equal(run.code, 0, "the host name is optional");
+      assert.equal((await manifestOf(`${root}/step-3`) as { writer: { host: string } }).writer.host, "unknown-host");
+    },
+  },
+  {
+    grant: "sys:statfs",
+    run: (flags, root) => runUnder(flags, ["emit-metrics", root, "--fast", "--log-level", "silent"]),
+    granted: (run) => assert.match(run.stdout, /^checkpoint_directory_free_bytes\{.*\} [1-9]\d*$/m),
+    denied: (run) => {
+      assert.equal(run.code, 0, "free bytes are optional");
+      assert.doesNotMatch(run.stdout, /^checkpoint_directory_free_bytes\{/m);
+    },
+  },
+  {
+    grant: "--allow-net",
+    run: async (flags, root) => {
+      await using gateway = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(""));
+      const url = `http://127.0.0.1:${gateway.addr.port}`;
+      return await runUnder(flags, ["emit-metrics", root, "--fast", "--pushgateway", url, "--push-attempts", "1"]);
+    },
+    granted: (run) => assert.equal(run.code, 0, run.stderr),
+    denied: (run) => {
+      assert.equal(run.code, 4);
+      assert.match(run.stderr, /net access/);
+    },
+  },
+  {
+    grant: "env:CKPTKIT_ROOT",
+    run: (flags, root) => runUnder(flags, ["scan", "--fast", "--json"], { CKPTKIT_ROOT: root }),
+    granted: (run) => assert.equal(run.code, 0, run.stderr),
+    denied: (run) => {
+      assert.equal(run.code, 2);
+      assert.match(run.stderr, /No checkpoint root/);
+    },
+  },
+  {
+    grant: "env:CKPTKIT_CONFIG",
+    run: async (flags, root) => {
+      await Deno.writeTextFile(`${root}/../ckptkit.yaml`, `root: ${root}\n`);
+      return await runUnder(flags, ["scan", "--fast", "--json"], { CKPTKIT_CONFIG: `${root}/../ckptkit.yaml` });
+    },
+    granted: (run) => assert.equal(run.code, 0, run.stderr),
+    denied: (run) => assert.equal(run.code, 2),
+  },
+  {
+    grant: "env:CKPTKIT_LOG_LEVEL",
+    run: (flags, root) => runUnder(flags, writeArgs(root, 4), { CKPTKIT_LOG_LEVEL: "silent" }),
+    granted: (run) => assert.equal(run.stderr, ""),
+    denied: (run) => assert.equal(run.logs[0]?.event, "checkpoint_committed"),
+  },
+  {
+    grant: "env:CKPTKIT_JOB_ID",
+    run: (flags, root) => runUnder(flags, [...writeArgs(root, 5), "--log-level", "silent"], { CKPTKIT_JOB_ID: "j" }),
+    granted: async (_, root) => assert.equal((await manifestOf(`${root}/step-5`)).job_id, "j"),
+    denied: async (_, root) => assert.equal((await manifestOf(`${root}/step-5`)).job_id, null),
+  },
+  {
+    grant: "env:CKPTKIT_RUN_ID",
+    run: (flags, root) => runUnder(flags, [...writeArgs(root, 6), "--log-level", "silent"], { CKPTKIT_RUN_ID: "r" }),
+    granted: async (_, root) => assert.equal((await manifestOf(`${root}/step-6`)).run_id, "r"),
+    denied: async (_, root) => assert.equal((await manifestOf(`${root}/step-6`)).run_id, null),
+  },
+  {
+    grant: "env:CKPTKIT_TEST_FAIL_AT",
+    run: (flags, root) =>
+      runUnder(flags, [...writeArgs(root, 7), "--log-level", "silent"], { CKPTKIT_TEST_FAIL_AT: "before_rename" }),
+    granted: (run) => {
+      assert.equal(run.code, 4);
+      assert.match(run.stderr, /Injected failure at before_rename/);
+    },
+    denied: (run) => assert.equal(run.code, 0, run.stderr),
+  },
+  {
+    grant: "env:CKPTKIT_TEST_PAUSE_AT",
+    run: async (flags, root) => {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", ...flags, `${REPO}/cli.ts`, ...writeArgs(root, 8), "--log-level", "silent"],
+        env: { NO_COLOR: "1", CKPTKIT_TEST_PAUSE_AT: "before_rename" },
+        clearEnv: true,
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let stderr = "";
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        stderr += chunk;
+        if (stderr.includes("test_paused")) child.kill("SIGKILL");
+      }
+      const { code } = await child.status;
+      return { code, stdout: "", stderr, logs: [] };
+    },
+    granted: (run) => assert.match(run.stderr, /"event":"test_paused","point":"before_rename"/),
+    denied: (run) => assert.equal(run.code, 0, run.stderr),
+  },
+];
+
+Deno.test("each permission the binary is granted is needed: without it a CLI run fails or loses something", async (t) => {
+  const flags = ckptkitFlags();
+  const grants = flags.flatMap((flag) => {
+    const list = /^--allow-(env|sys)=(.*)$/.exec(flag);
+    if (list) return list[2].split(",").map((name) => `${list[1]}:${name}`);
+    return flag.startsWith("--allow-") ? [flag] : [];
+  });
+  assert.deepEqual(GRANT_CASES.map((c) => c.grant).sort(), grants.sort(), "one case per grant");
+  for (const kase of GRANT_CASES) {
+    await t.step(kase.grant, async () => {
+      for (
+        const [label, underFlags, check] of [
+          ["granted", flags, kase.granted],
+          ["denied", withoutGrant(flags, kase.grant), kase.denied],
+        ] as const
+      ) {
+        await using tmp = await tempDir();
+        const root = `${tmp.path}/root`;
+        await writeStep(root, 1);
+        const run = await kase.run(underFlags, root);
+        try {
+          await check(run, root);
+        } catch (err) {
+          throw new Error(`${label}: ${(err as Error).message}\n${run.stdout}\n${run.stderr}`);
+        }
+      }
+    });
+  }
+});
+
+Deno.test("--ignore-env is needed: dependencies read variables the binary is not granted", async () => {
+  await using tmp = await tempDir();
+  const noIgnore = ckptkitFlags().filter((f) => f !== "--ignore-env");
+  // yaml's parser reads LOG_TOKENS and LOG_STREAM for every token of a --config file.
+  await Deno.writeTextFile(`${tmp.path}/ckptkit.yaml`, `root: ${tmp.path}\n`);
+  const config = ["--config", `${tmp.path}/ckptkit.yaml`, "scan", "--json"];
+  assert.equal((await runUnder(ckptkitFlags(), config)).code, 0);
+  const failed = await runUnder(noIgnore, config);
+  assert.equal(failed.code, 2);
+  assert.match(failed.stderr, /Requires env access to "LOG_(TOKENS|STREAM)"/);
+  // commander reads CLICOLOR_FORCE (and on a terminal node's tty reads TERM and more) unless NO_COLOR is set.
+  const help = await runUnder(ckptkitFlags(), ["--help"], { NO_COLOR: "" });
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^Usage: ckptkit /m);
+  assert.match((await runUnder(noIgnore, ["--help"], { NO_COLOR: "" })).stderr, /NotCapable.*CLICOLOR_FORCE/);
+});
+
+Deno.test("help and usage errors work on a terminal without NO_COLOR under the binary's flags", async () => {
+  const command = [Deno.execPath(), "run", "--quiet", ...ckptkitFlags(), `${REPO}/cli.ts`].join(" ");
+  for (
+    const [args, code, pattern] of [["--help", 0, /Usage: ckptkit /], [
+      "valdate",
+      2,
+      /Did you mean validate\?/,
+    ]] as const
+  ) {
+    const out = await new Deno.Command("script", {
+      args: ["-qec", `${command} ${args}`, "/dev/null"],
+      env: { TERM: "xterm-256color", PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, code, text);
+    assert.match(text, pattern);
+    assert.doesNotMatch(text, /NotCapable|Uncaught/);
   }
 });
 
@@ -181,6 +493,25 @@ Deno.test("every command has --help, and --version prints the version", async ()
   }
   const version = await runCli(["--version"]);
   assert.equal(version.stdout.trim(), denoJson.version);
+});
+
+Deno.test("--version is deno.json's version, compiled in as a module rather than read from disk at run time", async () => {
+  // deno compile embeds the module graph of cli.ts; deno.json is in it (src/version.ts imports it as JSON).
+  const info = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", `${REPO}/cli.ts`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(info.success, new TextDecoder().decode(info.stderr));
+  const graph = JSON.parse(new TextDecoder().decode(info.stdout));
+  const module = graph.modules.find((m: { specifier: string }) => m.specifier === `file://${REPO}/deno.json`);
+  assert.equal(module?.mediaType, "Json", "deno.json is a module of cli.ts's graph");
+  // With no permission at all (no file reads), the version is still there: it came with the code.
+  const bare = await runUnder(["--no-prompt"], ["--version"]);
+  assert.equal(bare.code, 0, bare.stderr);
+  assert.equal(bare.stdout, `${denoJson.version}\n`);
+  const short = await runCli(["-V"]);
+  assert.equal(short.stdout, `${denoJson.version}\n`);
 });
 
 Deno.test("environment variables stand in for flags", async () => {
