@@ -95,6 +95,7 @@ export { type HashingOptions } from "./src/seal_files.ts";
 export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";
 export { sealCheckpoint, type SealOptions, type SealResult } from "./src/seal.ts";
 export {
+  type FileOutcome,
   validateCheckpoint,
   type ValidateOptions,
   type ValidationDepth,
@@ -102,6 +103,30 @@ export {
 } from "./src/validate.ts";
 export { listRoot, type RootCheckpoint, type RootListing, type RootStaging, type RootStray } from "./src/root.ts";
 export { DEFAULT_STALE_STAGING_S, type ScanLatest, type ScanOptions, type ScanResult, scanRoot } from "./src/scan.ts";
+export {
+  assignShards,
+  MAX_SHARDS,
+  parseShardSpec,
+  planDigest,
+  type PlanEntry,
+  type ShardSpec,
+  type ShardUnit,
+} from "./src/shard.ts";
+export { scanShard, type ShardOptions, validateShard } from "./src/shard_run.ts";
+export {
+  MAX_SHARD_REPORT_BYTES,
+  parseShardReport,
+  readShardReport,
+  refuseReportInside,
+  SHARD_REPORT_FORMAT,
+  SHARD_REPORT_VERSION,
+  type ShardCheckpoint,
+  type ShardReport,
+  type ShardRootChecks,
+  type ShardWholeChecks,
+  writeShardReport,
+} from "./src/shard_report.ts";
+export { assembleShardReports, type MergedReports, type MergeOptions, mergeShardReports } from "./src/report_merge.ts";
 export {
   type KnownGoodCheck,
   planResume,

@@ -11,6 +11,8 @@ export const ERROR_REASONS = [
   "config_invalid",
   "not_found",
   "not_a_checkpoint",
+  "report_invalid",
+  "report_mismatch",
   "checkpoint_exists",
   "manifest_exists",
   "staging_invalid",
@@ -48,6 +50,9 @@ export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
   "not_a_checkpoint",
   "part_conflict",
   "part_mismatch",
+  // Shard reports that are unusable or do not form one set (`ckptkit report merge`).
+  "report_invalid",
+  "report_mismatch",
 ]);
 
 /** Options for {@linkcode CkptkitError}. */

@@ -117,37 +117,16 @@ export async function scanRoot(
     }
   });
   const checkpoints = validated.filter((r): r is ValidationResult => r !== undefined);
-  const pointer = await readLatest(listing.root);
-  const latest: ScanLatest = {
-    ...pointer,
-    problem: latestProblem(pointer, checkpoints),
-  };
-  const valid = checkpoints.filter((c) => c.ok).length;
-  const result: ScanResult = {
+  const result = buildScanResult({
     root: listing.root,
-    ok: false,
     depth: options.depth ?? "full",
     checkpoints,
-    latest,
-    staging: listing.staging.map((s) => ({
-      ...s,
-      stale: s.age_s > staleAfter,
-    })),
+    gone: validated.length - checkpoints.length,
+    latest: await readLatest(listing.root),
+    staging: markStale(listing.staging, staleAfter),
     strays: listing.strays,
-    quarantined: [],
-    state_error: null,
-    summary: {
-      checkpoints: checkpoints.length,
-      valid,
-      invalid: checkpoints.length - valid,
-      gone: validated.length - checkpoints.length,
-      staging: listing.staging.length,
-      stale_staging: listing.staging.filter((s) => s.age_s > staleAfter).length,
-      strays: listing.strays.length,
-      bytes_checked: checkpoints.reduce((sum, c) => sum + c.bytes_checked, 0),
-      duration_s: Math.round((performance.now() - started) * 1e3) / 1e6,
-    },
-  };
+    durationS: (performance.now() - started) / 1000,
+  });
   if (options.record ?? true) {
     result.state_error = await recordValidations(listing.root, checkpoints, "scan");
   }
@@ -158,18 +137,81 @@ export async function scanRoot(
       options,
     );
   }
-  result.ok = result.summary.invalid === 0 && latest.problem === null &&
-    result.summary.stale_staging === 0;
   return result;
+}
+
+/** What {@linkcode buildScanResult} puts together. */
+export interface ScanParts {
+  /** The root's real path. */
+  root: string;
+  /** The depth validated at. */
+  depth: ValidationDepth;
+  /** Checkpoints validated, newest first (gone ones left out). */
+  checkpoints: ValidationResult[];
+  /** Checkpoints removed while they were validated. */
+  gone: number;
+  /** What `latest` says. */
+  latest: LatestPointer;
+  /** Staging folders, marked stale or not. */
+  staging: (RootStaging & { stale: boolean })[];
+  /** Entries that are not part of the layout. */
+  strays: RootStray[];
+  /** Wall time in seconds. */
+  durationS: number;
+}
+
+/**
+ * A scan's result from its parts: the verdict on `latest`, the totals and
+ * `ok`. Shared by {@linkcode scanRoot} and the merge of shard reports, so both
+ * give the same document.
+ */
+export function buildScanResult(parts: ScanParts): ScanResult {
+  const { checkpoints } = parts;
+  const latest: ScanLatest = { ...parts.latest, problem: latestProblem(parts.latest, checkpoints) };
+  const valid = checkpoints.filter((c) => c.ok).length;
+  const staleStaging = parts.staging.filter((s) => s.stale).length;
+  const result: ScanResult = {
+    root: parts.root,
+    ok: false,
+    depth: parts.depth,
+    checkpoints,
+    latest,
+    staging: parts.staging,
+    strays: parts.strays,
+    quarantined: [],
+    state_error: null,
+    summary: {
+      checkpoints: checkpoints.length,
+      valid,
+      invalid: checkpoints.length - valid,
+      gone: parts.gone,
+      staging: parts.staging.length,
+      stale_staging: staleStaging,
+      strays: parts.strays.length,
+      bytes_checked: checkpoints.reduce((sum, c) => sum + c.bytes_checked, 0),
+      duration_s: Math.round(parts.durationS * 1e6) / 1e6,
+    },
+  };
+  result.ok = result.summary.invalid === 0 && latest.problem === null && staleStaging === 0;
+  return result;
+}
+
+/** Marks staging folders untouched for longer than `staleAfterS` as stale (crashed writes). */
+export function markStale(staging: readonly RootStaging[], staleAfterS: number): (RootStaging & { stale: boolean })[] {
+  return staging.map((s) => ({ ...s, stale: s.age_s > staleAfterS }));
 }
 
 /** Problems that may be transient: never a reason to quarantine on their own. */
 const TRANSIENT: ReadonlySet<string> = new Set(["io_error", "file_changed"]);
 
-async function quarantineInvalid(
+/**
+ * Quarantines the checkpoints with integrity problems (transient ones
+ * alone never count) under the root lock; those already gone are skipped.
+ */
+export async function quarantineInvalid(
   root: string,
-  checkpoints: ValidationResult[],
-  options: ScanOptions,
+  checkpoints: readonly ValidationResult[],
+  options: { lockTimeoutMs?: number },
 ): Promise<QuarantineResult[]> {
   const bad = checkpoints.filter((c) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason)));
   if (bad.length === 0) return [];
@@ -193,9 +235,10 @@ async function quarantineInvalid(
   return moved;
 }
 
-function latestProblem(
+/** Why `latest` is a problem given the validated checkpoints, or null. */
+export function latestProblem(
   pointer: LatestPointer,
-  checkpoints: ValidationResult[],
+  checkpoints: readonly ValidationResult[],
 ): string | null {
   if (pointer.state === "missing") {
     // Roots laid out by other tools (only checkpoint-N, global_stepN… folders) have no latest of ckptkit's.

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
@@ -13,6 +14,7 @@ import { type FileHasher, withHasher } from "./hash_pool.ts";
 import { hashRegions } from "./hashing.ts";
 import type { FormatFact } from "./formats/checker.ts";
 import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./formats/files.ts";
+import { formatCheckerFor } from "./formats/dispatch.ts";
 import { detectLayout, type LayoutFile } from "./formats/layouts.ts";
 import { inferStep, MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
@@ -116,6 +118,94 @@ export async function validateCheckpoint(
   options: ValidateOptions = {},
 ): Promise<ValidationResult> {
   const started = performance.now();
+  const inspection = await inspectCheckpoint(path, options);
+  const outcomes = await readCheckpointFiles(inspection, inspection.units, options);
+  const layout = await readLayoutInput(inspection);
+  return assembleValidation(inspection.result, outcomes, layout, (performance.now() - started) / 1000);
+}
+
+/**
+ * A file that validation reads, in the order a single process reads them.
+ * Sharded validation assigns these to shards; the order lets a merge put
+ * every shard's findings back where one process would have put them.
+ */
+export interface ReadUnit {
+  /** Position in the read order: largest first, then manifest order (tree order without a manifest). */
+  order: number;
+  /** Path relative to the checkpoint. */
+  path: string;
+  /** Size in bytes: the manifest's, or the size on disk for a folder without a manifest. */
+  size: number;
+  /** Bytes reading it costs at this depth: the whole file, its sampled regions, or 0 for `fast`. */
+  cost: number;
+  /** Present with the expected size when listed here; only those are read (the rest are problems already). */
+  readable: boolean;
+}
+
+/**
+ * Everything validation learns without reading file data: the manifest, the
+ * listing, the problems found from them, and the files left to read.
+ */
+export interface CheckpointInspection {
+  /** The checkpoint folder as given. */
+  path: string;
+  /** The depth validated at. */
+  depth: ValidationDepth;
+  /** `manifest`: checked against a manifest; `structure`: deep, without one; `none`: nothing to read. */
+  mode: "manifest" | "structure" | "none";
+  /**
+   * The result before any file is read: header fields, the problems and notes of the checkpoint as a whole
+   * (manifest, unsafe paths, listing, presence and sizes), and `files_checked`.
+   */
+  result: ValidationResult;
+  /** Every file to read, in read order; empty when `mode` is `none`. */
+  units: ReadUnit[];
+  /**
+   * What the set of files to read depends on: the manifest's digest, `structure:sha256:…` of the listing
+   * without a manifest, or null when nothing is read.
+   */
+  planKey: string | null;
+  /** The files deep validation's layout check looks at (null below deep). */
+  layoutFiles: LayoutFile[] | null;
+  /** The manifest's files by path (internal to reading). */
+  manifestFiles: ReadonlyMap<string, ManifestFile>;
+  /** The manifest (internal to reading). */
+  manifest: Manifest | null;
+}
+
+/** What reading one file found. */
+export interface FileOutcome {
+  /** The file's place in the read order (largest first, then manifest order; tree order without a manifest). */
+  order: number;
+  /** Path relative to the checkpoint. */
+  path: string;
+  /** Bytes read (or, without a manifest, format-checked). */
+  bytes: number;
+  /** Problems found in the file. */
+  problems: Problem[];
+  /** Notes about the file. */
+  notes: string[];
+  /** Facts from its format check, for the layout check (only at deep depth). */
+  facts?: Readonly<Record<string, FormatFact>>;
+}
+
+/** The input of deep validation's layout check besides the format facts: the files and a few small files' bytes. */
+export interface LayoutInputRecord {
+  /** The files the layout is judged on. */
+  files: LayoutFile[];
+  /** Contents of the small files the layout check reads (DeepSpeed `latest`, `trainer_state.json`, …). */
+  contents: Map<string, Uint8Array>;
+}
+
+/**
+ * The metadata pass of validation: reads the manifest and lists the folder,
+ * and reports everything that needs no file data. Throws only when `path` is
+ * not a folder.
+ */
+export async function inspectCheckpoint(
+  path: string,
+  options: ValidateOptions = {},
+): Promise<CheckpointInspection> {
   const depth = options.depth ?? "full";
   const result: ValidationResult = {
     path,
@@ -135,10 +225,16 @@ export async function validateCheckpoint(
     manifest_backed: false,
     layout: null,
   };
-  const finish = () => {
-    result.ok = result.problems.length === 0;
-    result.duration_s = round((performance.now() - started) / 1000);
-    return result;
+  const inspection: CheckpointInspection = {
+    path,
+    depth,
+    mode: "none",
+    result,
+    units: [],
+    planKey: null,
+    layoutFiles: null,
+    manifestFiles: new Map(),
+    manifest: null,
   };
   await requireFolder(path);
 
@@ -147,10 +243,14 @@ export async function validateCheckpoint(
     if (depth === "deep" && result.problems.length === 1 && result.problems[0].reason === "manifest_missing") {
       result.problems = [];
       result.notes.push("manifest_missing: no manifest, so only the formats and the layout were checked");
-      await validateStructure(path, result, options);
+      await inspectStructure(inspection);
     }
-    return finish();
+    return inspection;
   }
+  inspection.mode = "manifest";
+  inspection.manifest = manifest.manifest;
+  // A manifest whose self-digest does not match is still used; then only its bytes say which one was read.
+  inspection.planKey = manifest.intact ? manifest.manifest.manifest_digest : `raw:sha256:${manifest.rawDigest}`;
   result.manifest_backed = true;
   result.step = manifest.manifest.step;
   result.job_id = manifest.manifest.job_id;
@@ -166,13 +266,16 @@ export async function validateCheckpoint(
   const blocked = new Set(tree.oddities.map((o) => o.path));
   const unreadable = new Set(tree.errors.map((e) => e.path));
   const listed = new Set<string>();
-  const toRead: ManifestFile[] = [];
+  const safe: { file: ManifestFile; readable: boolean }[] = [];
+  const manifestFiles = new Map<string, ManifestFile>();
   manifest.manifest.files.forEach((file, index) => {
     if (manifest.unsafePaths.has(index)) return;
     listed.add(file.path);
+    manifestFiles.set(file.path, file);
     result.files_checked++;
     const found = tree.files.get(file.path);
     if (!found) {
+      safe.push({ file, readable: false });
       if (!isUnder(file.path, blocked) && !isUnder(file.path, unreadable)) {
         result.problems.push({
           reason: "file_missing",
@@ -183,6 +286,7 @@ export async function validateCheckpoint(
       return;
     }
     if (found.size !== file.size) {
+      safe.push({ file, readable: false });
       result.problems.push({
         reason: "size_mismatch",
         path: file.path,
@@ -190,8 +294,9 @@ export async function validateCheckpoint(
       });
       return;
     }
-    toRead.push(file);
+    safe.push({ file, readable: true });
   });
+  inspection.manifestFiles = manifestFiles;
   for (const found of tree.files.keys()) {
     if (!listed.has(found)) {
       result.problems.push({
@@ -201,48 +306,134 @@ export async function validateCheckpoint(
       });
     }
   }
-
-  if (depth !== "fast") {
-    if (
-      depth === "sample" && options.sampleBytes !== undefined &&
-      options.sampleBytes !== manifest.manifest.hash.sample_bytes
-    ) {
-      result.notes.push(
-        `sampled regions of ${manifest.manifest.hash.sample_bytes} bytes were ` +
-          `recorded at commit; checked those instead of ${options.sampleBytes}`,
-      );
-    }
-    toRead.sort((a, b) => b.size - a.size);
-    const concurrency = options.concurrency ?? defaultConcurrency();
-    const reads = depth === "full" || depth === "deep";
-    const bytes = reads ? toRead.reduce((sum, file) => sum + file.size, 0) : 0;
-    options.onPlan?.({ path, bytes });
-    const checks = await withHasher(
-      { files: toRead.length, bytes, concurrency, hasher: reads ? options.hasher : undefined },
-      (hasher) =>
-        mapConcurrent(
-          toRead,
-          concurrency,
-          (file) =>
-            reads
-              ? checkWholeFile(path, file, manifest.manifest, options, hasher, depth === "deep")
-              : checkSamples(path, file, manifest.manifest),
-        ),
+  if (
+    depth === "sample" && options.sampleBytes !== undefined &&
+    options.sampleBytes !== manifest.manifest.hash.sample_bytes
+  ) {
+    result.notes.push(
+      `sampled regions of ${manifest.manifest.hash.sample_bytes} bytes were ` +
+        `recorded at commit; checked those instead of ${options.sampleBytes}`,
     );
-    const facts = new Map<string, Readonly<Record<string, FormatFact>>>();
-    for (const [i, check] of checks.entries()) {
-      result.bytes_checked += check.bytes;
-      result.problems.push(...check.problems);
-      if (check.note) result.notes.push(check.note);
-      if (check.facts) facts.set(toRead[i].path, check.facts);
+  }
+  // Largest first (a stable sort keeps manifest order among equals), so one huge file does not finish last alone.
+  safe.sort((a, b) => b.file.size - a.file.size);
+  inspection.units = safe.map(({ file, readable }, order) => ({
+    order,
+    path: file.path,
+    size: file.size,
+    cost: readCost(file, depth),
+    readable,
+  }));
+  if (depth === "deep") {
+    inspection.layoutFiles = manifest.manifest.files
+      .filter((file) => tree.files.has(file.path))
+      .map((f) => ({ path: f.path, size: f.size }));
+  }
+  return inspection;
+}
+
+/** Bytes a depth reads from a file: all of it, its recorded regions, or none. */
+function readCost(file: ManifestFile, depth: ValidationDepth): number {
+  if (depth === "full" || depth === "deep") return file.size;
+  if (depth === "sample") return file.samples.reduce((sum, region) => sum + region.length, 0);
+  return 0;
+}
+
+/**
+ * Reads the given files of an inspected checkpoint (a subset of its units,
+ * for a shard), hashing and format-checking each at the inspection's depth.
+ * Outcomes come back in read order; units not readable are skipped.
+ */
+export async function readCheckpointFiles(
+  inspection: CheckpointInspection,
+  units: readonly ReadUnit[],
+  options: ValidateOptions = {},
+): Promise<FileOutcome[]> {
+  const { path, depth } = inspection;
+  const toRead = units.filter((unit) => unit.readable).sort((a, b) => a.order - b.order);
+  const concurrency = options.concurrency ?? defaultConcurrency();
+  if (inspection.mode === "structure") return await readStructure(path, toRead, concurrency);
+  if (inspection.mode === "none" || depth === "fast") return [];
+  const manifest = inspection.manifest!;
+  const reads = depth === "full" || depth === "deep";
+  const bytes = reads ? toRead.reduce((sum, unit) => sum + unit.size, 0) : 0;
+  options.onPlan?.({ path, bytes });
+  const checks = await withHasher(
+    { files: toRead.length, bytes, concurrency, hasher: reads ? options.hasher : undefined },
+    (hasher) =>
+      mapConcurrent(toRead, concurrency, (unit) => {
+        const file = inspection.manifestFiles.get(unit.path)!;
+        return reads
+          ? checkWholeFile(path, file, manifest, options, hasher, depth === "deep")
+          : checkSamples(path, file, manifest);
+      }),
+  );
+  return checks.map((check, i) => ({
+    order: toRead[i].order,
+    path: toRead[i].path,
+    bytes: check.bytes,
+    problems: check.problems,
+    notes: check.note ? [check.note] : [],
+    ...(check.facts && { facts: check.facts }),
+  }));
+}
+
+/**
+ * Reads the small files deep validation's layout check needs, or null when
+ * there is no layout check (below deep, or nothing usable to check).
+ */
+export async function readLayoutInput(inspection: CheckpointInspection): Promise<LayoutInputRecord | null> {
+  if (!inspection.layoutFiles) return null;
+  return {
+    files: inspection.layoutFiles,
+    contents: await readLayoutContents(inspection.path, inspection.layoutFiles),
+  };
+}
+
+/**
+ * Puts a validation result together from its inspection, the outcomes of
+ * the files read (from one process or from every shard, in any order) and
+ * the layout input: the same result, in the same order, whoever read what.
+ */
+export function assembleValidation(
+  inspected: ValidationResult,
+  outcomes: readonly FileOutcome[],
+  layout: LayoutInputRecord | null,
+  durationS: number,
+): ValidationResult {
+  const result: ValidationResult = {
+    ...inspected,
+    problems: [...inspected.problems],
+    notes: [...inspected.notes],
+  };
+  const facts = new Map<string, Readonly<Record<string, FormatFact>>>();
+  for (const outcome of [...outcomes].sort((a, b) => a.order - b.order)) {
+    result.bytes_checked += outcome.bytes;
+    result.problems.push(...outcome.problems);
+    result.notes.push(...outcome.notes);
+    if (outcome.facts) facts.set(outcome.path, outcome.facts);
+  }
+  if (layout) {
+    const found = detectLayout({
+      files: layout.files,
+      contents: layout.contents,
+      facts,
+      rootName: basename(result.path),
+    });
+    result.layout = found.kind;
+    for (const finding of found.findings) {
+      result.problems.push({
+        reason: "format_invalid",
+        path: finding.path,
+        detail: `${found.kind}: ${finding.detail}`,
+      });
     }
-    if (depth === "deep") {
-      const present = manifest.manifest.files.filter((file) => tree.files.has(file.path));
-      await checkLayout(path, present.map((f) => ({ path: f.path, size: f.size })), facts, result);
-    }
+    result.notes.push(...found.notes);
   }
   result.problems.sort(byPath);
-  return finish();
+  result.ok = result.problems.length === 0;
+  result.duration_s = round(durationS);
+  return result;
 }
 
 async function requireFolder(path: string): Promise<void> {
@@ -276,6 +467,10 @@ async function requireFolder(path: string): Promise<void> {
 interface ReadManifest {
   manifest: Manifest;
   unsafePaths: Set<number>;
+  /** No manifest_corrupt problem: its self-digest names its content. */
+  intact: boolean;
+  /** sha256 (hex) of the manifest file's bytes. */
+  rawDigest: string;
 }
 
 async function readManifest(
@@ -342,7 +537,13 @@ async function readManifest(
   }
   const parsed = await parseManifest(text);
   problems.push(...parsed.problems);
-  return parsed.manifest ? { manifest: parsed.manifest, unsafePaths: parsed.unsafePaths } : undefined;
+  if (!parsed.manifest) return undefined;
+  return {
+    manifest: parsed.manifest,
+    unsafePaths: parsed.unsafePaths,
+    intact: !parsed.problems.some((p) => p.reason === "manifest_corrupt"),
+    rawDigest: createHash("sha256").update(bytes).digest("hex"),
+  };
 }
 
 interface FileCheck {
@@ -382,52 +583,57 @@ function formatProblems(path: string, format: FileFormatResult | undefined): Pro
   }));
 }
 
-/** Deep validation of the layout (DeepSpeed, Trainer, DCP) from the file list, small files and format facts. */
-async function checkLayout(
-  dir: string,
-  files: LayoutFile[],
-  facts: ReadonlyMap<string, Readonly<Record<string, FormatFact>>>,
-  result: ValidationResult,
-): Promise<void> {
-  const contents = await readLayoutContents(dir, files);
-  const layout = detectLayout({ files, contents, facts, rootName: basename(dir) });
-  result.layout = layout.kind;
-  for (const finding of layout.findings) {
-    result.problems.push({ reason: "format_invalid", path: finding.path, detail: `${layout.kind}: ${finding.detail}` });
-  }
-  result.notes.push(...layout.notes);
-}
-
 /**
  * Deep validation of a folder without a manifest (adopting another tool's checkpoint): every file with a known
- * format is checked, then the layout; nothing is hashed against digests, because there are none.
+ * format is read and checked, then the layout; nothing is hashed against digests, because there are none.
  */
-async function validateStructure(dir: string, result: ValidationResult, options: ValidateOptions): Promise<void> {
-  const tree = await listTree(dir);
+async function inspectStructure(inspection: CheckpointInspection): Promise<void> {
+  const { path, result } = inspection;
+  const tree = await listTree(path);
   result.problems.push(...treeProblems(tree));
   const files = [...tree.files.values()];
   result.files_checked = files.length;
-  const facts = new Map<string, Readonly<Record<string, FormatFact>>>();
-  const checked = await mapConcurrent(files, options.concurrency ?? defaultConcurrency(), async (file) => {
+  inspection.mode = "structure";
+  inspection.units = files.map((file, order) => ({
+    order,
+    path: file.path,
+    size: file.size,
+    cost: formatCheckerFor(file.path, file.size) ? file.size : 0,
+    readable: true,
+  }));
+  inspection.layoutFiles = files.map((f) => ({ path: f.path, size: f.size }));
+  // Without a manifest the listing is what the shards must agree on.
+  const listing = createHash("sha256");
+  for (const file of files) listing.update(`${JSON.stringify(file.path)}\t${file.size}\n`);
+  inspection.planKey = `structure:sha256:${listing.digest("hex")}`;
+}
+
+async function readStructure(dir: string, units: readonly ReadUnit[], concurrency: number): Promise<FileOutcome[]> {
+  const checked = await mapConcurrent(units, concurrency, async (unit) => {
     try {
-      return { file, format: await checkFileFormat(`${dir}/${file.path}`, file.path) };
+      return { unit, format: await checkFileFormat(`${dir}/${unit.path}`, unit.path) };
     } catch (err) {
-      return { file, error: err };
+      return { unit, error: err };
     }
   });
-  for (const { file, format, error } of checked) {
+  const outcomes: FileOutcome[] = [];
+  for (const { unit, format, error } of checked) {
+    const outcome: FileOutcome = { order: unit.order, path: unit.path, bytes: 0, problems: [], notes: [] };
     if (error) {
-      result.problems.push({ reason: "io_error", path: file.path, detail: `cannot read: ${(error as Error).message}` });
-      continue;
+      outcome.problems.push({
+        reason: "io_error",
+        path: unit.path,
+        detail: `cannot read: ${(error as Error).message}`,
+      });
+    } else if (format) {
+      outcome.bytes = unit.size;
+      outcome.problems.push(...formatProblems(unit.path, format));
+      outcome.notes.push(...format.notes.map((n) => `${unit.path}: ${n}`));
+      outcome.facts = format.facts;
     }
-    if (!format) continue;
-    result.bytes_checked += file.size;
-    result.problems.push(...formatProblems(file.path, format));
-    result.notes.push(...format.notes.map((n) => `${file.path}: ${n}`));
-    facts.set(file.path, format.facts);
+    outcomes.push(outcome);
   }
-  await checkLayout(dir, files.map((f) => ({ path: f.path, size: f.size })), facts, result);
-  result.problems.sort(byPath);
+  return outcomes;
 }
 
 async function checkWholeFile(

@@ -163,3 +163,20 @@ export function resolveLockTimeoutMs(
   const seconds = flag ?? config.lock_timeout_s;
   return seconds === undefined ? DEFAULT_LOCK_TIMEOUT_MS : seconds * 1000;
 }
+
+/** `--shard` and `--report`, for commands that can validate one shard of a distributed run. */
+export function shardOptions() {
+  return [
+    new Option(
+      "--shard <i/N>",
+      "validate only shard i of N (0-based: Slurm --array=0-(N-1), Kubernetes JOB_COMPLETION_INDEX): a share of the " +
+        "files balanced by bytes, the same plan on every node; needs --report. The exit code (0/1) covers this " +
+        "shard's files only, so make the merge job depend on the shards with afterany, not afterok",
+    ),
+    new Option(
+      "--report <path>",
+      "with --shard: write this shard's JSON report here (atomically; outside the validated folder), then merge " +
+        "all N with `ckptkit report merge`",
+    ),
+  ] as const;
+}

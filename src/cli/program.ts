@@ -15,6 +15,7 @@ import { exportSumsCommand } from "./export_sums.ts";
 import { gcCommand } from "./gc.ts";
 import { serveCommand } from "./serve.ts";
 import { quarantineCommand } from "./quarantine.ts";
+import { reportCommand } from "./report.ts";
 import { resumeCommand } from "./resume.ts";
 import { scanCommand } from "./scan.ts";
 import { sealCommand } from "./seal.ts";
@@ -72,6 +73,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
       validateCommand(cli),
       exportSumsCommand(cli),
       scanCommand(cli),
+      reportCommand(cli),
       resumeCommand(cli),
       quarantineCommand(cli),
       gcCommand(cli),
@@ -80,6 +82,8 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
     ]
   ) {
     command.copyInheritedSettings(program);
+    // Subcommands (`report merge`) need the program's settings too: exit override, output, suggestions.
+    for (const sub of command.commands) sub.copyInheritedSettings(command);
     program.addCommand(command);
   }
 

@@ -1,0 +1,138 @@
+/**
+ * `ckptkit report merge <reports…>`: merges the reports of a distributed
+ * `validate` or `scan` (`--shard i/N --report PATH`) into the verdict a
+ * single-node run gives: the same output, exit code, state records and
+ * metrics.
+ *
+ * @module
+ */
+
+import { Command, Option } from "../deps.ts";
+import { CkptkitError } from "../errors.ts";
+import { CORRUPT_DIR } from "../layout.ts";
+import { freeBytes } from "../metrics/collect.ts";
+import { pushMetrics } from "../metrics/pushgateway.ts";
+import { renderMetrics } from "../metrics/render.ts";
+import { buildSnapshot, type MetricsSnapshot } from "../metrics/snapshot.ts";
+import { writeTextfile } from "../metrics/textfile.ts";
+import { mergeShardReports } from "../report_merge.ts";
+import type { ScanResult } from "../scan.ts";
+import { readShardReport } from "../shard_report.ts";
+import { readState } from "../state.ts";
+import { hostName } from "../version.ts";
+import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
+import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
+import { printScan } from "./scan.ts";
+import { logStateError, printValidation } from "./validate.ts";
+import { logScan, logValidation } from "./validation_output.ts";
+
+/** Builds the `report` command and its `merge` subcommand. */
+export function reportCommand(cli: CliHandle) {
+  const merge = new Command("merge")
+    .description(
+      "merge the JSON reports of `validate|scan --shard i/N --report PATH` into one verdict: the output, exit code " +
+        "(0 valid, 1 problems) and state records of a single-node run; refuses unreadable, incomplete or " +
+        "mismatched sets (exit 2)",
+    )
+    .argument("<reports...>", "the report of every shard, each once, in any order")
+    .addOption(
+      new Option("--textfile <path>", "scan reports: write the root's metrics to this node_exporter textfile (.prom)"),
+    )
+    .addOption(new Option("--pushgateway <url>", "scan reports: push the root's metrics to this Pushgateway"))
+    .addOption(
+      new Option("--job-id <id>", "job_id label of the metrics (default: from the newest valid manifest)").env(
+        "CKPTKIT_JOB_ID",
+      ),
+    )
+    .addOption(
+      new Option("--run-id <id>", "run_id label of the metrics (default: from the newest valid manifest)").env(
+        "CKPTKIT_RUN_ID",
+      ),
+    )
+    .addOption(new Option("--instance <name>", "instance label of the Pushgateway group (default: host name)"))
+    .addOption(
+      new Option("--quarantine", "scan reports: move every checkpoint with integrity problems into <root>/corrupt/"),
+    )
+    .addOption(lockTimeoutOption())
+    .action(async (paths, opts) => {
+      await cli.run(async (ctx) => {
+        const reports = [];
+        for (const path of paths) reports.push(await readShardReport(path));
+        const metrics = opts.textfile !== undefined || opts.pushgateway !== undefined;
+        if (metrics && reports[0].kind !== "scan") {
+          throw new CkptkitError(
+            "invalid_argument",
+            "--textfile and --pushgateway describe a whole root: shard `ckptkit scan`, not `validate`",
+          );
+        }
+        const merged = await mergeShardReports(reports, {
+          names: paths,
+          quarantine: opts.quarantine,
+          lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+        });
+        ctx.logger.log("info", "reports_merged", {
+          checkpoint_path: merged.target,
+          kind: merged.kind,
+          shards: merged.shards,
+          ok: merged.result.ok,
+        });
+        if (merged.kind === "validate") {
+          logValidation(ctx, merged.result);
+          logStateError(ctx, merged.target, merged.state_error);
+          printValidation(ctx, merged.result);
+          return merged.result.ok ? EXIT.ok : EXIT.problems;
+        }
+        logScan(ctx, merged.result);
+        if (metrics) await writeMetrics(ctx, merged.result, opts);
+        printScan(ctx, merged.result);
+        return merged.result.ok ? EXIT.ok : EXIT.problems;
+      });
+    });
+  return new Command("report")
+    .description("work with the reports of distributed validation (`validate|scan --shard i/N --report PATH`)")
+    .addCommand(merge);
+}
+
+/**
+ * Writes the metrics `emit-metrics` would after a scan, from the merged
+ * scan instead of a new one; the root's state, quarantine folder and free
+ * space are read here, after the merge recorded its results.
+ */
+async function writeMetrics(
+  ctx: CommandContext,
+  scan: ScanResult,
+  opts: { textfile?: string; pushgateway?: string; jobId?: string; runId?: string; instance?: string },
+): Promise<void> {
+  const snapshot: MetricsSnapshot = buildSnapshot(scan, {
+    state: (await readState(scan.root)).state,
+    quarantined: await quarantinedNames(scan.root),
+    freeBytes: await freeBytes(scan.root),
+    now: new Date(),
+    jobId: opts.jobId ?? ctx.config.job_id,
+    runId: opts.runId ?? ctx.config.run_id,
+  });
+  const text = await renderMetrics(snapshot);
+  if (opts.textfile) {
+    await writeTextfile(opts.textfile, text);
+    ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile: opts.textfile });
+  }
+  if (opts.pushgateway) {
+    const pushed = await pushMetrics(opts.pushgateway, text, {
+      grouping: { job_id: snapshot.labels.job_id, instance: opts.instance ?? hostName() },
+    });
+    ctx.logger.log("info", "metrics_pushed", {
+      checkpoint_path: scan.root,
+      url: pushed.url,
+      attempts: pushed.attempts,
+    });
+  }
+}
+
+async function quarantinedNames(root: string): Promise<string[]> {
+  try {
+    const entries = await Array.fromAsync(Deno.readDir(`${root}/${CORRUPT_DIR}`));
+    return entries.filter((e) => e.isDirectory).map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
