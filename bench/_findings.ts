@@ -310,11 +310,11 @@ function hashingFinding(m: Map<string, Measurement>, d: Diagnostics, against: "s
     );
   }
   out.push(
-    "**Proposal (src/).** (1) `src/hashing.ts`: give `hashFile` a synchronous loop (`Deno.openSync`, `readSync` " +
-      "into a 256 KiB buffer, the same size and mtime checks and sampled regions) and use it in " +
-      "`src/hash_worker.ts`, whose thread has nothing else to do; use it on the main thread as well when the CLI " +
-      "hashes a single file (nothing else runs meanwhile), and lower `READ_CHUNK_BYTES` from 2 MiB to 256 KiB for " +
-      "the async path that remains (the library writer, callers that need the event loop)." +
+    "**Proposal (src/).** (1) The hashing workers already read with `readSync` into 256 KiB on their own thread " +
+      "(`hashFile`'s `blockingReads`, used by `src/hash_worker.ts`), which the multi-file rows measure. The main " +
+      "thread still awaits 2 MiB reads when it hashes a single file (the big-file rows): let the CLI pass " +
+      "`blockingReads` there too, since nothing else runs meanwhile, and lower `READ_CHUNK_BYTES` to 256 KiB for the " +
+      "async path that remains (the library writer, callers that need the event loop)." +
       (workerSlow
         ? " (2) `src/hash_worker.ts`: load only what hashing needs (node:crypto, `src/errors.ts`); load hash-wasm " +
           "when `createHasher` is asked for `xxh128` (`await import(...)`)" +

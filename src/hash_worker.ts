@@ -22,6 +22,7 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
       let unreported = 0;
       const result = await hashFile(request.path, {
         ...request.options,
+        blockingReads: true,
         onProgress: (bytes) => {
           unreported += bytes;
           if (unreported >= PROGRESS_EVERY) {

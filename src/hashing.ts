@@ -24,6 +24,11 @@ export const DEFAULT_SAMPLE_BYTES = 65536;
 export const MAX_SAMPLE_REGIONS = 8;
 /** Size of the read buffer; one per file being hashed. */
 export const READ_CHUNK_BYTES = 2 * 1024 * 1024;
+/**
+ * Read size of blocking reads (hashing workers): small enough that the bytes
+ * are still in the CPU cache when they are hashed.
+ */
+export const BLOCKING_READ_CHUNK_BYTES = 256 * 1024;
 
 /** A byte range of a file. */
 export interface Region {
@@ -147,6 +152,12 @@ export interface HashFileOptions {
   onProgress?: (bytes: number) => void;
   /** Stops reading when aborted. */
   signal?: AbortSignal;
+  /**
+   * Read with blocking calls on this thread, in {@linkcode BLOCKING_READ_CHUNK_BYTES} chunks. For hashing workers,
+   * whose thread has nothing else to do: an awaited read runs on another thread for every chunk, and the bytes
+   * cross threads and caches before they are hashed (measured in bench/RESULTS.md).
+   */
+  blockingReads?: boolean;
 }
 
 /**
@@ -183,13 +194,14 @@ export async function hashFile(
       regions.map(() => createHasher(algorithm)),
     );
     const checker = options.formatPath === undefined ? undefined : formatCheckerFor(options.formatPath, size);
+    const blocking = options.blockingReads === true;
     const buffer = new Uint8Array(
-      Math.min(READ_CHUNK_BYTES, Math.max(size, 1)),
+      Math.min(blocking ? BLOCKING_READ_CHUNK_BYTES : READ_CHUNK_BYTES, Math.max(size, 1)),
     );
     let position = 0;
     while (true) {
       options.signal?.throwIfAborted();
-      const n = await file.read(buffer);
+      const n = blocking ? file.readSync(buffer) : await file.read(buffer);
       if (n === null) break;
       const chunk = buffer.subarray(0, n);
       whole.update(chunk);
