@@ -17,8 +17,8 @@
  * @module
  */
 
-import { parseYaml, YAMLParseError } from "./deps.ts";
-import { z } from "./deps.ts";
+import { parseYaml, YAMLParseError } from "./deps/yaml.ts";
+import { z } from "./deps/zod.ts";
 import { CkptkitError } from "./errors.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
 

@@ -16,7 +16,7 @@ import { acquireRootLock } from "./lock.ts";
 import { forgetCheckpoints, recordValidation } from "./record.ts";
 import { planRetention, type RetentionCheckpoint, type RetentionPlan } from "./retention.ts";
 import { listRoot } from "./root.ts";
-import { DEFAULT_STALE_STAGING_S } from "./scan.ts";
+import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { readState } from "./state.ts";
 import { listTree } from "./tree.ts";
 import { validateCheckpoint, type ValidateOptions } from "./validate.ts";

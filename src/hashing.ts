@@ -77,7 +77,7 @@ export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
   }
   if (algorithm === "xxh128") {
     // Loaded on demand: hashing workers import this module, and most never need xxh128 (or the deps barrel).
-    const { createXXHash128 } = await import("./deps_xxhash.ts");
+    const { createXXHash128 } = await import("./deps/xxhash.ts");
     const hash = await createXXHash128();
     hash.init();
     return {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { canonicalize } from "./deps.ts";
-import { z } from "./deps.ts";
+import { canonicalize } from "./deps/canonicalize.ts";
+import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS, type HashAlgorithm, MAX_SAMPLE_REGIONS, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { unsafePathReason } from "./paths.ts";

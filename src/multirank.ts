@@ -38,11 +38,9 @@ import { DEFAULT_SAMPLE_BYTES } from "./hashing.ts";
 import { checkHashingOptions, type HashingOptions, hashTreeFiles } from "./seal_files.ts";
 import { listTree, type TreeFile } from "./tree.ts";
 import { hostName, VERSION } from "./version.ts";
+import { DEFAULT_WAIT_TIMEOUT_MS, MAX_WORLD_SIZE } from "./defaults.ts";
 
-/** Largest world size accepted. */
-export const MAX_WORLD_SIZE = 1_000_000;
-/** Default time a rank waits for the commit with `wait`, in ms. */
-export const DEFAULT_WAIT_TIMEOUT_MS = 600_000;
+export { DEFAULT_WAIT_TIMEOUT_MS, MAX_WORLD_SIZE };
 
 const CLAIM_NAME = "commit.claim";
 const FAILURE_NAME = "commit-failed.json";

@@ -7,7 +7,7 @@
  */
 
 import { readFileLimited } from "./durable.ts";
-import { z } from "./deps.ts";
+import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
 import { manifestDigest, type ManifestFile, type ManifestHash } from "./manifest.ts";
 

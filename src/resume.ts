@@ -20,15 +20,9 @@ import { listRoot } from "./root.ts";
 import { readState } from "./state.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth } from "./validate.ts";
 import { CkptkitError } from "./errors.ts";
+import { RESUME_POLICIES, type ResumePolicy } from "./defaults.ts";
 
-/** How `resume` chooses. */
-export type ResumePolicy = "latest-valid" | "last-known-good" | "newest-before";
-/** Every {@linkcode ResumePolicy}. */
-export const RESUME_POLICIES: readonly ResumePolicy[] = [
-  "latest-valid",
-  "last-known-good",
-  "newest-before",
-];
+export { RESUME_POLICIES, type ResumePolicy };
 
 /** A checkpoint considered for resuming. */
 export interface ResumeCandidate {

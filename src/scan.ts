@@ -11,6 +11,7 @@
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { HashPool } from "./hash_pool.ts";
 import { CkptkitError } from "./errors.ts";
+import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
 import { acquireRootLock } from "./lock.ts";
 import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
@@ -30,8 +31,7 @@ export interface ScanOptions extends ValidateOptions {
   staleStagingAfterS?: number;
 }
 
-/** Default age after which a staging folder counts as a crashed write. */
-export const DEFAULT_STALE_STAGING_S = 3600;
+export { DEFAULT_STALE_STAGING_S };
 
 /** What `latest` names and whether that is usable. */
 export interface ScanLatest extends LatestPointer {

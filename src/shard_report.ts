@@ -9,7 +9,7 @@
 
 import { Buffer } from "node:buffer";
 import { dirname, resolve } from "node:path";
-import { z } from "./deps.ts";
+import { z } from "./deps/zod.ts";
 import { readFileLimited, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import type { LayoutFile } from "./formats/layouts.ts";

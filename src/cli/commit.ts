@@ -5,10 +5,9 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { commitCheckpoint } from "../commit.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import { commitRank, DEFAULT_WAIT_TIMEOUT_MS } from "../multirank.ts";
+import { DEFAULT_WAIT_TIMEOUT_MS } from "../defaults.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { reportCommit, reportRank } from "./commit_output.ts";
 import { parseNonNegativeInteger, parsePositiveInteger, parseSeconds } from "./parse.ts";
@@ -78,6 +77,8 @@ export function commitCommand(cli: CliHandle) {
     )
     .action(async (stagingDir, opts) => {
       await cli.run(async (ctx) => {
+        const { commitCheckpoint } = await import("../commit.ts");
+        const { commitRank } = await import("../multirank.ts");
         const hashing = resolveHashing(opts, ctx.config);
         const multiRank = opts.rank !== undefined || opts.worldSize !== undefined;
         if (multiRank && (opts.rank === undefined || opts.worldSize === undefined)) {

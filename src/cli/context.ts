@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Config, loadConfig } from "../config.ts";
+import type { Config } from "../config.ts";
 import { CkptkitError, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
 import type { CommitPoint, FaultHook } from "../publish.ts";
@@ -71,7 +71,8 @@ export async function createContext(
   io: CliIo,
   globals: GlobalOptions,
 ): Promise<CommandContext> {
-  const config = globals.config ? await loadConfig(globals.config) : {};
+  // The config module loads yaml and zod: only when a config file is given (start-up is module loading).
+  const config = globals.config ? await (await import("../config.ts")).loadConfig(globals.config) : {};
   const level = (globals.logLevel ?? config.log_level ?? "info") as LogLevel;
   const logger = createJsonLogger({ write: io.stderr, level });
   return {

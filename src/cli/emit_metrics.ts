@@ -5,11 +5,7 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { collectMetrics } from "../metrics/collect.ts";
-import { deleteMetrics, pushMetrics } from "../metrics/pushgateway.ts";
-import { renderMetrics } from "../metrics/render.ts";
-import { writeTextfile } from "../metrics/textfile.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { hostName } from "../version.ts";
 import { CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
@@ -62,6 +58,10 @@ export function emitMetricsCommand(cli: CliHandle) {
     .addOption(deep)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        const { collectMetrics } = await import("../metrics/collect.ts");
+        const { pushMetrics } = await import("../metrics/pushgateway.ts");
+        const { renderMetrics } = await import("../metrics/render.ts");
+        const { writeTextfile } = await import("../metrics/textfile.ts");
         if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const textfile = opts.textfile ?? ctx.config.metrics?.textfile;
@@ -119,6 +119,8 @@ async function deleteGroup(
   if (!pushgateway) {
     throw new CkptkitError("invalid_argument", "--delete needs --pushgateway or metrics.pushgateway in the config");
   }
+  const { collectMetrics } = await import("../metrics/collect.ts");
+  const { deleteMetrics } = await import("../metrics/pushgateway.ts");
   let jobId = opts.jobId ?? ctx.config.job_id;
   if (jobId === undefined) {
     // The group is keyed by the job id the pushes used: the newest valid manifest's.

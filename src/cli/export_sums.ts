@@ -7,10 +7,10 @@
  */
 
 import { dirname, resolve } from "node:path";
-import { Command, Option } from "../deps.ts";
+import type { ManifestProblemError } from "../export_sums.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { writeFileAtomic } from "../durable.ts";
 import { asCkptkitError, CkptkitError } from "../errors.ts";
-import { exportSums, ManifestProblemError } from "../export_sums.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { plural } from "./format.ts";
 
@@ -31,6 +31,7 @@ export function exportSumsCommand(cli: CliHandle) {
     )
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
+        const { exportSums, ManifestProblemError } = await import("../export_sums.ts");
         let sums: string;
         try {
           sums = await exportSums(path);

@@ -6,9 +6,8 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { collectGarbage } from "../gc.ts";
-import { DEFAULT_STALE_STAGING_S } from "../scan.ts";
+import { Command, Option } from "../deps/commander.ts";
+import { DEFAULT_STALE_STAGING_S } from "../defaults.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, plural } from "./format.ts";
 import {
@@ -70,6 +69,7 @@ export function gcCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        const { collectGarbage } = await import("../gc.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const result = await collectGarbage(root, {
           ...resolveDepth(opts, ctx.config),

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Option } from "../deps.ts";
+import { Option } from "../deps/commander.ts";
 import type { Config } from "../config.ts";
 import { CkptkitError } from "../errors.ts";
 import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "../hashing.ts";

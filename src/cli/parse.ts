@@ -6,7 +6,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "../deps.ts";
+import { InvalidArgumentError } from "../deps/commander.ts";
 
 const UNITS: Record<string, number> = {
   "": 1,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { Command, CommanderError, Option } from "../deps.ts";
+import { Command, CommanderError, Option } from "../deps/commander.ts";
 import { LOG_LEVELS } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { commitCommand } from "./commit.ts";

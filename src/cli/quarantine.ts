@@ -5,8 +5,8 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { quarantineCheckpoint, type QuarantineResult } from "../quarantine.ts";
+import { Command, Option } from "../deps/commander.ts";
+import type { QuarantineResult } from "../quarantine.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
 
@@ -27,6 +27,7 @@ export function quarantineCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
+        const { quarantineCheckpoint } = await import("../quarantine.ts");
         const result = await quarantineCheckpoint(path, {
           reason: opts.reason,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),

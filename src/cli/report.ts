@@ -7,18 +7,11 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
 import { CORRUPT_DIR } from "../layout.ts";
-import { freeBytes } from "../metrics/collect.ts";
-import { pushMetrics } from "../metrics/pushgateway.ts";
-import { renderMetrics } from "../metrics/render.ts";
-import { buildSnapshot, type MetricsSnapshot } from "../metrics/snapshot.ts";
-import { writeTextfile } from "../metrics/textfile.ts";
-import { mergeShardReports } from "../report_merge.ts";
+import type { MetricsSnapshot } from "../metrics/snapshot.ts";
 import type { ScanResult } from "../scan.ts";
-import { readShardReport } from "../shard_report.ts";
-import { readState } from "../state.ts";
 import { hostName } from "../version.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
@@ -56,6 +49,8 @@ export function reportCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (paths, opts) => {
       await cli.run(async (ctx) => {
+        const { mergeShardReports } = await import("../report_merge.ts");
+        const { readShardReport } = await import("../shard_report.ts");
         const reports = [];
         for (const path of paths) reports.push(await readShardReport(path));
         const metrics = opts.textfile !== undefined || opts.pushgateway !== undefined;
@@ -103,6 +98,13 @@ async function writeMetrics(
   scan: ScanResult,
   opts: { textfile?: string; pushgateway?: string; jobId?: string; runId?: string; instance?: string },
 ): Promise<void> {
+  // prom-client and the metrics code load only when metrics are asked for.
+  const { freeBytes } = await import("../metrics/collect.ts");
+  const { pushMetrics } = await import("../metrics/pushgateway.ts");
+  const { renderMetrics } = await import("../metrics/render.ts");
+  const { buildSnapshot } = await import("../metrics/snapshot.ts");
+  const { writeTextfile } = await import("../metrics/textfile.ts");
+  const { readState } = await import("../state.ts");
   const snapshot: MetricsSnapshot = buildSnapshot(scan, {
     state: (await readState(scan.root)).state,
     quarantined: await quarantinedNames(scan.root),

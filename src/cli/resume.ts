@@ -6,8 +6,8 @@
  * @module
  */
 
-import { Command, InvalidArgumentError, Option } from "../deps.ts";
-import { RESUME_POLICIES, resumeFromRoot } from "../resume.ts";
+import { RESUME_POLICIES } from "../defaults.ts";
+import { Command, InvalidArgumentError, Option } from "../deps/commander.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import {
   depthOptions,
@@ -66,6 +66,7 @@ export function resumeCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        const { resumeFromRoot } = await import("../resume.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const decision = await resumeFromRoot(root, {
           ...resolveDepth(opts, ctx.config),

@@ -6,9 +6,10 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
+import { DEFAULT_STALE_STAGING_S } from "../defaults.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import { DEFAULT_STALE_STAGING_S, type ScanResult, scanRoot } from "../scan.ts";
+import type { ScanResult } from "../scan.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
 import {
@@ -63,6 +64,7 @@ export function scanCommand(cli: CliHandle) {
     .addOption(report)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        const { scanRoot } = await import("../scan.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const sharded = shardRequest(opts);
         if (sharded) {

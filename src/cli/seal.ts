@@ -5,8 +5,7 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { sealCheckpoint, sealRoot } from "../seal.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";
 import { startProgress } from "./progress.ts";
@@ -38,6 +37,7 @@ export function sealCommand(cli: CliHandle) {
     .addOption(jobs)
     .action(async (dir, opts) => {
       await cli.run(async (ctx) => {
+        const { sealCheckpoint, sealRoot } = await import("../seal.ts");
         if (opts.all) {
           const all = await sealRoot(dir, {
             jobId: opts.jobId ?? ctx.config.job_id,

@@ -6,8 +6,7 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
-import { parseListen, runExporter } from "../metrics/exporter.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parseSeconds } from "./parse.ts";
@@ -40,6 +39,7 @@ export function serveCommand(cli: CliHandle) {
     .addOption(deep)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
+        const { parseListen, runExporter } = await import("../metrics/exporter.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const { hostname, port } = parseListen(opts.listen);
         const stop = new AbortController();

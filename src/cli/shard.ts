@@ -8,8 +8,6 @@
 
 import { CkptkitError } from "../errors.ts";
 import { parseShardSpec, type ShardSpec } from "../shard.ts";
-import { scanShard, validateShard } from "../shard_run.ts";
-import { refuseReportInside, resultOfParts, writeShardReport } from "../shard_report.ts";
 import type { ValidateOptions } from "../validate.ts";
 import { type CommandContext, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
@@ -53,6 +51,8 @@ export async function runShard(
   request: ShardRequest,
   options: ValidateOptions & { staleStagingAfterS?: number },
 ): Promise<number> {
+  const { scanShard, validateShard } = await import("../shard_run.ts");
+  const { refuseReportInside, resultOfParts, writeShardReport } = await import("../shard_report.ts");
   const { index, count } = request.shard;
   // Before any read: a report path that would be refused afterwards wastes the whole shard.
   const real = await Deno.realPath(target).catch(() => undefined);

@@ -5,9 +5,8 @@
  * @module
  */
 
-import { Command } from "../deps.ts";
-import { recordValidation, rootOfCheckpoint } from "../record.ts";
-import { validateCheckpoint, type ValidationResult } from "../validate.ts";
+import { Command } from "../deps/commander.ts";
+import type { ValidationResult } from "../validate.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { plural } from "./format.ts";
 import { depthOptions, resolveDepth, shardOptions } from "./options.ts";
@@ -33,6 +32,8 @@ export function validateCommand(cli: CliHandle) {
     .addOption(report)
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
+        const { recordValidation, rootOfCheckpoint } = await import("../record.ts");
+        const { validateCheckpoint } = await import("../validate.ts");
         const sharded = shardRequest(opts);
         if (sharded) return await runShard(ctx, "validate", path, sharded, resolveDepth(opts, ctx.config));
         const progress = startProgress(ctx, "validating");

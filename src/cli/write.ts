@@ -6,9 +6,8 @@
  * @module
  */
 
-import { Command, Option } from "../deps.ts";
+import { Command, Option } from "../deps/commander.ts";
 import { randomFillSync } from "node:crypto";
-import { openCheckpointWriter } from "../writer.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { reportCommit } from "./commit_output.ts";
 import {
@@ -58,6 +57,7 @@ export function writeCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (opts) => {
       await cli.run(async (ctx) => {
+        const { openCheckpointWriter } = await import("../writer.ts");
         const root = resolveRoot(opts.root, ctx.config);
         const hashing = resolveHashing(opts, ctx.config);
         const writer = await openCheckpointWriter(root, {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Counter, Gauge, Registry } from "../deps.ts";
+import { Counter, Gauge, Registry } from "../deps/prom_client.ts";
 import { VERSION } from "../version.ts";
 import type { MetricsSnapshot } from "./snapshot.ts";
 
