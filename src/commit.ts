@@ -205,7 +205,12 @@ export async function prepareRoot(root: string): Promise<string> {
   }
 }
 
-async function checkStaging(stagingDir: string, root: string): Promise<string> {
+/**
+ * The real path of a staging folder given on the command line, refusing one
+ * that is missing (`not_found`), a symbolic link or not a folder
+ * (`staging_invalid`).
+ */
+export async function realStagingFolder(stagingDir: string): Promise<string> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.lstat(stagingDir);
@@ -223,7 +228,11 @@ async function checkStaging(stagingDir: string, root: string): Promise<string> {
       { path: stagingDir },
     );
   }
-  const staging = await Deno.realPath(stagingDir);
+  return await Deno.realPath(stagingDir);
+}
+
+async function checkStaging(stagingDir: string, root: string): Promise<string> {
+  const staging = await realStagingFolder(stagingDir);
   const relation = relativeInside(root, staging);
   if (
     staging === root || relativeInside(staging, root) !== undefined ||

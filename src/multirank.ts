@@ -15,7 +15,14 @@
  */
 
 import { basename, dirname } from "node:path";
-import { checkIdentity, type CheckpointIdentity, type CommitResult, finishCommit, prepareRoot } from "./commit.ts";
+import {
+  checkIdentity,
+  type CheckpointIdentity,
+  type CommitResult,
+  finishCommit,
+  prepareRoot,
+  realStagingFolder,
+} from "./commit.ts";
 import { fsyncPath, readFileLimited, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { checkpointName, isStagingName, MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
@@ -248,24 +255,7 @@ function checkRankOptions(options: RankCommitOptions): void {
  * `gc` like any crashed write.
  */
 async function checkRankStaging(stagingDir: string, root: string): Promise<string> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(stagingDir);
-  } catch (err) {
-    throw new CkptkitError(
-      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
-      `Cannot read staging folder ${stagingDir}: ${(err as Error).message}`,
-      { path: stagingDir, cause: err },
-    );
-  }
-  if (info.isSymlink || !info.isDirectory) {
-    throw new CkptkitError(
-      "staging_invalid",
-      `${stagingDir} is ${info.isSymlink ? "a symbolic link" : "not a folder"}; commit takes the folder itself`,
-      { path: stagingDir },
-    );
-  }
-  const staging = await Deno.realPath(stagingDir);
+  const staging = await realStagingFolder(stagingDir);
   const name = basename(staging);
   if (dirname(staging) !== root || !isStagingName(name) || name.endsWith(PARTS_SUFFIX)) {
     throw new CkptkitError(

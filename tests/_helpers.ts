@@ -177,3 +177,23 @@ export async function mountTmpfs(path: string, size: string): Promise<AsyncDispo
     },
   };
 }
+
+/** Reads `stream` until it contains `needle` (at most 30 s), then stops reading it. */
+export async function waitForLine(
+  stream: ReadableStream<Uint8Array>,
+  needle: string,
+): Promise<void> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  const deadline = setTimeout(() => reader.cancel(), 30_000);
+  try {
+    while (!seen.includes(needle)) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`stream ended before "${needle}": ${seen}`);
+      seen += value;
+    }
+  } finally {
+    clearTimeout(deadline);
+    await reader.cancel();
+  }
+}

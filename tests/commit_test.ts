@@ -6,7 +6,17 @@ import { parseManifest } from "../src/manifest.ts";
 import { sealCheckpoint } from "../src/seal.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 import { openCheckpointWriter } from "../src/writer.ts";
-import { CAN_MOUNT, cliCommand, decode, FIXTURES, mountTmpfs, names, runCli, tempDir } from "./_helpers.ts";
+import {
+  CAN_MOUNT,
+  cliCommand,
+  decode,
+  FIXTURES,
+  mountTmpfs,
+  names,
+  runCli,
+  tempDir,
+  waitForLine,
+} from "./_helpers.ts";
 
 async function stageFixtures(dir: string): Promise<void> {
   await Deno.mkdir(`${dir}/shards`, { recursive: true });
@@ -282,25 +292,6 @@ for (
     ]);
     assert.equal(next.code, 0, next.stderr);
   });
-}
-
-async function waitForLine(
-  stream: ReadableStream<Uint8Array>,
-  needle: string,
-): Promise<void> {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const deadline = setTimeout(() => reader.cancel(), 30_000);
-  try {
-    while (!seen.includes(needle)) {
-      const { done, value } = await reader.read();
-      if (done) throw new Error(`stream ended before "${needle}": ${seen}`);
-      seen += value;
-    }
-  } finally {
-    clearTimeout(deadline);
-    await reader.cancel();
-  }
 }
 
 Deno.test("the writer hashes while writing (bytes, strings, streams) and commits atomically", async () => {

@@ -13,7 +13,7 @@ import { parseManifest } from "../src/manifest.ts";
 import { commitRank, type RankCommitOptions } from "../src/multirank.ts";
 import { PARTS_SUFFIX } from "../src/part.ts";
 import { validateCheckpoint } from "../src/validate.ts";
-import { cliCommand, decode, names, runCli, tempDir } from "./_helpers.ts";
+import { cliCommand, decode, names, runCli, tempDir, waitForLine } from "./_helpers.ts";
 
 const WORLD = 8;
 
@@ -318,22 +318,6 @@ Deno.test("ckptkit commit: --rank needs --world-size and --wait needs --rank (ex
   assert.equal(wrongWorld.code, 2, wrongWorld.stderr);
   assert.match(wrongWorld.stderr, /\[part_mismatch\]/);
 });
-
-async function waitForLine(stream: ReadableStream<Uint8Array>, needle: string): Promise<void> {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  const deadline = setTimeout(() => reader.cancel(), 60_000);
-  try {
-    while (!seen.includes(needle)) {
-      const { done, value } = await reader.read();
-      if (done) throw new Error(`stream ended before "${needle}": ${seen}`);
-      seen += value;
-    }
-  } finally {
-    clearTimeout(deadline);
-    await reader.cancel();
-  }
-}
 
 Deno.test("twenty rounds of six ranks racing in one process: one commit each, every rank told the outcome", async () => {
   await using tmp = await tempDir();

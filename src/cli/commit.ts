@@ -91,27 +91,7 @@ export function commitCommand(cli: CliHandle) {
           );
         }
         const progress = startProgress(ctx, "hashing");
-        if (multiRank) {
-          const result = await commitRank(stagingDir, {
-            ...progress,
-            root: resolveRoot(opts.root, ctx.config),
-            step: opts.step,
-            rank: opts.rank!,
-            worldSize: opts.worldSize!,
-            rankFiles: opts.rankFiles ?? [],
-            wait: opts.wait ?? false,
-            waitTimeoutMs: opts.waitTimeout === undefined ? undefined : opts.waitTimeout * 1000,
-            jobId: opts.jobId ?? ctx.config.job_id,
-            runId: opts.runId ?? ctx.config.run_id,
-            metadata: opts.metadata,
-            ...hashing,
-            lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
-            faultHook: ctx.faultHook,
-          }).finally(() => progress.done());
-          reportRank(ctx, result);
-          return EXIT.ok;
-        }
-        const result = await commitCheckpoint(stagingDir, {
+        const common = {
           ...progress,
           root: resolveRoot(opts.root, ctx.config),
           step: opts.step,
@@ -121,7 +101,20 @@ export function commitCommand(cli: CliHandle) {
           ...hashing,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
           faultHook: ctx.faultHook,
-        }).finally(() => progress.done());
+        };
+        if (multiRank) {
+          const result = await commitRank(stagingDir, {
+            ...common,
+            rank: opts.rank!,
+            worldSize: opts.worldSize!,
+            rankFiles: opts.rankFiles ?? [],
+            wait: opts.wait ?? false,
+            waitTimeoutMs: opts.waitTimeout === undefined ? undefined : opts.waitTimeout * 1000,
+          }).finally(() => progress.done());
+          reportRank(ctx, result);
+          return EXIT.ok;
+        }
+        const result = await commitCheckpoint(stagingDir, common).finally(() => progress.done());
         reportCommit(ctx, result);
         return EXIT.ok;
       });

@@ -9,7 +9,6 @@
 
 import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import { CORRUPT_DIR } from "../layout.ts";
 import type { MetricsSnapshot } from "../metrics/snapshot.ts";
 import type { ScanResult } from "../scan.ts";
 import { hostName } from "../version.ts";
@@ -99,7 +98,7 @@ async function writeMetrics(
   opts: { textfile?: string; pushgateway?: string; jobId?: string; runId?: string; instance?: string },
 ): Promise<void> {
   // prom-client and the metrics code load only when metrics are asked for.
-  const { freeBytes } = await import("../metrics/collect.ts");
+  const { freeBytes, quarantinedNames } = await import("../metrics/collect.ts");
   const { pushMetrics } = await import("../metrics/pushgateway.ts");
   const { renderMetrics } = await import("../metrics/render.ts");
   const { buildSnapshot } = await import("../metrics/snapshot.ts");
@@ -127,14 +126,5 @@ async function writeMetrics(
       url: pushed.url,
       attempts: pushed.attempts,
     });
-  }
-}
-
-async function quarantinedNames(root: string): Promise<string[]> {
-  try {
-    const entries = await Array.fromAsync(Deno.readDir(`${root}/${CORRUPT_DIR}`));
-    return entries.filter((e) => e.isDirectory).map((e) => e.name);
-  } catch {
-    return [];
   }
 }

@@ -79,7 +79,8 @@ export async function freeBytes(path: string): Promise<number | null> {
   }
 }
 
-async function quarantinedNames(root: string): Promise<string[]> {
+/** Names of the quarantined checkpoints under `<root>/corrupt/` (none when it cannot be read). */
+export async function quarantinedNames(root: string): Promise<string[]> {
   try {
     const entries = await Array.fromAsync(Deno.readDir(`${root}/${CORRUPT_DIR}`));
     return entries.filter((e) => e.isDirectory).map((e) => e.name);
