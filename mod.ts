@@ -90,7 +90,7 @@ export {
   type RankProgress,
   readRankProgress,
 } from "./src/part.ts";
-export type { CommitPoint, FaultHook } from "./src/publish.ts";
+export { COMMIT_POINTS, type CommitPoint, type FaultHook } from "./src/publish.ts";
 export { type HashingOptions } from "./src/seal_files.ts";
 export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";
 export { sealCheckpoint, type SealOptions, type SealResult } from "./src/seal.ts";

@@ -190,11 +190,12 @@ export async function commitRank(stagingDir: string, options: RankCommitOptions)
     hash: { algorithm: options.algorithm ?? "sha256", sample_bytes: options.sampleBytes ?? DEFAULT_SAMPLE_BYTES },
     metadata: options.metadata ?? {},
   };
-  await readParts(partsDir, identity);
+  const seenBefore = await readParts(partsDir, identity);
   const listed = await resolveRankFiles(staging, options.rankFiles ?? []);
   const hashStarted = performance.now();
   const hashed = listed.length === 0 ? [] : await hashTreeFiles(staging, listed, options);
-  const files = await withMtimes(staging, hashed);
+  // The merging rank compares each file's mtime with the one it had while its rank read it.
+  const files: PartFile[] = hashed.map(({ mtimeMs, ...file }) => ({ ...file, mtime_ms: mtimeMs }));
   await options.faultHook?.("part_hashed");
   const part = await recordPart(partsDir, {
     ...identity,
@@ -205,7 +206,7 @@ export async function commitRank(stagingDir: string, options: RankCommitOptions)
     created_at: new Date().toISOString(),
   });
   await options.faultHook?.("part_recorded");
-  return await settle(context, part);
+  return await settle(context, part, seenBefore);
 }
 
 interface RankBase {
@@ -272,7 +273,7 @@ async function checkRankStaging(stagingDir: string, root: string): Promise<strin
 async function resolveRankFiles(staging: string, paths: readonly string[]): Promise<TreeFile[]> {
   const found = new Map<string, TreeFile>();
   for (const raw of paths) {
-    const path = raw.replace(/\/+$/, "").replace(/^(\.\/)+/, "");
+    const path = normaliseRankPath(raw);
     const unsafe = unsafePathReason(path) ??
       (path === MANIFEST_NAME || path.startsWith(MANIFEST_TEMP_PREFIX) ? "names ckptkit's manifest" : undefined);
     if (unsafe) {
@@ -328,6 +329,11 @@ async function resolveRankFiles(staging: string, paths: readonly string[]): Prom
   return [...found.values()];
 }
 
+/** `./a/b/` → `a/b`: the form in which manifests record paths. */
+function normaliseRankPath(path: string): string {
+  return path.replace(/\/+$/, "").replace(/^(\.\/)+/, "");
+}
+
 /** A symlinked folder on the way to a rank file would let a rank hash files outside the staging folder. */
 async function refuseSymlinkedParents(staging: string, path: string): Promise<void> {
   const segments = path.split("/");
@@ -342,21 +348,6 @@ async function refuseSymlinkedParents(staging: string, path: string): Promise<vo
       );
     }
   }
-}
-
-/** Adds the mtime each file has after hashing, which the merging rank compares. */
-async function withMtimes(staging: string, files: Awaited<ReturnType<typeof hashTreeFiles>>): Promise<PartFile[]> {
-  return await Promise.all(files.map(async (file) => {
-    const info = await Deno.lstat(`${staging}/${file.path}`);
-    if (info.size !== file.size) {
-      throw new CkptkitError(
-        "file_changed",
-        `${staging}/${file.path} changed while it was hashed: ${file.size} bytes hashed, ${info.size} now`,
-        { path: `${staging}/${file.path}` },
-      );
-    }
-    return { ...file, mtime_ms: info.mtime?.getTime() ?? 0 };
-  }));
 }
 
 /**
@@ -443,9 +434,16 @@ async function readPart(path: string, rank: number): Promise<PartManifest> {
 /**
  * Reads every recorded part; a part that disagrees with this rank's is
  * refused. Also called before hashing, so that a rank started with another
- * world size is refused before it records anything.
+ * world size is refused before it records anything. A part never changes
+ * once it has its name (it is linked into place whole), so the parts in
+ * `known` are not read again: a waiting rank lists the folder on each look
+ * and reads only the parts that are new since the last one.
  */
-async function readParts(partsDir: string, own: PartIdentity): Promise<Map<number, PartManifest>> {
+async function readParts(
+  partsDir: string,
+  own: PartIdentity,
+  known: ReadonlyMap<number, PartManifest> = new Map(),
+): Promise<Map<number, PartManifest>> {
   const parts = new Map<number, PartManifest>();
   let entries: Deno.DirEntry[];
   try {
@@ -457,6 +455,11 @@ async function readParts(partsDir: string, own: PartIdentity): Promise<Map<numbe
   for (const entry of entries) {
     const rank = rankOfPartFile(entry.name);
     if (rank === undefined || !entry.isFile) continue;
+    const seen = known.get(rank);
+    if (seen) {
+      parts.set(rank, seen);
+      continue;
+    }
     // The merging rank removes the folder once it has committed; a vanished part sends the caller back to look.
     const part = await readPart(`${partsDir}/${entry.name}`, rank).catch((err) => {
       if (err instanceof Deno.errors.NotFound) return undefined;
@@ -506,8 +509,13 @@ function disagreementOf(part: PartManifest, own: PartIdentity): string | undefin
  * complete the set, because a network file system may show the last part to
  * some ranks only after a delay.
  */
-async function settle(context: RankContext, own: PartManifest): Promise<RankCommitResult> {
+async function settle(
+  context: RankContext,
+  own: PartManifest,
+  seenBefore: ReadonlyMap<number, PartManifest>,
+): Promise<RankCommitResult> {
   const { options } = context;
+  let known = new Map([...seenBefore, [own.rank, own]]);
   const deadline = performance.now() + (options.waitTimeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS);
   let pause = 50;
   while (true) {
@@ -521,13 +529,14 @@ async function settle(context: RankContext, own: PartManifest): Promise<RankComm
         { path: context.staging },
       );
     }
-    const parts = await readParts(context.partsDir, own);
+    const parts = await readParts(context.partsDir, own, known);
+    known = parts;
     const missing = missingRanks(parts, own.world_size);
     if (missing.length === 0 && await claimMerge(context.partsDir, own)) {
       return await mergeAndCommit(context, own, parts);
     }
     const recorded = { ranks_recorded: parts.size, ranks_missing: missing };
-    if (!options.wait) return result(context, own, "recorded", recorded, null, null);
+    if (!options.wait) return result(context, shareOf(own), "recorded", recorded, null, null);
     if (performance.now() >= deadline) {
       const claim = await readClaim(context.partsDir);
       throw new CkptkitError(
@@ -610,7 +619,14 @@ async function mergeAndCommit(
     });
     const commit = await finishCommit(context.root, manifest, outcome, context.started);
     await Deno.remove(context.partsDir, { recursive: true }).catch(() => {});
-    return result(context, own, "committed", { ranks_recorded: parts.size, ranks_missing: [] }, own.rank, commit);
+    return result(
+      context,
+      shareOf(own),
+      "committed",
+      { ranks_recorded: parts.size, ranks_missing: [] },
+      own.rank,
+      commit,
+    );
   } catch (err) {
     const error = asCkptkitError(err, `Committing ${context.path}`, context.path);
     if (!(await exists(context.path).catch(() => false))) {
@@ -629,18 +645,18 @@ async function mergeParts(
   own: PartManifest,
   parts: Map<number, PartManifest>,
 ): Promise<{ manifest: Manifest; dirs: string[] }> {
-  const owner = new Map<string, PartManifest>();
+  const owner = new Map<string, { part: PartManifest; file: PartFile }>();
   for (const part of [...parts.values()].sort((a, b) => a.rank - b.rank)) {
     for (const file of part.files) {
       const other = owner.get(file.path);
       if (other) {
         throw new CkptkitError(
           "part_conflict",
-          `${file.path} is named by rank ${other.rank} and by rank ${part.rank}; each file belongs to one rank`,
+          `${file.path} is named by rank ${other.part.rank} and by rank ${part.rank}; each file belongs to one rank`,
           { path: `${context.staging}/${file.path}` },
         );
       }
-      owner.set(file.path, part);
+      owner.set(file.path, { part, file });
     }
   }
   const tree = await listTree(context.staging, {
@@ -669,8 +685,7 @@ async function mergeParts(
       { path: context.staging },
     );
   }
-  for (const [path, part] of owner) {
-    const file = part.files.find((f) => f.path === path)!;
+  for (const [path, { part, file }] of owner) {
     const now = tree.files.get(path);
     if (!now || now.size !== file.size || now.mtimeMs !== file.mtime_ms) {
       throw new CkptkitError(
@@ -728,7 +743,7 @@ async function arrivedAfterCommit(
   const ours = manifest?.ranks?.world_size === base.world_size && recorded !== undefined &&
     manifest.job_id === (options.jobId ?? null) && manifest.run_id === (options.runId ?? null) &&
     (own ? recorded.part_digest === own.part_digest : (options.rankFiles ?? []).every((path) => {
-      const clean = path.replace(/\/+$/, "").replace(/^(\.\/)+/, "");
+      const clean = normaliseRankPath(path);
       return listed.has(clean) || [...listed].some((file) => file.startsWith(`${clean}/`));
     }));
   if (!ours) {
@@ -744,23 +759,14 @@ async function arrivedAfterCommit(
       { path: base.path },
     );
   }
-  return {
-    outcome: own ? "committed_by_other" : "already_committed",
-    rank: base.rank,
-    world_size: base.world_size,
-    step: base.step,
-    name: base.name,
-    path: base.path,
-    staging: base.staging,
-    ranks_recorded: manifest!.ranks!.parts.length,
-    ranks_missing: [],
-    part_digest: own?.part_digest ?? null,
-    files: own?.files.length ?? recorded!.files,
-    bytes: own?.total_bytes ?? recorded!.bytes,
-    committed_by: manifest!.ranks!.committed_by,
-    commit: null,
-    duration_s: round((performance.now() - base.started) / 1000),
-  };
+  return result(
+    base,
+    own ? shareOf(own) : { part_digest: null, files: recorded!.files, bytes: recorded!.bytes },
+    own ? "committed_by_other" : "already_committed",
+    { ranks_recorded: manifest!.ranks!.parts.length, ranks_missing: [] },
+    manifest!.ranks!.committed_by,
+    null,
+  );
 }
 
 async function readCommittedManifest(path: string): Promise<Manifest | undefined> {
@@ -769,9 +775,20 @@ async function readCommittedManifest(path: string): Promise<Manifest | undefined
   return (await parseManifest(new TextDecoder().decode(bytes))).manifest;
 }
 
+/** This rank's share, as its result reports it. */
+interface RankShare {
+  part_digest: string | null;
+  files: number;
+  bytes: number;
+}
+
+function shareOf(part: PartManifest): RankShare {
+  return { part_digest: part.part_digest, files: part.files.length, bytes: part.total_bytes };
+}
+
 function result(
   context: RankBase,
-  own: PartManifest,
+  share: RankShare,
   outcome: RankOutcome,
   ranks: { ranks_recorded: number; ranks_missing: number[] },
   committedBy: number | null,
@@ -786,9 +803,7 @@ function result(
     path: context.path,
     staging: context.staging,
     ...ranks,
-    part_digest: own.part_digest,
-    files: own.files.length,
-    bytes: own.total_bytes,
+    ...share,
     committed_by: committedBy,
     commit,
     duration_s: round((performance.now() - context.started) / 1000),

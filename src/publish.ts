@@ -18,22 +18,9 @@ import { readLatest, writeLatest } from "./latest.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
 import { type Manifest, serializeManifest } from "./manifest.ts";
+import { COMMIT_POINTS, type CommitPoint } from "./commit_points.ts";
 
-/**
- * Instants of the commit protocol at which a fault hook is called, in order.
- * Tests pause or fail there to prove a crash at that instant is harmless.
- * `part_hashed` and `part_recorded` happen only in multi-rank commits, in
- * every rank, before the merging rank reaches the others.
- */
-export type CommitPoint =
-  | "part_hashed"
-  | "part_recorded"
-  | "manifest_written"
-  | "folders_synced"
-  | "before_rename"
-  | "after_rename"
-  | "before_latest_rename"
-  | "committed";
+export { COMMIT_POINTS, type CommitPoint };
 
 /** Called at each {@linkcode CommitPoint}; may wait or throw. */
 export type FaultHook = (point: CommitPoint) => Promise<void> | void;

@@ -120,12 +120,18 @@ export async function hashFolder(
       { path: dir },
     );
   }
-  const files = await hashTreeFiles(dir, [...tree.files.values()], options);
+  const hashed = await hashTreeFiles(dir, [...tree.files.values()], options);
   return {
-    files,
+    files: hashed.map(({ mtimeMs: _mtime, ...file }) => file),
     dirs: tree.dirs,
     durationS: (performance.now() - started) / 1000,
   };
+}
+
+/** A manifest entry with the mtime its file had while it was read (unchanged from open to end). */
+export interface HashedFile extends ManifestFile {
+  /** Modification time in ms since the epoch. */
+  mtimeMs: number;
 }
 
 /**
@@ -139,7 +145,7 @@ export async function hashTreeFiles(
   dir: string,
   listed: readonly TreeFile[],
   options: HashingOptions = {},
-): Promise<ManifestFile[]> {
+): Promise<HashedFile[]> {
   const found = [...listed].sort((a, b) => b.size - a.size);
   const algorithm = options.algorithm ?? "sha256";
   const sampleBytes = options.sampleBytes ?? DEFAULT_SAMPLE_BYTES;
@@ -150,7 +156,7 @@ export async function hashTreeFiles(
     mapConcurrent(
       found,
       concurrency,
-      async (file): Promise<ManifestFile> => {
+      async (file): Promise<HashedFile> => {
         const path = `${dir}/${file.path}`;
         try {
           const digest = await hasher.hashFile(path, {
@@ -171,6 +177,7 @@ export async function hashTreeFiles(
             size: digest.size,
             digest: digest.digest,
             samples: digest.samples,
+            mtimeMs: digest.mtimeMs,
           };
         } catch (err) {
           if (err instanceof Deno.errors.NotFound) {

@@ -197,3 +197,14 @@ export async function waitForLine(
     await reader.cancel();
   }
 }
+
+/** Parses exposition text into "name{labels}" -> value. */
+export function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const cut = line.lastIndexOf(" ");
+    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
+  }
+  return out;
+}

@@ -6,18 +6,7 @@ import { MAX_CORRUPT_SERIES } from "../src/metrics/snapshot.ts";
 import { writeTextfile } from "../src/metrics/textfile.ts";
 import { PROBLEM_REASONS } from "../src/problems.ts";
 import { quarantineCheckpoint } from "../src/quarantine.ts";
-import { cliCommand, flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
-
-/** Parses exposition text into "name{labels}" -> value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
+import { cliCommand, flipByte, names, runCli, samples, tempDir, writeStep } from "./_helpers.ts";
 
 function value(text: string, pattern: RegExp): number[] {
   return [...samples(text)].filter(([key]) => pattern.test(key)).map(([, v]) => v);

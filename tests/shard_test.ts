@@ -13,7 +13,7 @@ import type { ShardReport } from "../src/shard_report.ts";
 import { readState } from "../src/state.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 import { openCheckpointWriter } from "../src/writer.ts";
-import { cliCommand, type CliRun, copyTree, decode, FIXTURES, flipByte, runCli, tempDir } from "./_helpers.ts";
+import { cliCommand, type CliRun, copyTree, decode, FIXTURES, flipByte, runCli, samples, tempDir } from "./_helpers.ts";
 
 const MiB = 1024 * 1024;
 
@@ -481,17 +481,6 @@ Deno.test("shard flags are refused before any work when they cannot lead to a me
 
 // ---------------------------------------------------------------------------------------------------------------
 // State, quarantine and metrics after a merge
-
-/** Parses exposition text into "name{labels}" -> value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const cut = line.lastIndexOf(" ");
-    out.set(line.slice(0, cut), Number(line.slice(cut + 1)));
-  }
-  return out;
-}
 
 Deno.test("merge --textfile writes the series emit-metrics writes after one scan, and records state alike", async () => {
   await using tmp = await tempDir();

@@ -9,7 +9,8 @@
 import type { Config } from "../config.ts";
 import { CkptkitError, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
-import type { CommitPoint, FaultHook } from "../publish.ts";
+import { COMMIT_POINTS, type CommitPoint } from "../commit_points.ts";
+import type { FaultHook } from "../publish.ts";
 
 /** Exit codes, the same for every command. */
 export const EXIT = {
@@ -137,17 +138,6 @@ export async function runCommand(
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, " ").trim();
 }
-
-const COMMIT_POINTS: readonly CommitPoint[] = [
-  "part_hashed",
-  "part_recorded",
-  "manifest_written",
-  "folders_synced",
-  "before_rename",
-  "after_rename",
-  "before_latest_rename",
-  "committed",
-];
 
 /**
  * Test-only fault injection: `CKPTKIT_TEST_PAUSE_AT=<point>` logs

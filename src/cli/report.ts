@@ -9,7 +9,6 @@
 
 import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import type { MetricsSnapshot } from "../metrics/snapshot.ts";
 import type { ScanResult } from "../scan.ts";
 import { hostName } from "../version.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
@@ -98,17 +97,11 @@ async function writeMetrics(
   opts: { textfile?: string; pushgateway?: string; jobId?: string; runId?: string; instance?: string },
 ): Promise<void> {
   // prom-client and the metrics code load only when metrics are asked for.
-  const { freeBytes, quarantinedNames } = await import("../metrics/collect.ts");
+  const { snapshotOfScan } = await import("../metrics/collect.ts");
   const { pushMetrics } = await import("../metrics/pushgateway.ts");
   const { renderMetrics } = await import("../metrics/render.ts");
-  const { buildSnapshot } = await import("../metrics/snapshot.ts");
   const { writeTextfile } = await import("../metrics/textfile.ts");
-  const { readState } = await import("../state.ts");
-  const snapshot: MetricsSnapshot = buildSnapshot(scan, {
-    state: (await readState(scan.root)).state,
-    quarantined: await quarantinedNames(scan.root),
-    freeBytes: await freeBytes(scan.root),
-    now: new Date(),
+  const snapshot = await snapshotOfScan(scan, {
     jobId: opts.jobId ?? ctx.config.job_id,
     runId: opts.runId ?? ctx.config.run_id,
   });

@@ -45,18 +45,29 @@ export interface MetricsPass {
  */
 export async function collectMetrics(root: string, options: CollectOptions = {}): Promise<MetricsPass> {
   const scan = await scanRoot(root, options);
+  return { scan, snapshot: await snapshotOfScan(scan, options) };
+}
+
+/**
+ * The metrics snapshot of a finished scan (one process's, or shards' merged):
+ * adds what the scan does not carry, read now from the root: its state, its
+ * quarantined checkpoints and free space.
+ *
+ * Requires `--allow-read` and `--allow-sys` (free space).
+ */
+export async function snapshotOfScan(
+  scan: ScanResult,
+  labels: { jobId?: string; runId?: string } = {},
+): Promise<MetricsSnapshot> {
   const { state } = await readState(scan.root);
-  return {
-    scan,
-    snapshot: buildSnapshot(scan, {
-      state,
-      quarantined: await quarantinedNames(scan.root),
-      freeBytes: await freeBytes(scan.root),
-      now: new Date(),
-      jobId: options.jobId,
-      runId: options.runId,
-    }),
-  };
+  return buildSnapshot(scan, {
+    state,
+    quarantined: await quarantinedNames(scan.root),
+    freeBytes: await freeBytes(scan.root),
+    now: new Date(),
+    jobId: labels.jobId,
+    runId: labels.runId,
+  });
 }
 
 /**
@@ -79,8 +90,7 @@ export async function freeBytes(path: string): Promise<number | null> {
   }
 }
 
-/** Names of the quarantined checkpoints under `<root>/corrupt/` (none when it cannot be read). */
-export async function quarantinedNames(root: string): Promise<string[]> {
+async function quarantinedNames(root: string): Promise<string[]> {
   try {
     const entries = await Array.fromAsync(Deno.readDir(`${root}/${CORRUPT_DIR}`));
     return entries.filter((e) => e.isDirectory).map((e) => e.name);

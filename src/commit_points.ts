@@ -1,0 +1,26 @@
+/**
+ * The instants of the commit protocol, in a module of their own so that the
+ * CLI can check `CKPTKIT_TEST_*` values without loading the commit code.
+ *
+ * @module
+ */
+
+/**
+ * Instants of the commit protocol at which a fault hook is called, in order.
+ * Tests pause or fail there to prove a crash at that instant is harmless.
+ * `part_hashed` and `part_recorded` happen only in multi-rank commits, in
+ * every rank, before the merging rank reaches the others.
+ */
+export const COMMIT_POINTS = [
+  "part_hashed",
+  "part_recorded",
+  "manifest_written",
+  "folders_synced",
+  "before_rename",
+  "after_rename",
+  "before_latest_rename",
+  "committed",
+] as const;
+
+/** One of the {@linkcode COMMIT_POINTS}. */
+export type CommitPoint = typeof COMMIT_POINTS[number];
