@@ -1,6 +1,6 @@
 /**
  * The instants of the commit protocol, in a module of their own so that the
- * CLI can check `CKPTKIT_TEST_*` values without loading the commit code.
+ * CLI can check the test-only fault variables without loading the commit code.
  *
  * @module
  */

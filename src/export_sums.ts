@@ -9,10 +9,9 @@
  * @module
  */
 
-import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { MANIFEST_NAME } from "./layout.ts";
-import { MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
+import { parseManifest, readManifestFile } from "./manifest.ts";
 import type { Problem } from "./problems.ts";
 
 /**
@@ -160,47 +159,9 @@ async function requireFolder(path: string): Promise<void> {
   }
 }
 
-/** Reads the manifest's text the way validation does: no symlink, bounded size, strict UTF-8. */
+/** Reads the manifest's text the way validation does (see `readManifestFile`); a problem is thrown. */
 async function readManifestText(dir: string): Promise<string> {
-  const manifestPath = `${dir}/${MANIFEST_NAME}`;
-  const refuse = (problem: Problem): never => {
-    throw new ManifestProblemError(dir, [problem]);
-  };
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(manifestPath);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      return refuse({
-        reason: "manifest_missing",
-        path: MANIFEST_NAME,
-        detail: "no manifest; seal or commit the checkpoint first",
-      });
-    }
-    return refuse({ reason: "io_error", path: MANIFEST_NAME, detail: (err as Error).message });
-  }
-  if (info.isSymlink) {
-    return refuse({ reason: "symlink", path: MANIFEST_NAME, detail: "the manifest is a symbolic link; not followed" });
-  }
-  if (!info.isFile) {
-    return refuse({ reason: "manifest_corrupt", path: MANIFEST_NAME, detail: "the manifest is not a regular file" });
-  }
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readFileLimited(manifestPath, MAX_MANIFEST_BYTES);
-  } catch (err) {
-    return refuse({ reason: "io_error", path: MANIFEST_NAME, detail: (err as Error).message });
-  }
-  if (!bytes) {
-    return refuse({
-      reason: "manifest_corrupt",
-      path: MANIFEST_NAME,
-      detail: `larger than ${MAX_MANIFEST_BYTES} bytes`,
-    });
-  }
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    return refuse({ reason: "manifest_corrupt", path: MANIFEST_NAME, detail: "not valid UTF-8" });
-  }
+  const read = await readManifestFile(dir);
+  if ("problem" in read) throw new ManifestProblemError(dir, [read.problem]);
+  return read.text;
 }

@@ -10,6 +10,7 @@ import { canonicalize } from "./deps/canonicalize.ts";
 import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS, type HashAlgorithm, MAX_SAMPLE_REGIONS, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
+import { readFileLimited } from "./durable.ts";
 import { unsafePathReason } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 
@@ -392,4 +393,42 @@ function nestingDepth(text: string): number {
 
 function formatIssuePath(path: readonly PropertyKey[]): string {
   return path.map((key, i) => typeof key === "number" ? `[${key}]` : `${i ? "." : ""}${String(key)}`).join("");
+}
+
+/**
+ * Reads `<dir>/ckptkit.manifest.json` as untrusted input: never through a
+ * symbolic link, never a FIFO or other special file, never past
+ * {@linkcode MAX_MANIFEST_BYTES}, strict UTF-8. Returns its bytes and text,
+ * or the one problem that stopped the read (`manifest_missing`, `symlink`,
+ * `manifest_corrupt`, `io_error`).
+ *
+ * Requires `--allow-read`.
+ */
+export async function readManifestFile(
+  dir: string,
+): Promise<{ bytes: Uint8Array; text: string } | { problem: Problem }> {
+  const path = `${dir}/${MANIFEST_NAME}`;
+  const problem = (reason: Problem["reason"], detail: string) => ({ problem: { reason, path: MANIFEST_NAME, detail } });
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (err) {
+    return err instanceof Deno.errors.NotFound
+      ? problem("manifest_missing", "no manifest; seal or commit the checkpoint first")
+      : problem("io_error", (err as Error).message);
+  }
+  if (info.isSymlink) return problem("symlink", "the manifest is a symbolic link; not followed");
+  if (!info.isFile) return problem("manifest_corrupt", "the manifest is not a regular file");
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readFileLimited(path, MAX_MANIFEST_BYTES);
+  } catch (err) {
+    return problem("io_error", (err as Error).message);
+  }
+  if (!bytes) return problem("manifest_corrupt", `larger than ${MAX_MANIFEST_BYTES} bytes`);
+  try {
+    return { bytes, text: new TextDecoder("utf-8", { fatal: true }).decode(bytes) };
+  } catch {
+    return problem("manifest_corrupt", "not valid UTF-8");
+  }
 }

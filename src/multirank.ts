@@ -26,7 +26,7 @@ import {
 import { fsyncPath, readFileLimited, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { checkpointName, isStagingName, MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
-import { createManifest, type Manifest, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
+import { createManifest, type Manifest, parseManifest, readManifestFile } from "./manifest.ts";
 import {
   createPart,
   equivalentParts,
@@ -769,10 +769,10 @@ async function arrivedAfterCommit(
   );
 }
 
+/** The committed checkpoint's manifest, read as untrusted input (never through a symlink); undefined when unusable. */
 async function readCommittedManifest(path: string): Promise<Manifest | undefined> {
-  const bytes = await readFileLimited(`${path}/${MANIFEST_NAME}`, MAX_MANIFEST_BYTES).catch(() => undefined);
-  if (!bytes) return undefined;
-  return (await parseManifest(new TextDecoder().decode(bytes))).manifest;
+  const read = await readManifestFile(path);
+  return "problem" in read ? undefined : (await parseManifest(read.text)).manifest;
 }
 
 /** This rank's share, as its result reports it. */

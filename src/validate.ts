@@ -8,7 +8,6 @@
 
 import { createHash } from "node:crypto";
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
-import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { type FileHasher, withHasher } from "./hash_pool.ts";
 import { hashRegions } from "./hashing.ts";
@@ -17,7 +16,7 @@ import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./fo
 import { formatCheckerFor } from "./formats/dispatch.ts";
 import { detectLayout, type LayoutFile } from "./formats/layouts.ts";
 import { inferStep, MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
-import { type Manifest, type ManifestFile, MAX_MANIFEST_BYTES, parseManifest } from "./manifest.ts";
+import { type Manifest, type ManifestFile, parseManifest, readManifestFile } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 import { listTree, type Tree } from "./tree.ts";
@@ -477,64 +476,12 @@ async function readManifest(
   dir: string,
   problems: Problem[],
 ): Promise<ReadManifest | undefined> {
-  const manifestPath = `${dir}/${MANIFEST_NAME}`;
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(manifestPath);
-  } catch (err) {
-    problems.push(
-      err instanceof Deno.errors.NotFound
-        ? {
-          reason: "manifest_missing",
-          path: MANIFEST_NAME,
-          detail: "no manifest; seal or commit the checkpoint first",
-        }
-        : {
-          reason: "io_error",
-          path: MANIFEST_NAME,
-          detail: (err as Error).message,
-        },
-    );
+  const read = await readManifestFile(dir);
+  if ("problem" in read) {
+    problems.push(read.problem);
     return undefined;
   }
-  if (!info.isFile) {
-    problems.push({
-      reason: info.isSymlink ? "symlink" : "manifest_corrupt",
-      path: MANIFEST_NAME,
-      detail: info.isSymlink ? "the manifest is a symbolic link; not followed" : "the manifest is not a regular file",
-    });
-    return undefined;
-  }
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readFileLimited(manifestPath, MAX_MANIFEST_BYTES);
-  } catch (err) {
-    problems.push({
-      reason: "io_error",
-      path: MANIFEST_NAME,
-      detail: (err as Error).message,
-    });
-    return undefined;
-  }
-  if (!bytes) {
-    problems.push({
-      reason: "manifest_corrupt",
-      path: MANIFEST_NAME,
-      detail: `larger than ${MAX_MANIFEST_BYTES} bytes`,
-    });
-    return undefined;
-  }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    problems.push({
-      reason: "manifest_corrupt",
-      path: MANIFEST_NAME,
-      detail: "not valid UTF-8",
-    });
-    return undefined;
-  }
+  const { bytes, text } = read;
   const parsed = await parseManifest(text);
   problems.push(...parsed.problems);
   if (!parsed.manifest) return undefined;
