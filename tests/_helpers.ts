@@ -10,8 +10,8 @@ const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Absolute path of the repository. */
 export const REPO = repo;
-/** The shared fixtures written by other tools (read-only). */
-export const FIXTURES = new URL("../../shared/fixtures", import.meta.url).pathname;
+/** Real checkpoint files written by other tools (provenance and sha256 in tests/fixtures/SOURCES.md); never edited. */
+export const FIXTURES = new URL("./fixtures", import.meta.url).pathname;
 
 /**
  * The permission flags of the `compile` task: what the release binary is

@@ -3,7 +3,7 @@ import { createHasher, hashFile, hashRegions, MAX_SAMPLE_REGIONS, sampleRegions 
 import { FIXTURES, tempDir } from "./_helpers.ts";
 
 Deno.test("hashFile matches the sha256 published for a real fixture", async () => {
-  // sha256 from shared/fixtures/SOURCES.md
+  // sha256 from tests/fixtures/SOURCES.md
   const found = await hashFile(`${FIXTURES}/safetensors/voices.safetensors`);
   assert.equal(found.size, 291806);
   assert.equal(
