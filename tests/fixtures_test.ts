@@ -10,7 +10,9 @@ import { FIXTURES, REPO } from "./_helpers.ts";
 
 Deno.test("every fixture matches the sha256 and size SOURCES.md gives for it", async () => {
   const sources = await Deno.readTextFile(`${FIXTURES}/SOURCES.md`);
-  const rows = [...sources.matchAll(/^\| ([\w.\/-]+\.(?:safetensors|pth|pt|bin)) \|.*\| (\d+) \| ([0-9a-f]{64}) \|$/gm)];
+  const rows = [
+    ...sources.matchAll(/^\| ([\w.\/-]+\.(?:safetensors|pth|pt|bin)) \|.*\| (\d+) \| ([0-9a-f]{64}) \|$/gm),
+  ];
   assert.ok(rows.length >= 20, `SOURCES.md lists ${rows.length} fixtures`);
   for (const [, path, bytes, sha256] of rows) {
     const data = await Deno.readFile(`${FIXTURES}/${path}`);
