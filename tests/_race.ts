@@ -23,7 +23,10 @@ export interface RaceFigures {
 /** Options of {@linkcode runRace}. */
 export interface RaceOptions {
   root: string;
+  /** The race lasts at least this long... */
   durationS: number;
+  /** ...and until each writer committed this many times and gc, scan and resume ran this many times each (default 0). */
+  minRounds?: number;
   writers?: number;
 }
 
@@ -39,6 +42,10 @@ export async function runRace(options: RaceOptions): Promise<RaceFigures> {
   const started = performance.now();
   const deadline = Date.now() + options.durationS * 1000;
   const writers = options.writers ?? 2;
+  const minRounds = options.minRounds ?? 0;
+  // Counts, not seconds, decide when a race has run enough: a busy machine only makes it last longer.
+  let writersRunning = writers;
+  const others = () => writersRunning > 0 || Date.now() < deadline;
   const figures: RaceFigures = {
     processes: writers + 3,
     operations: 0,
@@ -68,7 +75,7 @@ export async function runRace(options: RaceOptions): Promise<RaceFigures> {
   const loops: Promise<void>[] = [];
   for (let w = 0; w < writers; w++) {
     loops.push((async () => {
-      for (let i = 0; Date.now() < deadline; i++) {
+      for (let i = 0; Date.now() < deadline || i < minRounds; i++) {
         const step = (i + 1) * writers + w; // disjoint steps per writer
         const out = await run("write", [
           "write",
@@ -85,18 +92,19 @@ export async function runRace(options: RaceOptions): Promise<RaceFigures> {
         ]);
         if (out.code === 0) committed.add(`step-${step}`);
       }
+      writersRunning--;
     })());
   }
   loops.push((async () => {
-    while (Date.now() < deadline) {
+    for (let i = 0; others() || i < minRounds; i++) {
       await run("gc", ["gc", options.root, "--keep-last", "3", "--keep-every", "10", "--lock-timeout", "30s"]);
     }
   })());
   loops.push((async () => {
-    while (Date.now() < deadline) await run("scan", ["scan", options.root, "--fast"]);
+    for (let i = 0; others() || i < minRounds; i++) await run("scan", ["scan", options.root, "--fast"]);
   })());
   loops.push((async () => {
-    while (Date.now() < deadline) {
+    for (let i = 0; others() || i < minRounds; i++) {
       const out = await run("resume", ["resume", options.root, "--repair", "--lock-timeout", "30s"]);
       const path = new TextDecoder().decode(out.stdout).trim();
       if (out.code === 0 && !(await Deno.lstat(path).then(() => true, () => false))) {
