@@ -11,7 +11,7 @@ Deno.test("crash harness: SIGKILL at random instants never breaks latest, resume
   console.log(formatCrashFigures(figures));
   assert.deepEqual(figures.violations, []);
   assert.ok(figures.killed >= 5, `enough trials were killed mid-way: ${figures.killed}`);
-  assert.ok(figures.completed >= 5, `and enough completed: ${figures.completed}`);
+  assert.ok(figures.completed >= 8, `every fifth trial runs to its end: ${figures.completed}`);
 });
 
 const POINTS = [
