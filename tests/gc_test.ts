@@ -91,43 +91,41 @@ Deno.test("gc takes retention from the config and refuses to run without any", a
   assert.equal(await steps(root), "3");
 });
 
-Deno.test("gc removes stale staging, never a write in progress, and empties trash left by a crash", async () => {
+Deno.test("gc judges staging by what changed it last, mtime or ctime, and empties trash left by a crash", async () => {
   await using tmp = await tempDir();
   const root = tmp.path;
   await writeStep(root, 1);
+  // Old mtimes (set the way cp -a and rsync -a set them) do not make a folder filled just now stale: its ctimes are new.
   await Deno.mkdir(`${root}/.staging-step-2-old`);
-  await Deno.writeTextFile(
-    `${root}/.staging-step-2-old/a.bin`,
-    "crashed write",
-  );
+  await Deno.writeTextFile(`${root}/.staging-step-2-old/a.bin`, "copied");
   const old = new Date(Date.now() - 3 * 3600_000);
   await Deno.utime(`${root}/.staging-step-2-old/a.bin`, old, old);
   await Deno.utime(`${root}/.staging-step-2-old`, old, old);
   // A long write: the folder is old but the file inside is being appended to now.
   await Deno.mkdir(`${root}/.staging-step-3-busy`);
-  await Deno.writeTextFile(
-    `${root}/.staging-step-3-busy/big.bin`,
-    "still writing",
-  );
+  await Deno.writeTextFile(`${root}/.staging-step-3-busy/big.bin`, "still writing");
   await Deno.utime(`${root}/.staging-step-3-busy`, old, old);
-  await Deno.mkdir(`${root}/.ckptkit/trash/step-0-123-abc`, {
-    recursive: true,
-  });
+  await Deno.mkdir(`${root}/.ckptkit/trash/step-0-123-abc`, { recursive: true });
   await Deno.writeTextFile(`${root}/.ckptkit/trash/step-0-123-abc/half`, "x");
   await Deno.writeTextFile(`${root}/.latest.tmp-deadbeef`, "step-1\n"); // left by a process killed mid-update
   const result = await collectGarbage(root, { keepLast: 5 });
-  assert.deepEqual(result.delete_staging.map((s) => s.name), [
-    ".staging-step-2-old",
-  ]);
+  assert.deepEqual(result.delete_staging, []);
+  assert.deepEqual(result.keep_staging.map((s) => s.name), [".staging-step-2-old", ".staging-step-3-busy"]);
+  assert.ok(result.keep_staging.every((s) => s.age_s < 3600), JSON.stringify(result.keep_staging));
   assert.deepEqual(result.trash_emptied, ["step-0-123-abc"]);
   assert.deepEqual(result.temp_files_removed, [".latest.tmp-deadbeef"]);
   assert.deepEqual(await names(root), [
     ".ckptkit",
+    ".staging-step-2-old",
     ".staging-step-3-busy",
     "latest",
     "step-1",
   ]);
   assert.deepEqual(await names(`${root}/.ckptkit/trash`), []);
+  // Older than --stale-after (0 here: ctime cannot be faked without the clock), both are crashed writes.
+  const stale = await collectGarbage(root, { keepLast: 5, staleStagingAfterS: 0 });
+  assert.deepEqual(stale.delete_staging.map((s) => s.name), [".staging-step-2-old", ".staging-step-3-busy"]);
+  assert.deepEqual(await names(root), [".ckptkit", "latest", "step-1"]);
 });
 
 Deno.test("gc never follows a symlink out of the root", async () => {
