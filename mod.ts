@@ -151,6 +151,7 @@ export {
 export {
   type DeletedCheckpoint,
   type KeptCheckpoint,
+  keepersToVerify,
   planRetention,
   type RetentionCheckpoint,
   type RetentionInput,

@@ -226,8 +226,8 @@ export async function assertRoot(listing: RootListing): Promise<void> {
   if (await isRoot(listing)) return;
   throw new CkptkitError(
     "not_a_root",
-    `${listing.root} is not a ckptkit root (it has no .ckptkit/, latest, corrupt/ or checkpoint folder); ` +
-      "nothing there was changed",
+    `${listing.root} is not a ckptkit root (it has no .ckptkit/, latest, corrupt/ or checkpoint folder), so ` +
+      `nothing there was changed; if it is a root no checkpoint was committed to yet, mkdir ${listing.root}/.ckptkit`,
     { path: listing.root },
   );
 }
