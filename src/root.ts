@@ -192,6 +192,7 @@ async function lastChangeMs(path: string, info: Deno.FileInfo, now: number): Pro
 }
 
 function changeMs(info: Deno.FileInfo): number {
+  // Deno reports ctime in whole seconds: up to a second too old, which only a --stale-after under a second notices.
   return Math.max(info.mtime?.getTime() ?? 0, info.ctime?.getTime() ?? 0, info.birthtime?.getTime() ?? 0);
 }
 
