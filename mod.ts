@@ -150,8 +150,8 @@ export {
 } from "./src/quarantine.ts";
 export {
   type DeletedCheckpoint,
-  type KeptCheckpoint,
   keepersToVerify,
+  type KeptCheckpoint,
   planRetention,
   type RetentionCheckpoint,
   type RetentionInput,
