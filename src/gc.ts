@@ -38,7 +38,10 @@ export interface GcOptions extends ValidateOptions {
   keepEvery?: number;
   /** Plan only; delete nothing and take no lock. */
   dryRun?: boolean;
-  /** Staging folders untouched for longer are removed, in seconds (default 3600). */
+  /**
+   * Staging folders in which nothing changed for longer are removed, in seconds (default 3600): judged by the newest
+   * mtime or ctime of the folder and of every entry in it, so a copy with old mtimes is still a write in progress.
+   */
   staleStagingAfterS?: number;
   /** Root lock wait in ms. */
   lockTimeoutMs?: number;
