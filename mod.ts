@@ -150,6 +150,7 @@ export {
 } from "./src/quarantine.ts";
 export {
   type DeletedCheckpoint,
+  keepersToVerify,
   type KeptCheckpoint,
   planRetention,
   type RetentionCheckpoint,

@@ -1,9 +1,11 @@
 /**
- * `gc`: applies retention to a root. Validates newest first (stopping once
- * keep-last is satisfied), plans with {@linkcode planRetention}, then under
- * the root lock re-reads the root, re-plans, and deletes each checkpoint by
- * renaming it into `.ckptkit/trash/` first, so that a crash mid-delete never
- * leaves a half-deleted checkpoint that looks valid.
+ * `gc`: applies retention to a root. Refuses a folder that is not a root,
+ * validates newest first at the depth asked (stopping once keep-last is
+ * satisfied), hashes in full the kept checkpoints a deletion would rest on,
+ * plans with {@linkcode planRetention}, then under the root lock re-reads the
+ * root, re-plans, and deletes each checkpoint by renaming it into
+ * `.ckptkit/trash/` first, so that a crash mid-delete never leaves a
+ * half-deleted checkpoint that looks valid.
  *
  * @module
  */
@@ -13,11 +15,18 @@ import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest } from "./latest.ts";
 import { LATEST_NAME, STATE_DIR } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
+import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { forgetCheckpoints, recordValidation } from "./record.ts";
-import { planRetention, type RetentionCheckpoint, type RetentionPlan } from "./retention.ts";
-import { listRoot } from "./root.ts";
+import {
+  keepersToVerify,
+  planRetention,
+  type RetentionCheckpoint,
+  type RetentionInput,
+  type RetentionPlan,
+} from "./retention.ts";
+import { assertRoot, listRoot, type RootCheckpoint, type RootListing } from "./root.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
-import { readState } from "./state.ts";
+import { readState, type RootState } from "./state.ts";
 import { listTree } from "./tree.ts";
 import { validateCheckpoint, type ValidateOptions } from "./validate.ts";
 
@@ -29,7 +38,10 @@ export interface GcOptions extends ValidateOptions {
   keepEvery?: number;
   /** Plan only; delete nothing and take no lock. */
   dryRun?: boolean;
-  /** Staging folders untouched for longer are removed, in seconds (default 3600). */
+  /**
+   * Staging folders in which nothing changed for longer are removed, in seconds (default 3600): judged by the newest
+   * mtime or ctime of the folder and of every entry in it, so a copy with old mtimes is still a write in progress.
+   */
   staleStagingAfterS?: number;
   /** Root lock wait in ms. */
   lockTimeoutMs?: number;
@@ -56,7 +68,14 @@ export const TRASH_DIR = `${STATE_DIR}/trash`;
 
 /**
  * Applies retention to `root`. Throws `invalid_argument` when neither
- * keep-last nor keep-every is given.
+ * keep-last nor keep-every is given, and `not_a_root` (before touching
+ * anything) when `root` has none of `.ckptkit/`, `latest`, `corrupt/` or a
+ * checkpoint folder.
+ *
+ * The depth in `options` finds invalid checkpoints; a checkpoint kept in
+ * place of one that is deleted for its age is always hashed in full first
+ * (unless recorded known-good and unchanged since), so a fast or sampled
+ * check never licenses a deletion.
  *
  * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
  *
@@ -65,6 +84,7 @@ export const TRASH_DIR = `${STATE_DIR}/trash`;
  * import assert from "node:assert/strict";
  * import { collectGarbage } from "./gc.ts";
  * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/.ckptkit`); // a root no checkpoint was committed to yet
  * const result = await collectGarbage(root, { keepLast: 3, dryRun: true });
  * assert.ok(result.delete.length === 0);
  * await Deno.remove(root, { recursive: true });
@@ -98,37 +118,61 @@ export async function collectGarbage(
   }
   const staleAfter = options.staleStagingAfterS ?? DEFAULT_STALE_STAGING_S;
   const first = await listRoot(root);
+  await assertRoot(first);
   const realRoot = first.root;
+  const { state: recorded } = await readState(realRoot);
   const statuses = new Map<string, RetentionCheckpoint>();
-  let valid = 0;
-  for (const checkpoint of first.checkpoints.filter((c) => !c.foreign)) {
-    if (valid >= Math.max(keepLast, 1)) break;
-    const result = await validateCheckpoint(checkpoint.path, options).catch(
-      () => undefined,
-    );
-    if (!result) continue;
+  const judge = async (checkpoint: RootCheckpoint, depthOptions: ValidateOptions) => {
+    const result = await validateCheckpoint(checkpoint.path, depthOptions).catch(() => undefined);
+    if (!result) {
+      // Gone or unreadable: not a verdict either way.
+      if (statuses.has(checkpoint.name)) {
+        statuses.set(checkpoint.name, { name: checkpoint.name, step: checkpoint.step, status: "unchecked" });
+      }
+      return;
+    }
     const transient = result.problems.every((p) => p.reason === "io_error" || p.reason === "file_changed");
     const status = result.ok ? "valid" : transient ? "unchecked" : "invalid";
-    if (status === "valid") valid++;
     if (!options.dryRun) await recordValidation(realRoot, result, "gc");
     statuses.set(checkpoint.name, {
       name: checkpoint.name,
       step: checkpoint.step,
       status,
       reasons: [...new Set(result.problems.map((p) => p.reason))],
+      verified: result.ok &&
+        (result.depth === "full" || result.depth === "deep" ||
+          await unchangedSinceRecorded(recorded, checkpoint, result.manifest_digest)),
     });
+  };
+  const ours = first.checkpoints.filter((c) => !c.foreign);
+  const validCount = () => [...statuses.values()].filter((s) => s.status === "valid").length;
+  let next = 0;
+  for (;;) {
+    while (validCount() < Math.max(keepLast, 1) && next < ours.length) {
+      await judge(ours[next++], options);
+    }
+    // The depth asked for finds invalid checkpoints fast; a deletion rests only on keepers hashed in full.
+    const toVerify = keepersToVerify(retentionInput(first, await readLatest(realRoot), recorded));
+    if (toVerify.length === 0) break;
+    for (const name of toVerify) {
+      await judge(ours.find((c) => c.name === name)!, {
+        ...options,
+        depth: options.depth === "deep" ? "deep" : "full",
+      });
+    }
   }
 
-  const plan = async () => {
-    const listing = await listRoot(realRoot);
-    const latest = await readLatest(realRoot);
-    const { state } = await readState(realRoot);
+  function retentionInput(
+    listing: RootListing,
+    latest: Awaited<ReturnType<typeof readLatest>>,
+    state: RootState,
+  ): RetentionInput {
     const present = new Set(listing.checkpoints.map((c) => c.name));
     // A record is only as good as today's validation: one found invalid now is not last-known-good.
     const knownGood = Object.entries(state.known_good)
       .filter(([name]) => present.has(name) && statuses.get(name)?.status !== "invalid")
       .sort((a, b) => b[1].step - a[1].step)[0]?.[0] ?? null;
-    const planned = planRetention({
+    return {
       checkpoints: listing.checkpoints.filter((c) => !c.foreign).map((c) =>
         statuses.get(c.name) ??
           { name: c.name, step: c.step, status: "unchecked" }
@@ -139,7 +183,13 @@ export async function collectGarbage(
       keepEvery,
       staging: listing.staging,
       staleStagingAfterS: staleAfter,
-    });
+    };
+  }
+
+  const plan = async () => {
+    const listing = await listRoot(realRoot);
+    const { state } = await readState(realRoot);
+    const planned = planRetention(retentionInput(listing, await readLatest(realRoot), state));
     // Other tools rotate their own checkpoints; gc only ever deletes the step-N ones ckptkit named.
     for (const c of listing.checkpoints.filter((c) => c.foreign)) {
       planned.keep.push({ name: c.name, step: c.step, reasons: ["named by another tool: gc leaves it alone"] });
@@ -249,6 +299,17 @@ async function sizeOf(paths: string[]): Promise<number> {
     for (const file of tree?.files.values() ?? []) total += file.size;
   }
   return total;
+}
+
+/** Whether a checkpoint found valid by a shallow check is the one a full validation or a commit recorded. */
+async function unchangedSinceRecorded(
+  state: RootState,
+  checkpoint: RootCheckpoint,
+  manifestDigest: string | null,
+): Promise<boolean> {
+  const record = state.known_good[checkpoint.name];
+  if (!record || manifestDigest === null || record.manifest_digest !== manifestDigest) return false;
+  return (await fingerprintCheckpoint(checkpoint.path)) === record.fingerprint;
 }
 
 function since(started: number): number {

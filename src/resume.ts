@@ -16,7 +16,7 @@ import { MAX_MANIFEST_BYTES } from "./manifest.ts";
 import { acquireRootLock } from "./lock.ts";
 import type { Problem } from "./problems.ts";
 import { quarantineLocked } from "./quarantine.ts";
-import { listRoot } from "./root.ts";
+import { isRoot, listRoot } from "./root.ts";
 import { readState } from "./state.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth } from "./validate.ts";
 import { CkptkitError } from "./errors.ts";
@@ -391,7 +391,8 @@ export async function resumeFromRoot(
     }
   }
   const decision = ordered(plan());
-  if (options.repair) {
+  // A folder with no mark of a root has no checkpoint to choose nor latest to fix: repair would only litter it.
+  if (options.repair && (await isRoot(listing))) {
     decision.actions = await repair(listing.root, latest, decision, options);
   }
   return decision;

@@ -7,8 +7,10 @@
  * last-known-good one are never deleted; invalid checkpoints do not count
  * toward keep-last (a run of corrupt saves cannot push the good ones out);
  * checkpoints that could not be checked and are newer than the oldest one
- * kept by keep-last are kept; fresh staging folders (a write in progress)
- * are never deleted.
+ * kept by keep-last are kept; nothing is deleted for being older than kept
+ * checkpoints unless each of those is `verified` (hashed in full, or recorded
+ * known-good and unchanged since), so a shallow check cannot license a
+ * deletion; fresh staging folders (a write in progress) are never deleted.
  *
  * @module
  */
@@ -26,13 +28,19 @@ export interface RetentionCheckpoint {
   status: RetentionStatus;
   /** Problem reasons when invalid. */
   reasons?: string[];
+  /**
+   * For a valid one: the verdict comes from hashing every byte (full or deep validation), or from a known-good
+   * record whose fingerprint is unchanged. A valid checkpoint not verified never justifies deleting another
+   * (default false).
+   */
+  verified?: boolean;
 }
 
 /** A staging folder as retention sees it. */
 export interface RetentionStaging {
   /** Folder name. */
   name: string;
-  /** Seconds since anything in it was last modified. */
+  /** Seconds since anything in it last changed (see `RootStaging.age_s`). */
   age_s: number;
 }
 
@@ -96,8 +104,8 @@ export interface RetentionPlan {
  * const plan = planRetention({
  *   checkpoints: [
  *     { name: "step-30", step: 30, status: "invalid", reasons: ["hash_mismatch"] },
- *     { name: "step-20", step: 20, status: "valid" },
- *     { name: "step-10", step: 10, status: "valid" },
+ *     { name: "step-20", step: 20, status: "valid", verified: true },
+ *     { name: "step-10", step: 10, status: "valid", verified: true },
  *   ],
  *   latest: "step-30",
  *   lastKnownGood: null,
@@ -111,17 +119,9 @@ export interface RetentionPlan {
  * ```
  */
 export function planRetention(input: RetentionInput): RetentionPlan {
-  if (!Number.isSafeInteger(input.keepLast) || input.keepLast < 0) {
-    throw new RangeError(
-      `Cannot plan retention as 'keepLast' must be a non-negative integer: current value is ${input.keepLast}`,
-    );
-  }
-  if (!Number.isSafeInteger(input.keepEvery) || input.keepEvery < 0) {
-    throw new RangeError(
-      `Cannot plan retention as 'keepEvery' must be a non-negative integer: current value is ${input.keepEvery}`,
-    );
-  }
+  checkNumbers(input);
   const sorted = [...input.checkpoints].sort((a, b) => b.step - a.step);
+  const unverifiedKeepers = licensingKeepers(sorted, input.keepLast).some((c) => !c.verified);
   const reasons = new Map<string, string[]>(sorted.map((c) => [c.name, []]));
   const valid = sorted.filter((c) => c.status === "valid");
   valid.slice(0, input.keepLast).forEach((c, i) =>
@@ -143,6 +143,9 @@ export function planRetention(input: RetentionInput): RetentionPlan {
     if (c.name === input.lastKnownGood) r.push("last known good");
     if (c.status === "unchecked" && c.step > keepLastFloor) {
       r.push("not checked (newer than the kept ones)");
+    }
+    if (unverifiedKeepers && c.status !== "invalid" && r.length === 0) {
+      r.push("a checkpoint kept in its place is not validated in full");
     }
   }
   const plan: RetentionPlan = {
@@ -174,4 +177,65 @@ export function planRetention(input: RetentionInput): RetentionPlan {
       .push(s);
   }
   return plan;
+}
+
+/**
+ * The valid checkpoints keep-last keeps (at least the newest valid one) that
+ * are not `verified` yet, when the plan would delete a checkpoint that is not
+ * invalid on their word. `gc` validates these in full, whatever depth it
+ * was asked for, before it plans the deletion; an empty list means nothing
+ * more needs reading.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keepersToVerify } from "./retention.ts";
+ * const input = {
+ *   checkpoints: [
+ *     { name: "step-20", step: 20, status: "valid" as const }, // a fast check only
+ *     { name: "step-10", step: 10, status: "valid" as const, verified: true },
+ *   ],
+ *   latest: "step-20",
+ *   lastKnownGood: null,
+ *   keepLast: 1,
+ *   keepEvery: 0,
+ *   staging: [],
+ *   staleStagingAfterS: 3600,
+ * };
+ * assert.deepEqual(keepersToVerify(input), ["step-20"]);
+ * assert.deepEqual(keepersToVerify({ ...input, keepEvery: 10 }), []); // keep-every keeps step-10: nothing to license
+ * ```
+ */
+export function keepersToVerify(input: RetentionInput): string[] {
+  checkNumbers(input);
+  const sorted = [...input.checkpoints].sort((a, b) => b.step - a.step);
+  const unverified = licensingKeepers(sorted, input.keepLast).filter((c) => !c.verified);
+  if (unverified.length === 0) return [];
+  const trusting = planRetention({
+    ...input,
+    checkpoints: input.checkpoints.map((c) => c.status === "valid" ? { ...c, verified: true } : c),
+  });
+  const invalid = new Set(input.checkpoints.filter((c) => c.status === "invalid").map((c) => c.name));
+  return trusting.delete.some((d) => !invalid.has(d.name)) ? unverified.map((c) => c.name) : [];
+}
+
+/** The valid checkpoints whose verdict every deletion of an older, not invalid one rests on. */
+function licensingKeepers(
+  sortedNewestFirst: readonly RetentionCheckpoint[],
+  keepLast: number,
+): RetentionCheckpoint[] {
+  return sortedNewestFirst.filter((c) => c.status === "valid").slice(0, Math.max(keepLast, 1));
+}
+
+function checkNumbers(input: RetentionInput): void {
+  if (!Number.isSafeInteger(input.keepLast) || input.keepLast < 0) {
+    throw new RangeError(
+      `Cannot plan retention as 'keepLast' must be a non-negative integer: current value is ${input.keepLast}`,
+    );
+  }
+  if (!Number.isSafeInteger(input.keepEvery) || input.keepEvery < 0) {
+    throw new RangeError(
+      `Cannot plan retention as 'keepEvery' must be a non-negative integer: current value is ${input.keepEvery}`,
+    );
+  }
 }

@@ -9,7 +9,6 @@
 
 import { CkptkitError } from "./errors.ts";
 import { PARTS_SUFFIX, type RankProgress, readRankProgress } from "./part.ts";
-import { listTree } from "./tree.ts";
 import {
   CORRUPT_DIR,
   inferStep,
@@ -43,7 +42,10 @@ export interface RootStaging {
   name: string;
   /** Absolute path. */
   path: string;
-  /** Seconds since anything in it was last modified. */
+  /**
+   * Seconds since anything in it last changed: the newest mtime or ctime of the folder and of every entry in it.
+   * A copy (`cp -a`, `rsync -a`) keeps old mtimes but cannot keep ctimes, so a folder filled seconds ago is young.
+   */
   age_s: number;
   /** For the parts folder of a multi-rank commit (`<staging>.parts`): which ranks recorded their parts. */
   ranks?: RankProgress;
@@ -134,7 +136,7 @@ export async function listRoot(root: string): Promise<RootListing> {
     if (!info) continue; // removed while listing
     const mtimeMs = info.mtime?.getTime() ?? 0;
     if (isStagingName(name) && entry.isDirectory) {
-      const newest = await newestMtime(path, mtimeMs);
+      const newest = await lastChangeMs(path, info, now);
       const ranks = name.endsWith(PARTS_SUFFIX) ? await readRankProgress(path).catch(() => undefined) : undefined;
       listing.staging.push({
         name,
@@ -164,19 +166,96 @@ export async function listRoot(root: string): Promise<RootListing> {
 }
 
 /**
- * The newest mtime inside a staging folder: a writer appending to one big
- * file for hours does not touch the folder's own mtime, only the file's.
+ * When anything in a staging folder last changed, as far as the file system
+ * can tell: the newest of the mtime and ctime of the folder and of every
+ * entry under it. A writer appending to one big file for hours touches only
+ * that file's times; a copy that preserves mtimes still sets every ctime
+ * (no tool can set it). Anything that cannot be read, or vanishes while
+ * walking, counts as changing now: a staging folder is only ever judged
+ * stale on evidence.
  */
-async function newestMtime(
-  path: string,
-  folderMtimeMs: number,
-): Promise<number> {
-  const tree = await listTree(path);
-  let newest = folderMtimeMs;
-  for (const file of tree.files.values()) {
-    newest = Math.max(newest, file.mtimeMs);
+async function lastChangeMs(path: string, info: Deno.FileInfo, now: number): Promise<number> {
+  let newest = changeMs(info);
+  const walk = async (dir: string): Promise<void> => {
+    for await (const entry of Deno.readDir(dir)) {
+      const child = `${dir}/${entry.name}`;
+      newest = Math.max(newest, changeMs(await Deno.lstat(child)));
+      if (entry.isDirectory) await walk(child);
+    }
+  };
+  try {
+    await walk(path);
+  } catch {
+    return now;
   }
   return newest;
+}
+
+function changeMs(info: Deno.FileInfo): number {
+  // Deno reports ctime in whole seconds: up to a second too old, which only a --stale-after under a second notices.
+  return Math.max(info.mtime?.getTime() ?? 0, info.ctime?.getTime() ?? 0, info.birthtime?.getTime() ?? 0);
+}
+
+/**
+ * The marks of a ckptkit root that {@linkcode assertRoot} looks for, in the
+ * listing and beside it.
+ */
+const ROOT_MARKS = [STATE_DIR, LATEST_NAME, CORRUPT_DIR] as const;
+
+/**
+ * Refuses (`not_a_root`, exit 2) a folder that has none of the marks of a
+ * ckptkit root: `.ckptkit/`, `latest`, `corrupt/` or a checkpoint folder
+ * (ours or another tool's). Commands that delete or move things call it
+ * before touching anything, so that pointing one at the wrong folder (a home
+ * directory, a dataset) changes nothing there; commands that create a root
+ * (commit, write) do not.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { assertRoot, listRoot } from "./root.ts";
+ * const dir = await Deno.makeTempDir();
+ * await assert.rejects(async () => assertRoot(await listRoot(dir)), /not a ckptkit root/);
+ * await Deno.mkdir(`${dir}/step-10`);
+ * await assertRoot(await listRoot(dir));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function assertRoot(listing: RootListing): Promise<void> {
+  if (await isRoot(listing)) return;
+  throw new CkptkitError(
+    "not_a_root",
+    `${listing.root} is not a ckptkit root (it has no .ckptkit/, latest, corrupt/ or checkpoint folder), so ` +
+      `nothing there was changed; if it is a root no checkpoint was committed to yet, mkdir ${listing.root}/.ckptkit`,
+    { path: listing.root },
+  );
+}
+
+/**
+ * Whether a listed folder has any mark of a ckptkit root (see
+ * {@linkcode assertRoot}).
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isRoot, listRoot } from "./root.ts";
+ * const dir = await Deno.makeTempDir();
+ * assert.ok(!(await isRoot(await listRoot(dir))));
+ * await Deno.writeTextFile(`${dir}/latest`, "step-10\n");
+ * assert.ok(await isRoot(await listRoot(dir)));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function isRoot(listing: RootListing): Promise<boolean> {
+  if (listing.checkpoints.length > 0) return true;
+  for (const mark of ROOT_MARKS) {
+    if (await Deno.lstat(`${listing.root}/${mark}`).then(() => true, () => false)) return true;
+  }
+  return false;
 }
 
 async function describeStray(

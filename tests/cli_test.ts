@@ -588,7 +588,9 @@ Deno.test("scan reports each checkpoint, latest and stale staging, and exits 1 o
   await Deno.mkdir(`${root}/.staging-step-11-crashed`);
   await Deno.utime(`${root}/.staging-step-11-crashed`, 0, 0);
   await Deno.mkdir(`${root}/step-011`);
-  const stale = await runCli(["scan", root]);
+  // A faked old mtime does not age a staging folder (its ctime is new); a short --stale-after does.
+  assert.doesNotMatch((await runCli(["scan", root])).stdout, /STALE/);
+  const stale = await runCli(["scan", root, "--stale-after", "0s"]);
   assert.equal(stale.code, 1);
   assert.match(stale.stdout, /staging: \.staging-step-11-crashed .*STALE/);
   assert.match(stale.stdout, /hint: step-011: name does not parse/);

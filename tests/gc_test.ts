@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import type { CkptkitError } from "../src/errors.ts";
 import { collectGarbage } from "../src/gc.ts";
 import { readLatest } from "../src/latest.ts";
 import { acquireRootLock } from "../src/lock.ts";
 import { validateCheckpoint } from "../src/validate.ts";
+import { openCheckpointWriter } from "../src/writer.ts";
 import { cliCommand, flipByte, names, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
 
 async function steps(root: string): Promise<string> {
@@ -89,43 +91,41 @@ Deno.test("gc takes retention from the config and refuses to run without any", a
   assert.equal(await steps(root), "3");
 });
 
-Deno.test("gc removes stale staging, never a write in progress, and empties trash left by a crash", async () => {
+Deno.test("gc judges staging by what changed it last, mtime or ctime, and empties trash left by a crash", async () => {
   await using tmp = await tempDir();
   const root = tmp.path;
   await writeStep(root, 1);
+  // Old mtimes (set the way cp -a and rsync -a set them) do not make a folder filled just now stale: its ctimes are new.
   await Deno.mkdir(`${root}/.staging-step-2-old`);
-  await Deno.writeTextFile(
-    `${root}/.staging-step-2-old/a.bin`,
-    "crashed write",
-  );
+  await Deno.writeTextFile(`${root}/.staging-step-2-old/a.bin`, "copied");
   const old = new Date(Date.now() - 3 * 3600_000);
   await Deno.utime(`${root}/.staging-step-2-old/a.bin`, old, old);
   await Deno.utime(`${root}/.staging-step-2-old`, old, old);
   // A long write: the folder is old but the file inside is being appended to now.
   await Deno.mkdir(`${root}/.staging-step-3-busy`);
-  await Deno.writeTextFile(
-    `${root}/.staging-step-3-busy/big.bin`,
-    "still writing",
-  );
+  await Deno.writeTextFile(`${root}/.staging-step-3-busy/big.bin`, "still writing");
   await Deno.utime(`${root}/.staging-step-3-busy`, old, old);
-  await Deno.mkdir(`${root}/.ckptkit/trash/step-0-123-abc`, {
-    recursive: true,
-  });
+  await Deno.mkdir(`${root}/.ckptkit/trash/step-0-123-abc`, { recursive: true });
   await Deno.writeTextFile(`${root}/.ckptkit/trash/step-0-123-abc/half`, "x");
   await Deno.writeTextFile(`${root}/.latest.tmp-deadbeef`, "step-1\n"); // left by a process killed mid-update
   const result = await collectGarbage(root, { keepLast: 5 });
-  assert.deepEqual(result.delete_staging.map((s) => s.name), [
-    ".staging-step-2-old",
-  ]);
+  assert.deepEqual(result.delete_staging, []);
+  assert.deepEqual(result.keep_staging.map((s) => s.name), [".staging-step-2-old", ".staging-step-3-busy"]);
+  assert.ok(result.keep_staging.every((s) => s.age_s < 3600), JSON.stringify(result.keep_staging));
   assert.deepEqual(result.trash_emptied, ["step-0-123-abc"]);
   assert.deepEqual(result.temp_files_removed, [".latest.tmp-deadbeef"]);
   assert.deepEqual(await names(root), [
     ".ckptkit",
+    ".staging-step-2-old",
     ".staging-step-3-busy",
     "latest",
     "step-1",
   ]);
   assert.deepEqual(await names(`${root}/.ckptkit/trash`), []);
+  // Older than --stale-after (0 here: ctime cannot be faked without the clock), both are crashed writes.
+  const stale = await collectGarbage(root, { keepLast: 5, staleStagingAfterS: 0 });
+  assert.deepEqual(stale.delete_staging.map((s) => s.name), [".staging-step-2-old", ".staging-step-3-busy"]);
+  assert.deepEqual(await names(root), [".ckptkit", "latest", "step-1"]);
 });
 
 Deno.test("gc never follows a symlink out of the root", async () => {
@@ -224,5 +224,139 @@ Deno.test("concurrent gc and commit processes never lose a kept checkpoint nor l
   assert.equal(latest.name, "step-13");
   for (const name of ["step-13", "step-12", "step-10", "step-5"]) {
     assert.equal((await validateCheckpoint(`${root}/${name}`)).ok, true, name);
+  }
+});
+
+/** A committed checkpoint with one 256 KiB file sampled in 1 KiB regions: damage between the samples is invisible. */
+async function writeSampled(root: string, step: number): Promise<string> {
+  const writer = await openCheckpointWriter(root, { step, sampleBytes: 1024 });
+  await writer.writeFile("model.bin", new Uint8Array(256 * 1024).map((_, i) => (i * (step + 3)) & 0xff));
+  return (await writer.commit()).path;
+}
+
+/** Flips a byte of `model.bin` that no sampled region covers, as bit rot does: size and mtime unchanged. */
+async function rotBetweenSamples(checkpoint: string): Promise<void> {
+  const manifest = JSON.parse(await Deno.readTextFile(`${checkpoint}/ckptkit.manifest.json`));
+  const regions: { offset: number; length: number }[] = manifest.files[0].samples;
+  const offset = regions[0].offset + regions[0].length + 7;
+  assert.ok(regions.every((r) => offset < r.offset || offset >= r.offset + r.length), "the byte is not sampled");
+  const file = `${checkpoint}/model.bin`;
+  const before = await Deno.lstat(file);
+  await flipByte(file, offset);
+  await Deno.utime(file, before.atime!, before.mtime!);
+}
+
+Deno.test("gc --fast or --sample-bytes never deletes a checkpoint on the word of a check weaker than full hashing", async () => {
+  const scenarios = [
+    { depth: ["--fast"], rot: rotBetweenSamples, dropState: true },
+    { depth: ["--sample-bytes", "1KiB"], rot: rotBetweenSamples, dropState: true },
+    // With the state kept, the rewrite changed the newest's mtime, so its known-good record is no longer trusted.
+    { depth: ["--fast"], rot: (dir: string) => flipByte(`${dir}/model.bin`, 1000), dropState: false },
+  ];
+  for (const { depth, rot, dropState } of scenarios) {
+    await using tmp = await tempDir();
+    const root = tmp.path;
+    for (const step of [1, 2, 3]) await writeSampled(root, step);
+    await rot(`${root}/step-3`);
+    if (dropState) await Deno.remove(`${root}/.ckptkit/state.json`);
+    const shallow = await runCli(["validate", `${root}/step-3`, ...depth]);
+    assert.equal(shallow.code, 0, `${depth}: the damage is invisible at this depth`);
+    const run = await runCli(["gc", root, "--keep-last", "1", ...depth, "--json"]);
+    assert.equal(run.code, 0, run.stderr);
+    const doc = JSON.parse(run.stdout);
+    assert.equal(await steps(root), "3 2", `${depth}: only step-1 goes`);
+    assert.deepEqual(doc.delete.map((d: { name: string }) => d.name), ["step-1"]);
+    const why = Object.fromEntries(doc.keep.map((k: { name: string; reasons: string[] }) => [k.name, k.reasons]));
+    assert.deepEqual(why["step-3"], ["named by latest"], `${depth}: the rotten newest counts for nothing`);
+    assert.ok(why["step-2"].includes("keep-last (1 of 1)"), JSON.stringify(why));
+    const resume = await runCli(["resume", root]);
+    assert.equal(resume.code, 0, resume.stderr);
+    assert.equal(resume.stdout, `${root}/step-2\n`);
+  }
+});
+
+Deno.test("retention's full checks are only for keepers that license a deletion", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  for (const step of [1, 2]) await writeSampled(root, step);
+  await rotBetweenSamples(`${root}/step-2`);
+  await Deno.remove(`${root}/.ckptkit/state.json`);
+  // keep-every 1 keeps everything: nothing is deleted, so nothing needs hashing and the fast verdict stands.
+  const keepAll = await collectGarbage(root, { keepLast: 1, keepEvery: 1, depth: "fast", dryRun: true });
+  assert.deepEqual(keepAll.delete, []);
+  assert.ok(keepAll.keep[0].reasons.includes("keep-last (1 of 1)"));
+  // When step-1 would go on step-2's word, step-2 is hashed in full first, and found rotten.
+  const plan = await collectGarbage(root, { keepLast: 1, depth: "fast", dryRun: true });
+  assert.deepEqual(plan.delete, []);
+  assert.deepEqual(plan.keep.map((k) => [k.name, k.reasons]), [
+    ["step-2", ["named by latest"]],
+    ["step-1", ["keep-last (1 of 1)", "newest valid"]],
+  ]);
+});
+
+Deno.test("a staging folder filled by cp -a with old mtimes is a write in progress; only a short --stale-after collects it", async () => {
+  await using tmp = await tempDir();
+  const tree = `${tmp.path}/old-tree`;
+  await Deno.mkdir(`${tree}/sub`, { recursive: true });
+  await Deno.writeTextFile(`${tree}/model.pt`, "weights");
+  await Deno.writeTextFile(`${tree}/sub/optim.pt`, "optimizer");
+  const touch = await new Deno.Command("touch", {
+    args: ["-d", "3 hours ago", `${tree}/model.pt`, `${tree}/sub/optim.pt`, `${tree}/sub`, tree],
+  }).output();
+  assert.equal(touch.code, 0);
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 1);
+  const staging = `${root}/.staging-step-2-copy`;
+  const copy = await new Deno.Command("cp", { args: ["-a", tree, staging] }).output();
+  assert.equal(copy.code, 0, new TextDecoder().decode(copy.stderr));
+  for (const path of [staging, `${staging}/model.pt`, `${staging}/sub`, `${staging}/sub/optim.pt`]) {
+    const age = Date.now() - (await Deno.lstat(path)).mtime!.getTime();
+    assert.ok(age > 2 * 3600_000, `cp -a kept the old mtime of ${path}`);
+  }
+  const gc = await runCli(["gc", root, "--keep-last", "5", "--json"]);
+  assert.equal(gc.code, 0, gc.stderr);
+  const doc = JSON.parse(gc.stdout);
+  assert.deepEqual(doc.delete_staging, []);
+  assert.deepEqual(doc.keep_staging.map((s: { name: string }) => s.name), [".staging-step-2-copy"]);
+  assert.ok((await names(root)).includes(".staging-step-2-copy"));
+  const scan = JSON.parse((await runCli(["scan", root, "--json"])).stdout);
+  assert.deepEqual(scan.staging.map((s: { stale: boolean }) => s.stale), [false]);
+  // Once it is older than --stale-after (here at once), it is a crashed write and goes.
+  const stale = await runCli(["gc", root, "--keep-last", "5", "--stale-after", "0s", "--json"]);
+  assert.equal(stale.code, 0, stale.stderr);
+  assert.deepEqual(JSON.parse(stale.stdout).delete_staging.map((s: { name: string }) => s.name), [
+    ".staging-step-2-copy",
+  ]);
+  assert.deepEqual(await names(root), [".ckptkit", "latest", "step-1"]);
+});
+
+Deno.test("gc refuses a folder that is not a ckptkit root; resume --repair leaves it untouched", async () => {
+  await using tmp = await tempDir();
+  const dir = `${tmp.path}/data`;
+  await Deno.mkdir(`${dir}/.staging-step-1-x`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/.staging-step-1-x/a.bin`, "someone else's");
+  await Deno.writeTextFile(`${dir}/notes.txt`, "not a checkpoint");
+  const before = await snapshot(dir);
+  for (const extra of [[], ["--dry-run"]]) {
+    const run = await runCli(["gc", dir, "--keep-last", "1", "--stale-after", "0s", ...extra]);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /is not a ckptkit root .*\[not_a_root\]$/m);
+  }
+  await assert.rejects(
+    () => collectGarbage(dir, { keepLast: 1, staleStagingAfterS: 0 }),
+    (err: CkptkitError) => err.reason === "not_a_root",
+  );
+  const resume = await runCli(["resume", dir, "--repair"]);
+  assert.equal(resume.code, 3, resume.stderr);
+  assert.deepEqual(await snapshot(dir), before, "nothing created, nothing removed");
+  // Any one mark of a root is enough.
+  for (const mark of [".ckptkit", "corrupt", "latest", "step-1", "checkpoint-100"]) {
+    const root = `${tmp.path}/root-${mark}`;
+    await Deno.mkdir(`${root}/.staging-step-2-x`, { recursive: true });
+    if (mark === "latest") await Deno.writeTextFile(`${root}/latest`, "step-1\n");
+    else await Deno.mkdir(`${root}/${mark}`);
+    const run = await runCli(["gc", root, "--keep-last", "1", "--stale-after", "0s"]);
+    assert.equal(run.code, 0, `${mark}: ${run.stderr}`);
+    assert.ok(!(await names(root)).includes(".staging-step-2-x"), mark);
   }
 });

@@ -128,6 +128,11 @@ Deno.test("a rank SIGKILLed before recording its part: the others time out and n
   );
   const parts = report.staging.find((s: { name: string }) => s.name.endsWith(PARTS_SUFFIX));
   assert.deepEqual(parts.ranks, { recorded: [0, 1, 2, 3, 4, 6, 7], world_size: 8, missing: [5], claimed: false });
+  // Nothing was ever committed here, so nothing marks the folder as a root yet: gc refuses until it is marked.
+  const refused = await runCli(["gc", root, "--keep-last", "3", "--stale-after", "0s"]);
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /\[not_a_root\]/);
+  await Deno.mkdir(`${root}/.ckptkit`);
   const gc = await runCli(["gc", root, "--keep-last", "3", "--stale-after", "0s"]);
   assert.equal(gc.code, 0, gc.stderr);
   assert.deepEqual((await names(root)).filter((n) => n.startsWith(".staging")), [], "gc collected both");

@@ -1,22 +1,23 @@
 import assert from "node:assert/strict";
-import { planRetention, type RetentionCheckpoint, type RetentionInput } from "../src/retention.ts";
+import { keepersToVerify, planRetention, type RetentionCheckpoint, type RetentionInput } from "../src/retention.ts";
 
 function checkpoints(spec: string): RetentionCheckpoint[] {
-  // "30x 20 10 5?" : x = invalid, ? = unchecked, bare = valid
+  // "30x 20 10~ 5?" : x = invalid, ? = unchecked, ~ = valid by a shallow check only, bare = valid (hashed in full)
   return spec.split(" ").map((token) => {
-    const step = Number(token.replace(/[x?]$/, ""));
+    const step = Number(token.replace(/[x?~]$/, ""));
     const status = token.endsWith("x") ? "invalid" : token.endsWith("?") ? "unchecked" : "valid";
     return {
       name: `step-${step}`,
       step,
       status,
       reasons: status === "invalid" ? ["hash_mismatch"] : [],
+      verified: status === "valid" && !token.endsWith("~"),
     };
   });
 }
 
-function plan(spec: string, options: Partial<RetentionInput> = {}) {
-  const result = planRetention({
+function input(spec: string, options: Partial<RetentionInput> = {}): RetentionInput {
+  return {
     checkpoints: checkpoints(spec),
     latest: null,
     lastKnownGood: null,
@@ -25,7 +26,11 @@ function plan(spec: string, options: Partial<RetentionInput> = {}) {
     staging: [],
     staleStagingAfterS: 3600,
     ...options,
-  });
+  };
+}
+
+function plan(spec: string, options: Partial<RetentionInput> = {}) {
+  const result = planRetention(input(spec, options));
   return {
     ...result,
     kept: result.keep.map((k) => k.name.slice(5)).join(" "),
@@ -89,6 +94,23 @@ Deno.test("unchecked checkpoints newer than the kept ones survive; older ones go
     "50 30",
     "with fewer valid than keep-last, nothing unchecked is deleted",
   );
+});
+
+Deno.test("nothing is deleted for its age on the word of a keeper checked only shallowly", () => {
+  // 30 passed a fast check only: it may be rotten, so 10 (older than the 2 newest valid) must stay.
+  const p = plan("40 30~ 20x 10", { latest: "step-40" });
+  assert.equal(p.kept, "40 30 10");
+  assert.equal(p.deleted, "20", "an invalid one still goes: its own damage is the reason");
+  assert.deepEqual(p.keep[2].reasons, ["a checkpoint kept in its place is not validated in full"]);
+  assert.deepEqual(keepersToVerify(input("40 30~ 20x 10", { latest: "step-40" })), ["step-30"]);
+  // Unverified keepers that license nothing (keep-every keeps the rest) need no full check.
+  assert.deepEqual(keepersToVerify(input("40~ 30~ 20 10", { keepEvery: 10 })), []);
+  assert.equal(plan("40~ 30~ 20 10", { keepEvery: 10 }).deleted, "");
+  // Once verified, the same plan deletes.
+  assert.equal(plan("40 30 20x 10", { latest: "step-40" }).deleted, "20 10");
+  // keep-last 0: the newest valid alone licenses deleting the older ones.
+  assert.deepEqual(keepersToVerify(input("30~ 20 10?", { keepLast: 0 })), ["step-30"]);
+  assert.equal(plan("30~ 20 10?", { keepLast: 0 }).deleted, "");
 });
 
 Deno.test("stale staging goes, a write in progress stays", () => {

@@ -271,7 +271,8 @@ Deno.test("root checks (latest naming a corrupt checkpoint, stale staging, stray
   await Deno.utime(`${root}/.staging-step-40-crashed/model.pt`, old, old);
   await Deno.utime(`${root}/.staging-step-40-crashed`, old, old);
   await Deno.mkdir(`${root}/step-007`);
-  for (const depth of [["--sample-bytes", "1024"], ["--fast"]]) {
+  // Faked mtimes do not age a staging folder (its ctime is new): --stale-after 0s does.
+  for (const depth of [["--sample-bytes", "1024"], ["--fast"]].map((d) => [...d, "--stale-after", "0s"])) {
     const shards = await runShards("scan", root, 2, `${tmp.path}/reports${depth[0]}`, depth);
     const single = await runCli(["scan", root, "--json", "--log-level", "warn", ...depth]);
     const merged = await merge(shards.paths);

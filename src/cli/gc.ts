@@ -23,10 +23,15 @@ import { parseNonNegativeInteger, parseSeconds } from "./parse.ts";
 /** Builds the `gc` command. */
 export function gcCommand(cli: CliHandle) {
   const [fast, sampleBytes, jobs, deep] = depthOptions();
+  fast.description = "find corrupt checkpoints with manifest, presence and sizes only; the kept checkpoints a " +
+    "deletion rests on are still hashed in full first (unless recorded known-good and unchanged since)";
+  sampleBytes.description = "find corrupt checkpoints by the sampled regions recorded at commit; the kept " +
+    "checkpoints a deletion rests on are still hashed in full first (unless recorded known-good and unchanged since)";
   return new Command("gc")
     .description(
       "delete checkpoints retention does not keep (never the one latest names, the newest valid or the " +
-        "last-known-good; corrupt ones do not count toward keep-last) and stale staging folders",
+        "last-known-good; corrupt ones do not count toward keep-last) and stale staging folders; refuses a folder " +
+        "that is not a ckptkit root",
     )
     .argument(
       "[root]",
@@ -59,7 +64,8 @@ export function gcCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--stale-after <duration>",
-        `remove staging folders untouched for longer (default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
+        `remove staging folders in which nothing changed for longer, by the newest mtime or ctime in them ` +
+          `(a copy keeps old mtimes, never old ctimes) (default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
       ).argParser(parseSeconds),
     )
     .addOption(fast)

@@ -50,7 +50,8 @@ export function scanCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--stale-after <duration>",
-        `staging folders untouched for longer are crashed writes (default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
+        `staging folders in which nothing changed for longer (newest mtime or ctime in them) are crashed writes ` +
+          `(default ${DEFAULT_STALE_STAGING_S / 3600}h)`,
       ).argParser(parseSeconds),
     )
     .addOption(
