@@ -87,7 +87,16 @@ export async function sealCheckpoint(
       path: dir,
     });
   }
-  const step = options.step ?? inferStep(basename(dir));
+  const named = inferStep(basename(dir));
+  if (options.step !== undefined && named !== undefined && options.step !== named) {
+    // Validation would report the sealed folder as step_mismatch: resume and gc go by the name.
+    throw new CkptkitError(
+      "invalid_argument",
+      `The folder name "${basename(dir)}" says step ${named}, not ${options.step}; rename it or drop --step`,
+      { path: dir },
+    );
+  }
+  const step = options.step ?? named;
   if (step === undefined) {
     throw new CkptkitError(
       "invalid_argument",
