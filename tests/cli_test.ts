@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ckptkitFlags, type CliRun, decode, flipByte, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
+import { ckptkitFlags, type CliRun, copyTree, decode, flipByte, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 async function writeCheckpoint(
   root: string,
@@ -614,4 +614,38 @@ Deno.test("progress is drawn on a terminal's stderr and never in pipes or with -
   assert.match(shown, /OK .*step-1/);
   const json = await onTerminal("--json");
   assert.ok(!json.includes("validating"), "--json keeps the terminal free of progress");
+});
+
+Deno.test("a copy of step-20 named step-30 is step_mismatch: validate fails it, resume and gc pass over it, scan and metrics report it", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeCheckpoint(root, 10);
+  await writeCheckpoint(root, 20);
+  await copyTree(`${root}/step-20`, `${root}/step-30`);
+
+  for (const depth of [["--fast"], ["--sample-bytes", "1KiB"], []]) {
+    const validate = await runCli(["validate", "--json", ...depth, `${root}/step-30`]);
+    assert.equal(validate.code, 1, `${depth}: ${validate.stderr}`);
+    assert.deepEqual(JSON.parse(validate.stdout).problems.map((p: { reason: string }) => p.reason), ["step_mismatch"]);
+  }
+  const resume = await runCli(["resume", root]);
+  assert.equal(resume.code, 0, resume.stderr);
+  assert.equal(resume.stdout.trim(), `${root}/step-20`);
+
+  const scan = await runCli(["scan", "--json", "--fast", root]);
+  assert.equal(scan.code, 1, scan.stderr);
+  const scanned = JSON.parse(scan.stdout);
+  const step30 = scanned.checkpoints.find((c: { path: string }) => c.path.endsWith("/step-30"));
+  assert.deepEqual(step30.problems.map((p: { reason: string }) => p.reason), ["step_mismatch"]);
+
+  const metrics = await runCli(["emit-metrics", "--fast", root]);
+  assert.equal(metrics.code, 1, metrics.stderr);
+  assert.match(metrics.stdout, /checkpoint_validation_failures_total\{[^}]*reason="step_mismatch"\} [1-9]/);
+  assert.match(metrics.stdout, /checkpoint_resume_selected_step\{[^}]*\} 20\n/);
+
+  const gc = await runCli(["gc", "--json", "--keep-last", "1", "--dry-run", root]);
+  assert.equal(gc.code, 0, gc.stderr);
+  const planned = JSON.parse(gc.stdout);
+  assert.deepEqual(planned.keep.map((k: { name: string }) => k.name), ["step-20"]);
+  assert.ok(planned.keep[0].reasons.includes("newest valid"));
 });
