@@ -19,6 +19,7 @@
 
 import { parseYaml, YAMLParseError } from "./deps/yaml.ts";
 import { z } from "./deps/zod.ts";
+import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
 
@@ -145,8 +146,13 @@ export function parseConfig(source: string, origin = "config"): Config {
   );
 }
 
+/** Largest config file read. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /**
- * Reads and parses a configuration file.
+ * Reads and parses a configuration file: a regular file (a link to one is
+ * followed) of at most {@linkcode MAX_CONFIG_BYTES}, in UTF-8. Anything else
+ * is a `config_invalid` {@linkcode CkptkitError}, refused before it is opened.
  *
  * Requires `--allow-read`.
  *
@@ -161,15 +167,30 @@ export function parseConfig(source: string, origin = "config"): Config {
  * ```
  */
 export async function loadConfig(path: string): Promise<Config> {
+  const invalid = (detail: string, cause?: unknown) =>
+    new CkptkitError("config_invalid", `Cannot read config file ${path}: ${detail}`, { path, cause });
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (err) {
+    throw invalid((err as Error).message, err);
+  }
+  // Checked before opening: opening a FIFO without a writer blocks forever, and /dev/zero never ends.
+  if (!info.isFile) {
+    throw invalid(`not a regular file (${info.isDirectory ? "a folder" : "a FIFO, socket or device"})`);
+  }
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readFileLimited(path, MAX_CONFIG_BYTES);
+  } catch (err) {
+    throw invalid((err as Error).message, err);
+  }
+  if (!bytes) throw invalid(`larger than ${MAX_CONFIG_BYTES} bytes; a config is a few lines`);
   let source: string;
   try {
-    source = await Deno.readTextFile(path);
+    source = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {
-    throw new CkptkitError(
-      "config_invalid",
-      `Cannot read config file ${path}: ${(err as Error).message}`,
-      { path, cause: err },
-    );
+    throw invalid("not valid UTF-8", err);
   }
   return parseConfig(source, path);
 }
