@@ -11,6 +11,7 @@ export const ERROR_REASONS = [
   "config_invalid",
   "not_found",
   "not_a_checkpoint",
+  "not_a_folder",
   "report_invalid",
   "report_mismatch",
   "checkpoint_exists",
@@ -48,6 +49,8 @@ export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
   "config_invalid",
   "not_found",
   "not_a_checkpoint",
+  // A root, checkpoint or staging folder argument that is a file or a device.
+  "not_a_folder",
   "part_conflict",
   "part_mismatch",
   // Shard reports that are unusable or do not form one set (`ckptkit report merge`).

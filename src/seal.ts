@@ -10,6 +10,7 @@ import { basename } from "node:path";
 import { checkIdentity } from "./commit.ts";
 import { writeFileAtomic } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { inferStep, MANIFEST_NAME } from "./layout.ts";
 import { createManifest, serializeManifest } from "./manifest.ts";
 import type { Problem } from "./problems.ts";
@@ -72,21 +73,7 @@ export async function sealCheckpoint(
 ): Promise<SealResult> {
   const started = performance.now();
   checkHashingOptions(options);
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(dir);
-  } catch (err) {
-    throw new CkptkitError(
-      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
-      `Cannot read ${dir}: ${(err as Error).message}`,
-      { path: dir, cause: err },
-    );
-  }
-  if (!info.isDirectory) {
-    throw new CkptkitError("not_a_checkpoint", `${dir} is not a folder`, {
-      path: dir,
-    });
-  }
+  await requireFolder(dir, "checkpoint folder", { noFollow: true });
   const named = inferStep(basename(dir));
   if (options.step !== undefined && named !== undefined && options.step !== named) {
     // Validation would report the sealed folder as step_mismatch: resume and gc go by the name.

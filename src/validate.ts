@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { type FileHasher, withHasher } from "./hash_pool.ts";
 import { hashRegions, type RegionDigest } from "./hashing.ts";
 import type { FormatFact } from "./formats/checker.ts";
@@ -235,7 +236,7 @@ export async function inspectCheckpoint(
     manifestFiles: new Map(),
     manifest: null,
   };
-  await requireFolder(path);
+  await requireFolder(path, "checkpoint folder");
 
   const manifest = await readManifest(path, result.problems);
   if (!manifest) {
@@ -435,34 +436,6 @@ export function assembleValidation(
   result.ok = result.problems.length === 0;
   result.duration_s = round(durationS);
   return result;
-}
-
-async function requireFolder(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new CkptkitError(
-        "not_found",
-        `Checkpoint folder ${path} does not exist`,
-        { path },
-      );
-    }
-    throw new CkptkitError(
-      "io_error",
-      `Cannot read ${path}: ${(err as Error).message}`,
-      {
-        path,
-        cause: err,
-      },
-    );
-  }
-  if (!info.isDirectory) {
-    throw new CkptkitError("not_a_checkpoint", `${path} is not a folder`, {
-      path,
-    });
-  }
 }
 
 /**

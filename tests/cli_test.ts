@@ -1,6 +1,18 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ckptkitFlags, type CliRun, copyTree, decode, flipByte, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
+import {
+  ckptkitFlags,
+  cliCommand,
+  type CliRun,
+  copyTree,
+  decode,
+  flipByte,
+  names,
+  REPO,
+  runCli,
+  tempDir,
+  writeStep,
+} from "./_helpers.ts";
 
 async function writeCheckpoint(
   root: string,
@@ -648,4 +660,45 @@ Deno.test("a copy of step-20 named step-30 is step_mismatch: validate fails it, 
   const planned = JSON.parse(gc.stdout);
   assert.deepEqual(planned.keep.map((k: { name: string }) => k.name), ["step-20"]);
   assert.ok(planned.keep[0].reasons.includes("newest valid"));
+});
+
+Deno.test("every command given a file or a device where a root or checkpoint folder belongs exits 2 with not_a_folder", async () => {
+  await using tmp = await tempDir();
+  const file = `${tmp.path}/file`;
+  await Deno.writeTextFile(file, "not a folder\n");
+  const staging = `${tmp.path}/staging`;
+  await Deno.mkdir(staging);
+  await Deno.writeTextFile(`${staging}/a.bin`, "a");
+  for (const path of [file, "/dev/null"]) {
+    const commands = [
+      ["validate", path],
+      ["validate", "--fast", path],
+      ["export-sums", path],
+      ["seal", path, "--step", "1"],
+      ["quarantine", path],
+      ["scan", path],
+      ["resume", path],
+      ["resume", "--repair", path],
+      ["gc", "--keep-last", "1", path],
+      ["emit-metrics", path],
+      ["serve", "--listen", "127.0.0.1:0", path],
+      ["commit", path, "--root", `${tmp.path}/root`, "--step", "1"],
+      ["commit", staging, "--root", path, "--step", "1"],
+      ["write", "--root", path, "--step", "1"],
+    ];
+    for (const args of commands) {
+      const child = cliCommand(args).spawn();
+      // Backstop for serve, which would otherwise run until stopped: minutes, only to end a stuck run.
+      const backstop = setTimeout(() => child.kill("SIGKILL"), 180_000);
+      const run = decode(await child.output());
+      clearTimeout(backstop);
+      const what = `${args.join(" ")}: ${run.stderr}`;
+      assert.equal(run.code, 2, what);
+      const errors = run.stderr.split("\n").filter((line) => line.startsWith("ckptkit: error:"));
+      assert.equal(errors.length, 1, what);
+      assert.match(errors[0], /\[not_a_folder\]$/, what);
+    }
+  }
+  assert.equal(await Deno.readTextFile(file), "not a folder\n");
+  assert.deepEqual(await names(staging), ["a.bin"]);
 });
