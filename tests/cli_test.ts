@@ -10,6 +10,7 @@ import {
   names,
   REPO,
   runCli,
+  snapshot,
   tempDir,
   writeStep,
 } from "./_helpers.ts";
@@ -701,4 +702,38 @@ Deno.test("every command given a file or a device where a root or checkpoint fol
   }
   assert.equal(await Deno.readTextFile(file), "not a folder\n");
   assert.deepEqual(await names(staging), ["a.bin"]);
+});
+
+Deno.test("one step syntax everywhere: --step, --before-step, --keep-last and --keep-every refuse signs, spaces, leading zeros and non-decimal forms", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeCheckpoint(root, 10);
+  const staging = `${tmp.path}/staging`;
+  await Deno.mkdir(staging);
+  await Deno.writeTextFile(`${staging}/a.bin`, "a");
+  const bad = [" 7", "7 ", "010", "+7", "-1", "7.0", "1e3", "0x10", "", "9007199254740993"];
+  const commands = (value: string) => [
+    ["write", "--root", root, "--files", "1", "--file-size", "1KiB", "--step", value],
+    ["commit", staging, "--root", root, "--step", value],
+    ["seal", staging, "--step", value],
+    ["resume", "--policy", "newest-before", "--before-step", value, root],
+    ["gc", "--dry-run", "--keep-last", value, root],
+    ["gc", "--dry-run", "--keep-every", value, root],
+  ];
+  const before = await snapshot(tmp.path);
+  for (const value of bad) {
+    for (const args of commands(value)) {
+      const run = await runCli(args);
+      const what = `${JSON.stringify(value)}: ${args.join(" ")}: ${run.stderr}`;
+      assert.equal(run.code, 2, what);
+      const errors = run.stderr.split("\n").filter((line) => line.startsWith("ckptkit: error:"));
+      assert.equal(errors.length, 1, what);
+      assert.match(errors[0], /\[invalid_argument\]$/, what);
+    }
+  }
+  assert.deepEqual(await snapshot(tmp.path), before, "nothing written");
+  // The canonical forms still work, "0" included.
+  const resume = await runCli(["resume", "--policy", "newest-before", "--before-step", "11", root]);
+  assert.equal(resume.stdout.trim(), `${root}/step-10`, resume.stderr);
+  assert.equal((await runCli(["gc", "--dry-run", "--keep-last", "0", "--keep-every", "10", root])).code, 0);
 });

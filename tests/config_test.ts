@@ -170,3 +170,24 @@ Deno.test("a config that is a FIFO, a folder, a link to /dev/zero or a huge file
   await Deno.symlink(`${tmp.path}/real.yaml`, `${tmp.path}/link.yaml`);
   assert.equal((await loadConfig(`${tmp.path}/link.yaml`)).root, tmp.path);
 });
+
+Deno.test("counts in the config are written like steps everywhere: 010, +7, 0x10, 1e3 and 7.0 are config_invalid", () => {
+  for (const form of ["010", "+7", "0x10", "0o7", "1e3", "7.0", "-1"]) {
+    for (
+      const key of [
+        "retention:\n  keep_every",
+        "retention:\n  keep_last",
+        "hashing:\n  jobs",
+        "hashing:\n  sample_bytes",
+      ]
+    ) {
+      assert.throws(
+        () => parseConfig(`${key}: ${form}\n`, "ckptkit.yaml"),
+        (err) => err instanceof CkptkitError && err.reason === "config_invalid" && err.message.includes("ckptkit.yaml"),
+        `${key}: ${form}`,
+      );
+    }
+  }
+  assert.equal(parseConfig("retention:\n  keep_every: 1000\n  keep_last: 0\n").retention?.keep_every, 1000);
+  assert.equal(parseConfig("lock_timeout_s: 1.5\n").lock_timeout_s, 1.5);
+});
