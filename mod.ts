@@ -63,9 +63,11 @@ export {
   checkpointName,
   CORRUPT_DIR,
   inferStep,
+  isValidStep,
   LATEST_NAME,
   MANIFEST_NAME,
   parseCheckpointName,
+  parseStep,
   STATE_DIR,
 } from "./src/layout.ts";
 export { unsafePathReason } from "./src/paths.ts";

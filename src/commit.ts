@@ -8,6 +8,7 @@
 
 import { basename, dirname, resolve } from "node:path";
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { checkpointName, CORRUPT_DIR, isValidStep, parseCheckpointName, STATE_DIR } from "./layout.ts";
 import { createManifest, type Manifest } from "./manifest.ts";
 import { exists, type FaultHook, publishCheckpoint, type PublishOutcome } from "./publish.ts";
@@ -197,8 +198,11 @@ export async function prepareRoot(root: string): Promise<string> {
     await Deno.mkdir(root, { recursive: true });
     return await Deno.realPath(root);
   } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists || err instanceof Deno.errors.NotADirectory) {
+      await requireFolder(root, "checkpoint root");
+    }
     throw new CkptkitError(
-      err instanceof Deno.errors.AlreadyExists ? "invalid_argument" : "io_error",
+      "io_error",
       `Cannot use ${root} as a checkpoint root: ${(err as Error).message}`,
       { path: root, cause: err },
     );
@@ -207,27 +211,18 @@ export async function prepareRoot(root: string): Promise<string> {
 
 /**
  * The real path of a staging folder given on the command line, refusing one
- * that is missing (`not_found`), a symbolic link or not a folder
- * (`staging_invalid`).
+ * that is missing (`not_found`), a file or a device (`not_a_folder`) or a
+ * symbolic link (`staging_invalid`).
  */
 export async function realStagingFolder(stagingDir: string): Promise<string> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(stagingDir);
-  } catch (err) {
-    throw new CkptkitError(
-      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
-      `Cannot read staging folder ${stagingDir}: ${(err as Error).message}`,
-      { path: stagingDir, cause: err },
-    );
-  }
-  if (info.isSymlink || !info.isDirectory) {
+  if ((await Deno.lstat(stagingDir).catch(() => undefined))?.isSymlink) {
     throw new CkptkitError(
       "staging_invalid",
-      `${stagingDir} is ${info.isSymlink ? "a symbolic link" : "not a folder"}; commit takes the folder itself`,
+      `${stagingDir} is a symbolic link; commit takes the folder itself`,
       { path: stagingDir },
     );
   }
+  await requireFolder(stagingDir, "staging folder");
   return await Deno.realPath(stagingDir);
 }
 

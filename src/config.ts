@@ -17,10 +17,12 @@
  * @module
  */
 
-import { parseYaml, YAMLParseError } from "./deps/yaml.ts";
+import { isScalar, parseDocument, YAMLParseError } from "./deps/yaml.ts";
 import { z } from "./deps/zod.ts";
+import { readFileLimited } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
+import { parseStep } from "./layout.ts";
 
 const positiveInteger = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 const nonNegativeInteger = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -104,8 +106,11 @@ const configSchema: z.ZodType<Config> = z.strictObject({
  */
 export function parseConfig(source: string, origin = "config"): Config {
   let raw: unknown;
+  let document: ReturnType<typeof parseDocument>;
   try {
-    raw = parseYaml(source, { logLevel: "error" });
+    document = parseDocument(source, { logLevel: "error" });
+    if (document.errors.length > 0) throw document.errors[0];
+    raw = document.toJS();
   } catch (err) {
     const where = err instanceof YAMLParseError && err.linePos
       ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}`
@@ -123,7 +128,10 @@ export function parseConfig(source: string, origin = "config"): Config {
   }
   if (raw === null || raw === undefined) return {};
   const parsed = configSchema.safeParse(raw);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    checkIntegerSyntax(document, origin);
+    return parsed.data;
+  }
   const issue = parsed.error.issues[0];
   const key = issue.path.map(String).join(".");
   if (issue.code === "unrecognized_keys") {
@@ -145,8 +153,38 @@ export function parseConfig(source: string, origin = "config"): Config {
   );
 }
 
+const INTEGER_KEYS = [
+  ["hashing", "sample_bytes"],
+  ["hashing", "jobs"],
+  ["retention", "keep_last"],
+  ["retention", "keep_every"],
+] as const;
+
 /**
- * Reads and parses a configuration file.
+ * YAML reads `010`, `+7`, `0x10` and `1e3` as numbers; counts are written one way everywhere (flags, folder names),
+ * so the config refuses those forms too instead of guessing what they meant.
+ */
+function checkIntegerSyntax(document: ReturnType<typeof parseDocument>, origin: string): void {
+  for (const path of INTEGER_KEYS) {
+    const node = document.getIn(path, true);
+    if (!isScalar(node) || typeof node.value !== "number" || node.source === undefined) continue;
+    if (parseStep(String(node.source)) !== undefined) continue;
+    throw new CkptkitError(
+      "config_invalid",
+      `${origin}: key "${path.join(".")}" is invalid: expected a non-negative integer in decimal digits, ` +
+        `without sign, spaces or leading zeros (got ${JSON.stringify(node.source)})`,
+      { path: origin },
+    );
+  }
+}
+
+/** Largest config file read. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Reads and parses a configuration file: a regular file (a link to one is
+ * followed) of at most {@linkcode MAX_CONFIG_BYTES}, in UTF-8. Anything else
+ * is a `config_invalid` {@linkcode CkptkitError}, refused before it is opened.
  *
  * Requires `--allow-read`.
  *
@@ -161,15 +199,30 @@ export function parseConfig(source: string, origin = "config"): Config {
  * ```
  */
 export async function loadConfig(path: string): Promise<Config> {
+  const invalid = (detail: string, cause?: unknown) =>
+    new CkptkitError("config_invalid", `Cannot read config file ${path}: ${detail}`, { path, cause });
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (err) {
+    throw invalid((err as Error).message, err);
+  }
+  // Checked before opening: opening a FIFO without a writer blocks forever, and /dev/zero never ends.
+  if (!info.isFile) {
+    throw invalid(`not a regular file (${info.isDirectory ? "a folder" : "a FIFO, socket or device"})`);
+  }
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readFileLimited(path, MAX_CONFIG_BYTES);
+  } catch (err) {
+    throw invalid((err as Error).message, err);
+  }
+  if (!bytes) throw invalid(`larger than ${MAX_CONFIG_BYTES} bytes; a config is a few lines`);
   let source: string;
   try {
-    source = await Deno.readTextFile(path);
+    source = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {
-    throw new CkptkitError(
-      "config_invalid",
-      `Cannot read config file ${path}: ${(err as Error).message}`,
-      { path, cause: err },
-    );
+    throw invalid("not valid UTF-8", err);
   }
   return parseConfig(source, path);
 }

@@ -12,6 +12,7 @@ export const ERROR_REASONS = [
   "not_found",
   "not_a_checkpoint",
   "not_a_root",
+  "not_a_folder",
   "report_invalid",
   "report_mismatch",
   "checkpoint_exists",
@@ -51,6 +52,8 @@ export const USAGE_ERROR_REASONS: ReadonlySet<ErrorReason> = new Set([
   "not_a_checkpoint",
   // A destructive command (gc) pointed at a folder with no mark of a ckptkit root.
   "not_a_root",
+  // A root, checkpoint or staging folder argument that is a file or a device.
+  "not_a_folder",
   "part_conflict",
   "part_mismatch",
   // Shard reports that are unusable or do not form one set (`ckptkit report merge`).

@@ -10,6 +10,7 @@
  */
 
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { parseManifest, readManifestFile } from "./manifest.ts";
 import type { Problem } from "./problems.ts";
@@ -75,7 +76,7 @@ export function formatSumsLine(digest: string, path: string): string {
  * files themselves are checked by whoever runs `sha256sum -c`.
  *
  * Throws a {@linkcode CkptkitError}:
- * - `not_found` / `not_a_checkpoint` when the path is missing or not a folder;
+ * - `not_found` / `not_a_folder` when the path is missing or not a folder;
  * - {@linkcode ManifestProblemError} when the manifest is missing, corrupt,
  *   newer than this ckptkit, or lists an unsafe path (nothing is exported
  *   then, not even the safe lines);
@@ -102,7 +103,7 @@ export function formatSumsLine(digest: string, path: string): string {
  * ```
  */
 export async function exportSums(checkpointPath: string): Promise<string> {
-  await requireFolder(checkpointPath);
+  await requireFolder(checkpointPath, "checkpoint folder");
   const text = await readManifestText(checkpointPath);
   const parsed = await parseManifest(text);
   if (!parsed.manifest || parsed.problems.length > 0) {
@@ -138,25 +139,6 @@ export async function exportSums(checkpointPath: string): Promise<string> {
     lines.push(formatSumsLine(file.digest, file.path));
   }
   return lines.join("");
-}
-
-async function requireFolder(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new CkptkitError("not_found", `Checkpoint folder ${path} does not exist`, { path });
-    }
-    throw new CkptkitError(
-      err instanceof Deno.errors.PermissionDenied ? "permission_denied" : "io_error",
-      `Cannot read ${path}: ${(err as Error).message}`,
-      { path, cause: err },
-    );
-  }
-  if (!info.isDirectory) {
-    throw new CkptkitError("not_a_checkpoint", `${path} is not a folder`, { path });
-  }
 }
 
 /** Reads the manifest's text the way validation does (see `readManifestFile`); a problem is thrown. */

@@ -141,6 +141,11 @@ export interface HashFileOptions {
   algorithm?: HashAlgorithm;
   /** Region size for sampled digests; 0 records none (default 65536). */
   sampleBytes?: number;
+  /**
+   * The regions to digest instead of those `sampleBytes` picks: the ones a manifest recorded, which validation
+   * checks in the same pass as the whole file.
+   */
+  regions?: readonly Region[];
   /** fsync the file after reading it (commit does, to read each byte once). */
   sync?: boolean;
   /**
@@ -189,7 +194,7 @@ export async function hashFile(
     const before = await file.stat();
     const size = before.size;
     const whole = await createHasher(algorithm);
-    const regions = sampleRegions(size, sampleBytes);
+    const regions = options.regions ? [...options.regions] : sampleRegions(size, sampleBytes);
     const regionHashers = await Promise.all(
       regions.map(() => createHasher(algorithm)),
     );

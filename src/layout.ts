@@ -26,7 +26,28 @@ export const CORRUPT_DIR = "corrupt";
 /** Prefix of staging folders inside the root. */
 export const STAGING_PREFIX = ".staging-";
 
-const CHECKPOINT_NAME = /^step-(0|[1-9][0-9]*)$/;
+const CHECKPOINT_NAME = /^step-([0-9]+)$/;
+const STEP_TEXT = /^(0|[1-9][0-9]*)$/;
+
+/**
+ * Parses a step (or a count) written the one way ckptkit accepts anywhere:
+ * decimal digits, no sign, no spaces, no leading zeros except "0" itself,
+ * at most `Number.MAX_SAFE_INTEGER`. Returns `undefined` for anything else,
+ * so that `step-010`, `--step 010` and `--step " 7"` are refused alike.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseStep } from "./layout.ts";
+ * assert.ok(parseStep("10") === 10 && parseStep("0") === 0);
+ * for (const bad of ["010", " 7", "7 ", "+7", "-1", "7.0", "1e3", ""]) assert.ok(parseStep(bad) === undefined);
+ * ```
+ */
+export function parseStep(text: string): number | undefined {
+  if (!STEP_TEXT.test(text)) return undefined;
+  const step = Number(text);
+  return isValidStep(step) ? step : undefined;
+}
 
 /**
  * The folder name of the checkpoint of `step`.
@@ -56,13 +77,20 @@ export function checkpointName(step: number): string {
  */
 export function parseCheckpointName(name: string): number | undefined {
   const match = CHECKPOINT_NAME.exec(name);
-  if (!match) return undefined;
-  const step = Number(match[1]);
-  return Number.isSafeInteger(step) ? step : undefined;
+  return match ? parseStep(match[1]) : undefined;
 }
 
 /**
- * Tells whether `step` is a valid step number: a non-negative safe integer.
+ * Tells whether `step` is a valid step number: a non-negative safe integer
+ * (the numbers {@linkcode parseStep} returns).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { isValidStep } from "./layout.ts";
+ * assert.ok(isValidStep(0) && isValidStep(10));
+ * assert.ok(!isValidStep(-1) && !isValidStep(1.5) && !isValidStep("10") && !isValidStep(2 ** 53));
+ * ```
  */
 export function isValidStep(step: unknown): step is number {
   return typeof step === "number" && Number.isSafeInteger(step) && step >= 0;
@@ -81,10 +109,10 @@ export function isStagingName(name: string): boolean {
 
 /** Step numbers inferred from other tools' folder names when adopting them. */
 const FOREIGN_STEP_NAMES = [
-  /^step[-_]?(0|[1-9][0-9]*)$/,
-  /^checkpoint-(0|[1-9][0-9]*)$/,
-  /^global_step(0|[1-9][0-9]*)$/,
-  /^epoch=\d+-step=(0|[1-9][0-9]*)(\.ckpt)?$/,
+  /^step[-_]?([0-9]+)$/,
+  /^checkpoint-([0-9]+)$/,
+  /^global_step([0-9]+)$/,
+  /^epoch=\d+-step=([0-9]+)(\.ckpt)?$/,
 ];
 
 /**
@@ -104,10 +132,7 @@ const FOREIGN_STEP_NAMES = [
 export function inferStep(name: string): number | undefined {
   for (const pattern of FOREIGN_STEP_NAMES) {
     const match = pattern.exec(name);
-    if (match) {
-      const step = Number(match[1]);
-      if (Number.isSafeInteger(step)) return step;
-    }
+    if (match) return parseStep(match[1]);
   }
   return undefined;
 }

@@ -10,6 +10,7 @@ export const PROBLEM_REASONS = [
   "manifest_missing",
   "manifest_corrupt",
   "manifest_unsupported",
+  "step_mismatch",
   "file_missing",
   "size_mismatch",
   "hash_mismatch",
@@ -29,6 +30,9 @@ export const PROBLEM_REASONS = [
  * - `manifest_corrupt`: the manifest cannot be read, parsed, or its
  *   self-digest does not match its content.
  * - `manifest_unsupported`: the manifest was written by a newer format version.
+ * - `step_mismatch`: the folder is named for one step (`step-30`,
+ *   `checkpoint-30`) and its manifest records another (a copied or renamed
+ *   checkpoint, or a re-signed manifest).
  * - `file_missing`: a file the manifest lists is not on disk.
  * - `size_mismatch`: a file's size differs from the manifest.
  * - `hash_mismatch`: a file's digest (whole or sampled) differs from the manifest.

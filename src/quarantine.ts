@@ -9,6 +9,7 @@
 import { basename, dirname } from "node:path";
 import { fsyncPath, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
+import { notAFolder } from "./folder.ts";
 import { readLatest, writeLatest } from "./latest.ts";
 import { CORRUPT_DIR, LATEST_NAME, parseCheckpointName } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
@@ -91,6 +92,7 @@ export async function quarantineCheckpoint(
   } catch (err) {
     throw asCkptkitError(err, `Reading ${trimmed}`, trimmed);
   }
+  if (!info.isDirectory && !info.isSymlink) throw notAFolder(trimmed, "checkpoint folder", "a file or a device");
   const root = await rootOfCheckpoint(trimmed);
   if (
     !root || !info.isDirectory || basename(dirname(trimmed)) === CORRUPT_DIR

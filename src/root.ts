@@ -8,6 +8,7 @@
  */
 
 import { CkptkitError } from "./errors.ts";
+import { notAFolder } from "./folder.ts";
 import { PARTS_SUFFIX, type RankProgress, readRankProgress } from "./part.ts";
 import {
   CORRUPT_DIR,
@@ -97,6 +98,7 @@ export async function listRoot(root: string): Promise<RootListing> {
     realRoot = await Deno.realPath(root);
     entries = await Array.fromAsync(Deno.readDir(realRoot));
   } catch (err) {
+    if (err instanceof Deno.errors.NotADirectory) throw notAFolder(root, "checkpoint root", "a file or a device");
     throw new CkptkitError(
       err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
       `Cannot read checkpoint root ${root}: ${(err as Error).message}`,

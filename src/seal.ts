@@ -10,6 +10,7 @@ import { basename } from "node:path";
 import { checkIdentity } from "./commit.ts";
 import { writeFileAtomic } from "./durable.ts";
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { inferStep, MANIFEST_NAME } from "./layout.ts";
 import { createManifest, serializeManifest } from "./manifest.ts";
 import type { Problem } from "./problems.ts";
@@ -72,22 +73,17 @@ export async function sealCheckpoint(
 ): Promise<SealResult> {
   const started = performance.now();
   checkHashingOptions(options);
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(dir);
-  } catch (err) {
+  await requireFolder(dir, "checkpoint folder", { noFollow: true });
+  const named = inferStep(basename(dir));
+  if (options.step !== undefined && named !== undefined && options.step !== named) {
+    // Validation would report the sealed folder as step_mismatch: resume and gc go by the name.
     throw new CkptkitError(
-      err instanceof Deno.errors.NotFound ? "not_found" : "io_error",
-      `Cannot read ${dir}: ${(err as Error).message}`,
-      { path: dir, cause: err },
+      "invalid_argument",
+      `The folder name "${basename(dir)}" says step ${named}, not ${options.step}; rename it or drop --step`,
+      { path: dir },
     );
   }
-  if (!info.isDirectory) {
-    throw new CkptkitError("not_a_checkpoint", `${dir} is not a folder`, {
-      path: dir,
-    });
-  }
-  const step = options.step ?? inferStep(basename(dir));
+  const step = options.step ?? named;
   if (step === undefined) {
     throw new CkptkitError(
       "invalid_argument",

@@ -9,8 +9,9 @@
 import { createHash } from "node:crypto";
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { CkptkitError } from "./errors.ts";
+import { requireFolder } from "./folder.ts";
 import { type FileHasher, withHasher } from "./hash_pool.ts";
-import { hashRegions } from "./hashing.ts";
+import { hashRegions, type RegionDigest } from "./hashing.ts";
 import type { FormatFact } from "./formats/checker.ts";
 import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./formats/files.ts";
 import { formatCheckerFor } from "./formats/dispatch.ts";
@@ -235,7 +236,7 @@ export async function inspectCheckpoint(
     manifestFiles: new Map(),
     manifest: null,
   };
-  await requireFolder(path);
+  await requireFolder(path, "checkpoint folder");
 
   const manifest = await readManifest(path, result.problems);
   if (!manifest) {
@@ -248,6 +249,8 @@ export async function inspectCheckpoint(
   }
   inspection.mode = "manifest";
   inspection.manifest = manifest.manifest;
+  const stepProblem = await stepMismatch(path, manifest.manifest.step);
+  if (stepProblem) result.problems.push(stepProblem);
   // A manifest whose self-digest does not match is still used; then only its bytes say which one was read.
   inspection.planKey = manifest.intact ? manifest.manifest.manifest_digest : `raw:sha256:${manifest.rawDigest}`;
   result.manifest_backed = true;
@@ -435,32 +438,22 @@ export function assembleValidation(
   return result;
 }
 
-async function requireFolder(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new CkptkitError(
-        "not_found",
-        `Checkpoint folder ${path} does not exist`,
-        { path },
-      );
-    }
-    throw new CkptkitError(
-      "io_error",
-      `Cannot read ${path}: ${(err as Error).message}`,
-      {
-        path,
-        cause: err,
-      },
-    );
-  }
-  if (!info.isDirectory) {
-    throw new CkptkitError("not_a_checkpoint", `${path} is not a folder`, {
-      path,
-    });
-  }
+/**
+ * Resume, scan and gc order checkpoints by the step in their folder name; a manifest recording another step (a
+ * copied or renamed folder, a re-signed manifest) would make them choose or keep the wrong one. A folder whose
+ * name says no step (a backup copy, a staging folder) is not checked.
+ */
+async function stepMismatch(path: string, manifestStep: number): Promise<Problem | undefined> {
+  // The real name: "." or a trailing slash still names the folder it is.
+  const name = basename(await Deno.realPath(path).catch(() => path));
+  const named = parseCheckpointName(name) ?? inferStep(name);
+  if (named === undefined || named === manifestStep) return undefined;
+  return {
+    reason: "step_mismatch",
+    path: MANIFEST_NAME,
+    detail: `folder ${name} is named for step ${named} but its manifest says step ${manifestStep} ` +
+      `(a copied or renamed checkpoint?); it is never resumed from under that name`,
+  };
 }
 
 interface ReadManifest {
@@ -595,6 +588,8 @@ async function checkWholeFile(
     const found = await hasher.hashFile(`${dir}/${file.path}`, {
       algorithm: manifest.hash.algorithm,
       sampleBytes: 0,
+      // The recorded regions, hashed in the same pass: full validation must not pass what --sample-bytes fails.
+      regions: file.samples.map(({ offset, length }) => ({ offset, length })),
       onProgress: options.onProgress,
       signal: options.signal,
       ...(deep && { formatPath: file.path }),
@@ -609,6 +604,9 @@ async function checkWholeFile(
         path: file.path,
         detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
       });
+    } else {
+      // Whole file as recorded, yet a recorded region differs: the manifest contradicts itself.
+      problems.push(...sampleMismatches(file, found.samples, manifest));
     }
     // Format findings are reported next to a hash mismatch too: they say what the damage is.
     problems.push(...formatProblems(file.path, found.format));
@@ -641,21 +639,24 @@ async function checkSamples(
       file.samples,
       manifest.hash.algorithm,
     );
-    const problems: Problem[] = [];
-    found.forEach((region, i) => {
-      if (region.digest !== file.samples[i].digest) {
-        problems.push({
-          reason: "hash_mismatch",
-          path: file.path,
-          detail: `sampled region at offset ${region.offset} (${region.length} bytes): ` +
-            `${manifest.hash.algorithm} is ${region.digest}, manifest says ${file.samples[i].digest}`,
-        });
-      }
-    });
-    return { bytes: found.reduce((sum, r) => sum + r.length, 0), problems };
+    return {
+      bytes: found.reduce((sum, r) => sum + r.length, 0),
+      problems: sampleMismatches(file, found, manifest),
+    };
   } catch (err) {
     return { bytes: 0, problems: [readProblem(file, err)] };
   }
+}
+
+function sampleMismatches(file: ManifestFile, found: readonly RegionDigest[], manifest: Manifest): Problem[] {
+  return found.flatMap((region, i): Problem[] =>
+    region.digest === file.samples[i].digest ? [] : [{
+      reason: "hash_mismatch",
+      path: file.path,
+      detail: `sampled region at offset ${region.offset} (${region.length} bytes): ` +
+        `${manifest.hash.algorithm} is ${region.digest}, manifest says ${file.samples[i].digest}`,
+    }]
+  );
 }
 
 function sizeMismatch(file: ManifestFile, size: number): Problem {

@@ -1,6 +1,19 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { ckptkitFlags, type CliRun, decode, flipByte, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
+import {
+  ckptkitFlags,
+  cliCommand,
+  type CliRun,
+  copyTree,
+  decode,
+  flipByte,
+  names,
+  REPO,
+  runCli,
+  snapshot,
+  tempDir,
+  writeStep,
+} from "./_helpers.ts";
 
 async function writeCheckpoint(
   root: string,
@@ -616,4 +629,115 @@ Deno.test("progress is drawn on a terminal's stderr and never in pipes or with -
   assert.match(shown, /OK .*step-1/);
   const json = await onTerminal("--json");
   assert.ok(!json.includes("validating"), "--json keeps the terminal free of progress");
+});
+
+Deno.test("a copy of step-20 named step-30 is step_mismatch: validate fails it, resume and gc pass over it, scan and metrics report it", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeCheckpoint(root, 10);
+  await writeCheckpoint(root, 20);
+  await copyTree(`${root}/step-20`, `${root}/step-30`);
+
+  for (const depth of [["--fast"], ["--sample-bytes", "1KiB"], []]) {
+    const validate = await runCli(["validate", "--json", ...depth, `${root}/step-30`]);
+    assert.equal(validate.code, 1, `${depth}: ${validate.stderr}`);
+    assert.deepEqual(JSON.parse(validate.stdout).problems.map((p: { reason: string }) => p.reason), ["step_mismatch"]);
+  }
+  const resume = await runCli(["resume", root]);
+  assert.equal(resume.code, 0, resume.stderr);
+  assert.equal(resume.stdout.trim(), `${root}/step-20`);
+
+  const scan = await runCli(["scan", "--json", "--fast", root]);
+  assert.equal(scan.code, 1, scan.stderr);
+  const scanned = JSON.parse(scan.stdout);
+  const step30 = scanned.checkpoints.find((c: { path: string }) => c.path.endsWith("/step-30"));
+  assert.deepEqual(step30.problems.map((p: { reason: string }) => p.reason), ["step_mismatch"]);
+
+  const metrics = await runCli(["emit-metrics", "--fast", root]);
+  assert.equal(metrics.code, 1, metrics.stderr);
+  assert.match(metrics.stdout, /checkpoint_validation_failures_total\{[^}]*reason="step_mismatch"\} [1-9]/);
+  assert.match(metrics.stdout, /checkpoint_resume_selected_step\{[^}]*\} 20\n/);
+
+  const gc = await runCli(["gc", "--json", "--keep-last", "1", "--dry-run", root]);
+  assert.equal(gc.code, 0, gc.stderr);
+  const planned = JSON.parse(gc.stdout);
+  assert.deepEqual(planned.keep.map((k: { name: string }) => k.name), ["step-20"]);
+  assert.ok(planned.keep[0].reasons.includes("newest valid"));
+});
+
+Deno.test("every command given a file or a device where a root or checkpoint folder belongs exits 2 with not_a_folder", async () => {
+  await using tmp = await tempDir();
+  const file = `${tmp.path}/file`;
+  await Deno.writeTextFile(file, "not a folder\n");
+  const staging = `${tmp.path}/staging`;
+  await Deno.mkdir(staging);
+  await Deno.writeTextFile(`${staging}/a.bin`, "a");
+  for (const path of [file, "/dev/null"]) {
+    const commands = [
+      ["validate", path],
+      ["validate", "--fast", path],
+      ["export-sums", path],
+      ["seal", path, "--step", "1"],
+      ["seal", "--all", path],
+      ["quarantine", path],
+      ["scan", path],
+      ["scan", "--quarantine", path],
+      ["resume", path],
+      ["resume", "--repair", path],
+      ["gc", "--keep-last", "1", path],
+      ["emit-metrics", path],
+      ["serve", "--listen", "127.0.0.1:0", path],
+      ["commit", path, "--root", `${tmp.path}/root`, "--step", "1"],
+      ["commit", staging, "--root", path, "--step", "1"],
+      ["write", "--root", path, "--step", "1"],
+    ];
+    for (const args of commands) {
+      const child = cliCommand(args).spawn();
+      // Backstop for serve, which would otherwise run until stopped: minutes, only to end a stuck run.
+      const backstop = setTimeout(() => child.kill("SIGKILL"), 180_000);
+      const run = decode(await child.output());
+      clearTimeout(backstop);
+      const what = `${args.join(" ")}: ${run.stderr}`;
+      assert.equal(run.code, 2, what);
+      const errors = run.stderr.split("\n").filter((line) => line.startsWith("ckptkit: error:"));
+      assert.equal(errors.length, 1, what);
+      assert.match(errors[0], /\[not_a_folder\]$/, what);
+    }
+  }
+  assert.equal(await Deno.readTextFile(file), "not a folder\n");
+  assert.deepEqual(await names(staging), ["a.bin"]);
+});
+
+Deno.test("one step syntax everywhere: --step, --before-step, --keep-last and --keep-every refuse signs, spaces, leading zeros and non-decimal forms", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeCheckpoint(root, 10);
+  const staging = `${tmp.path}/staging`;
+  await Deno.mkdir(staging);
+  await Deno.writeTextFile(`${staging}/a.bin`, "a");
+  const bad = [" 7", "7 ", "010", "+7", "-1", "7.0", "1e3", "0x10", "", "9007199254740993"];
+  const commands = (value: string) => [
+    ["write", "--root", root, "--files", "1", "--file-size", "1KiB", "--step", value],
+    ["commit", staging, "--root", root, "--step", value],
+    ["seal", staging, "--step", value],
+    ["resume", "--policy", "newest-before", "--before-step", value, root],
+    ["gc", "--dry-run", "--keep-last", value, root],
+    ["gc", "--dry-run", "--keep-every", value, root],
+  ];
+  const before = await snapshot(tmp.path);
+  for (const value of bad) {
+    for (const args of commands(value)) {
+      const run = await runCli(args);
+      const what = `${JSON.stringify(value)}: ${args.join(" ")}: ${run.stderr}`;
+      assert.equal(run.code, 2, what);
+      const errors = run.stderr.split("\n").filter((line) => line.startsWith("ckptkit: error:"));
+      assert.equal(errors.length, 1, what);
+      assert.match(errors[0], /\[invalid_argument\]$/, what);
+    }
+  }
+  assert.deepEqual(await snapshot(tmp.path), before, "nothing written");
+  // The canonical forms still work, "0" included.
+  const resume = await runCli(["resume", "--policy", "newest-before", "--before-step", "11", root]);
+  assert.equal(resume.stdout.trim(), `${root}/step-10`, resume.stderr);
+  assert.equal((await runCli(["gc", "--dry-run", "--keep-last", "0", "--keep-every", "10", root])).code, 0);
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config.ts";
-import { runCli, tempDir } from "./_helpers.ts";
+import { loadConfig, parseConfig } from "../src/config.ts";
+import { CkptkitError } from "../src/errors.ts";
+import { cliCommand, decode, runCli, tempDir } from "./_helpers.ts";
 
 const EXAMPLE = `root: /tmp/ckpts
 hashing:
@@ -128,4 +129,65 @@ Deno.test("the config supplies the root and sample size, and flags override it",
   assert.equal(flagged.hash.sample_bytes, 2048);
   const scan = await runCli(["--config", path, "scan", "--json"]);
   assert.equal(JSON.parse(scan.stdout).root, `${tmp.path}/from-config`);
+});
+
+Deno.test("a config that is a FIFO, a folder, a link to /dev/zero or a huge file is config_invalid without reading it", async () => {
+  await using tmp = await tempDir();
+  const fifo = `${tmp.path}/fifo.yaml`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(made.success, "mkfifo");
+  await Deno.mkdir(`${tmp.path}/folder.yaml`);
+  await Deno.symlink("/dev/zero", `${tmp.path}/zero.yaml`);
+  const huge = await Deno.open(`${tmp.path}/huge.yaml`, { write: true, create: true });
+  await huge.truncate(64 * 1024 * 1024); // sparse: a config this large is a mistake, not a config
+  huge.close();
+  for (
+    const [name, detail] of [
+      ["fifo.yaml", /not a regular file/],
+      ["folder.yaml", /not a regular file/],
+      ["zero.yaml", /not a regular file/],
+      ["huge.yaml", /larger than/],
+    ] as const
+  ) {
+    // Backstop against a hang (a FIFO without a writer blocks open()): minutes, only to end a stuck run.
+    const child = cliCommand(["--config", `${tmp.path}/${name}`, "scan", tmp.path]).spawn();
+    const backstop = setTimeout(() => child.kill("SIGKILL"), 180_000);
+    const run = decode(await child.output());
+    clearTimeout(backstop);
+    assert.equal(run.code, 2, `${name}: ${run.stderr}`);
+    const lines = run.stderr.split("\n").filter((line) => line.startsWith("ckptkit: error:"));
+    assert.equal(lines.length, 1, run.stderr);
+    assert.match(lines[0], detail, name);
+    assert.match(lines[0], /\[config_invalid\]$/, name);
+    await assert.rejects(
+      () => loadConfig(`${tmp.path}/${name}`),
+      (err) => err instanceof CkptkitError && err.reason === "config_invalid",
+      name,
+    );
+  }
+  // A link to a regular config file is still read.
+  await Deno.writeTextFile(`${tmp.path}/real.yaml`, `root: ${tmp.path}\n`);
+  await Deno.symlink(`${tmp.path}/real.yaml`, `${tmp.path}/link.yaml`);
+  assert.equal((await loadConfig(`${tmp.path}/link.yaml`)).root, tmp.path);
+});
+
+Deno.test("counts in the config are written like steps everywhere: 010, +7, 0x10, 1e3 and 7.0 are config_invalid", () => {
+  for (const form of ["010", "+7", "0x10", "0o7", "1e3", "7.0", "-1"]) {
+    for (
+      const key of [
+        "retention:\n  keep_every",
+        "retention:\n  keep_last",
+        "hashing:\n  jobs",
+        "hashing:\n  sample_bytes",
+      ]
+    ) {
+      assert.throws(
+        () => parseConfig(`${key}: ${form}\n`, "ckptkit.yaml"),
+        (err) => err instanceof CkptkitError && err.reason === "config_invalid" && err.message.includes("ckptkit.yaml"),
+        `${key}: ${form}`,
+      );
+    }
+  }
+  assert.equal(parseConfig("retention:\n  keep_every: 1000\n  keep_last: 0\n").retention?.keep_every, 1000);
+  assert.equal(parseConfig("lock_timeout_s: 1.5\n").lock_timeout_s, 1.5);
 });

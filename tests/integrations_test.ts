@@ -624,7 +624,7 @@ Deno.test("exportSums refuses xxh128, missing, corrupt and unsafe manifests, and
   await Deno.writeTextFile(`${tmp.path}/file`, "x");
   await assert.rejects(
     exportSums(`${tmp.path}/file`),
-    (err) => err instanceof CkptkitError && err.reason === "not_a_checkpoint",
+    (err) => err instanceof CkptkitError && err.reason === "not_a_folder",
   );
 });
 

@@ -81,7 +81,6 @@ Deno.test("quarantine refuses paths that are not checkpoints of a root", async (
     const path of [
       `${tmp.path}/elsewhere/step-3`,
       root,
-      `${root}/latest`,
       `${root}/.ckptkit`,
       "/etc",
     ]
@@ -93,6 +92,10 @@ Deno.test("quarantine refuses paths that are not checkpoints of a root", async (
       /not a checkpoint folder \(step-<n>\) directly inside a ckptkit root/,
     );
   }
+  // A file is refused like a file anywhere a folder belongs.
+  const file = await runCli(["quarantine", `${root}/latest`]);
+  assert.equal(file.code, 2, file.stderr);
+  assert.match(file.stderr, /\[not_a_folder\]/);
   await quarantineCheckpoint(`${root}/step-10`);
   const inside = await runCli(["quarantine", `${root}/corrupt/step-10`]);
   assert.equal(

@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { commitCheckpoint } from "../src/commit.ts";
+import { CkptkitError } from "../src/errors.ts";
+import { HashPool } from "../src/hash_pool.ts";
 import { MANIFEST_NAME } from "../src/layout.ts";
 import { manifestDigest } from "../src/manifest.ts";
 import type { ProblemReason } from "../src/problems.ts";
+import { sealCheckpoint } from "../src/seal.ts";
 import { validateCheckpoint } from "../src/validate.ts";
-import { FIXTURES, flipByte, tempDir, truncateFile } from "./_helpers.ts";
+import { copyTree, FIXTURES, flipByte, tempDir, truncateFile } from "./_helpers.ts";
 
 /** Commits real checkpoint files written by PyTorch and safetensors into `root` as step-10. */
 async function committedFixture(
@@ -272,4 +275,88 @@ Deno.test("validating a path that is not a folder throws a typed error", async (
     () => validateCheckpoint(`${root}/file`),
     /is not a folder/,
   );
+});
+
+Deno.test("a copy of a checkpoint under another step's name is step_mismatch at every depth; the original and a plainly named copy are not", async () => {
+  await using tmp = await tempDir();
+  const original = await committedFixture(tmp.path);
+  const copy = `${tmp.path}/step-30`;
+  await copyTree(original, copy);
+  for (const depth of ["fast", "sample", "full", "deep"] as const) {
+    const result = await validateCheckpoint(copy, { depth });
+    assert.deepEqual(reasons(result), [`step_mismatch:${MANIFEST_NAME}`], depth);
+    assert.match(result.problems[0].detail, /folder step-30 .* manifest says step 10/, depth);
+    assert.equal(result.ok, false);
+    assert.equal((await validateCheckpoint(copy + "/", { depth })).ok, false, `${depth}, trailing slash`);
+    assert.equal((await validateCheckpoint(original, { depth })).ok, true, depth);
+  }
+  // Folders not named like a checkpoint (a backup, a staging folder) say nothing about the step.
+  for (const name of ["backup", ".staging-step-30-1-abcd", "step-030"]) {
+    await copyTree(original, `${tmp.path}/${name}`);
+    assert.deepEqual(reasons(await validateCheckpoint(`${tmp.path}/${name}`, { depth: "fast" })), [], name);
+  }
+  // Inside the folder, "." is still step-30.
+  const here = Deno.cwd();
+  try {
+    Deno.chdir(copy);
+    assert.deepEqual(reasons(await validateCheckpoint(".", { depth: "fast" })), [`step_mismatch:${MANIFEST_NAME}`]);
+  } finally {
+    Deno.chdir(here);
+  }
+});
+
+Deno.test("a manifest re-signed with another step inside step-10 is step_mismatch, even with --fast", async () => {
+  await using tmp = await tempDir();
+  const path = await committedFixture(tmp.path);
+  await rewriteManifest(path, (raw) => raw.step = 11);
+  const result = await validateCheckpoint(path, { depth: "fast" });
+  assert.deepEqual(reasons(result), [`step_mismatch:${MANIFEST_NAME}`]);
+  assert.equal(result.step, 11);
+});
+
+Deno.test("a sealed folder of another tool must agree with the step its name says; seal refuses a --step that contradicts it", async () => {
+  await using tmp = await tempDir();
+  for (const name of ["checkpoint-500", "global_step500"]) {
+    const dir = `${tmp.path}/${name}`;
+    await Deno.mkdir(dir);
+    await Deno.writeTextFile(`${dir}/weights.bin`, "weights");
+    await assert.rejects(
+      () => sealCheckpoint(dir, { step: 7 }),
+      (err) => err instanceof CkptkitError && err.reason === "invalid_argument" && /500/.test(err.message),
+      name,
+    );
+    assert.equal((await sealCheckpoint(dir, { step: 500 })).step, 500);
+    assert.equal((await validateCheckpoint(dir, { depth: "fast" })).ok, true, name);
+    await rewriteManifest(dir, (raw) => raw.step = 7);
+    assert.deepEqual(reasons(await validateCheckpoint(dir, { depth: "fast" })), [`step_mismatch:${MANIFEST_NAME}`]);
+  }
+  // A name that says no step leaves the step to --step.
+  const final = `${tmp.path}/final`;
+  await Deno.mkdir(final);
+  await Deno.writeTextFile(`${final}/weights.bin`, "weights");
+  await sealCheckpoint(final, { step: 7 });
+  assert.equal((await validateCheckpoint(final)).ok, true);
+});
+
+Deno.test("full validation checks the sampled digests it reads anyway: one verdict with --sample-bytes and full", async () => {
+  await using tmp = await tempDir();
+  const path = await committedFixture(tmp.path);
+  await rewriteManifest(path, (raw) => {
+    const files = raw.files as { path: string; samples: { digest: string }[] }[];
+    const model = files.find((f) => f.path === "model.pt")!;
+    model.samples[0].digest = "0".repeat(64);
+  });
+  const sampled = await validateCheckpoint(path, { depth: "sample" });
+  assert.deepEqual(reasons(sampled), ["hash_mismatch:model.pt"]);
+  for (const depth of ["full", "deep"] as const) {
+    const full = await validateCheckpoint(path, { depth });
+    assert.deepEqual(reasons(full), ["hash_mismatch:model.pt"], depth);
+    assert.match(full.problems[0].detail, /sampled region at offset 0/);
+    const size = (await Deno.stat(`${path}/model.pt`)).size;
+    assert.ok(full.bytes_checked >= size, "every byte is still read");
+  }
+  // The hashing workers check the recorded regions too.
+  using pool = new HashPool(2);
+  const pooled = await validateCheckpoint(path, { hasher: pool });
+  assert.deepEqual(reasons(pooled), ["hash_mismatch:model.pt"]);
 });

@@ -7,6 +7,7 @@
  */
 
 import { InvalidArgumentError } from "../deps/commander.ts";
+import { parseStep } from "../layout.ts";
 
 const UNITS: Record<string, number> = {
   "": 1,
@@ -41,16 +42,15 @@ export function parseBytes(value: string): number {
   return bytes;
 }
 
-/** Parses a non-negative integer (a step, a count). */
+/** Parses a non-negative integer (a step, a count) in the one syntax of steps everywhere (see `parseStep`). */
 export function parseNonNegativeInteger(value: string): number {
-  if (!/^\d+$/.test(value.trim())) {
-    throw new InvalidArgumentError("expected a non-negative integer.");
-  }
-  const n = Number(value.trim());
-  if (!Number.isSafeInteger(n)) {
-    throw new InvalidArgumentError("the number is too large.");
-  }
-  return n;
+  const n = parseStep(value);
+  if (n !== undefined) return n;
+  throw new InvalidArgumentError(
+    /^[0-9]+$/.test(value) && !value.startsWith("0")
+      ? "the number is too large."
+      : "expected a non-negative integer in decimal digits, without sign, spaces or leading zeros.",
+  );
 }
 
 /** Parses a positive integer (a number of jobs or files). */

@@ -53,7 +53,15 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
         .env("CKPTKIT_LOG_LEVEL"),
     )
     .exitOverride()
-    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .configureOutput({
+      writeOut: io.stdout,
+      writeErr: io.stderr,
+      // Usage errors end with their reason like every other error: one line, greppable.
+      outputError: (text, write) =>
+        write(
+          text.startsWith("error: ") ? `ckptkit: ${text.trim().replace(/\s*\n\s*/g, " ")} [invalid_argument]\n` : text,
+        ),
+    })
     .showHelpAfterError("(add --help for usage)")
     .showSuggestionAfterError(true);
 

@@ -5,4 +5,4 @@
  * @module
  */
 
-export { parse as parseYaml, YAMLParseError } from "npm:yaml@2.9.1";
+export { isScalar, parseDocument, YAMLParseError } from "npm:yaml@2.9.1";

@@ -8,6 +8,7 @@
  */
 
 import { CkptkitError } from "../errors.ts";
+import { requireFolder } from "../folder.ts";
 import { collectMetrics, type CollectOptions, type MetricsPass } from "./collect.ts";
 import { renderMetrics } from "./render.ts";
 
@@ -83,6 +84,8 @@ export async function runExporter(root: string, options: ExporterOptions): Promi
       `Cannot serve as 'interval' must be positive: current value is ${options.intervalS}`,
     );
   }
+  // A root not created yet is fine (its passes fail until it is); a file in its place never becomes one.
+  await requireFolder(root, "checkpoint root", { mayBeMissing: true });
   let text: string | null = null;
   let lastError: Error | null = null;
   let lastPassAt = 0;
