@@ -18,6 +18,9 @@ import { listRoot } from "./root.ts";
 import { validateCheckpoint } from "./validate.ts";
 import { hostName, VERSION } from "./version.ts";
 
+/** How the record beside a quarantined checkpoint is named: `corrupt/step-30` gets `corrupt/step-30.quarantine.json`. */
+export const QUARANTINE_RECORD_SUFFIX = ".quarantine.json";
+
 /** Options for {@linkcode quarantineCheckpoint}. */
 export interface QuarantineOptions {
   /** Why, in the operator's words (default: the first problem found). */
@@ -169,7 +172,7 @@ export async function quarantineLocked(
     reason,
     problems,
   };
-  const recordPath = `${corrupt}/${dest}.quarantine.json`;
+  const recordPath = `${corrupt}/${dest}${QUARANTINE_RECORD_SUFFIX}`;
   // latest moves away first, so a crash at any later instant never leaves it naming a missing checkpoint.
   const latestChanged = await repointLatestAway(root, name);
   try {
@@ -198,7 +201,7 @@ async function freeName(corrupt: string, name: string): Promise<string> {
     const candidate = n === 0 ? name : `${name}.${n}`;
     const taken = await Promise.all([
       Deno.lstat(`${corrupt}/${candidate}`).then(() => true, () => false),
-      Deno.lstat(`${corrupt}/${candidate}.quarantine.json`).then(
+      Deno.lstat(`${corrupt}/${candidate}${QUARANTINE_RECORD_SUFFIX}`).then(
         () => true,
         () => false,
       ),
