@@ -145,8 +145,10 @@ export async function quarantineLocked(
   const reason = options.reason ??
     (problems[0] ? `${problems[0].reason}: ${problems[0].detail}` : "quarantined by an operator");
   const corrupt = `${root}/${CORRUPT_DIR}`;
+  let createdCorrupt = false;
   try {
     await Deno.mkdir(corrupt);
+    createdCorrupt = true;
     await fsyncPath(root);
   } catch (err) {
     if (!(err instanceof Deno.errors.AlreadyExists)) {
@@ -173,13 +175,39 @@ export async function quarantineLocked(
     problems,
   };
   const recordPath = `${corrupt}/${dest}${QUARANTINE_RECORD_SUFFIX}`;
-  // latest moves away first, so a crash at any later instant never leaves it naming a missing checkpoint.
-  const latestChanged = await repointLatestAway(root, name);
+  // Each step is undone if a later one fails (a full disk, an immutable folder), so that a failed
+  // quarantine leaves the root as it was. Only a crash can leave a step done: a record without its
+  // checkpoint, or latest already moved to an older valid checkpoint; both are harmless to resume.
+  const undo: (() => Promise<void>)[] = [];
+  if (createdCorrupt) undo.push(async () => await Deno.remove(corrupt));
+  let latestChanged: QuarantineResult["latest_changed"] = null;
   try {
-    // The record goes first: a crash before the rename leaves a record
-    // without a checkpoint, never a quarantined checkpoint without a reason.
+    // The record goes first: a crash before the rename leaves a record without a checkpoint, never a
+    // quarantined checkpoint without a reason.
     await writeFileAtomic(recordPath, JSON.stringify(record, null, 2) + "\n");
+    undo.push(async () => {
+      await Deno.remove(recordPath);
+      await fsyncPath(corrupt);
+    });
+    // latest moves away before the rename, so that it never names a missing checkpoint, even after a crash.
+    latestChanged = await repointLatestAway(root, name);
+    if (latestChanged) undo.push(async () => await writeLatest(root, name));
     await Deno.rename(from, `${corrupt}/${dest}`);
+  } catch (err) {
+    const failed = asCkptkitError(err, `Quarantining ${from}`, from);
+    const left: string[] = [];
+    for (const step of undo.reverse()) {
+      await step().catch((undoErr) => left.push((undoErr as Error).message));
+    }
+    if (left.length === 0) throw failed;
+    throw new CkptkitError(
+      failed.reason,
+      `${failed.message}; undoing it failed too (${left.join("; ")}): ` +
+        `check ${recordPath} and latest, or run ckptkit scan`,
+      { path: from, cause: err },
+    );
+  }
+  try {
     await fsyncPath(corrupt);
     await fsyncPath(root);
   } catch (err) {

@@ -7,7 +7,7 @@
  */
 
 import type { Config } from "../config.ts";
-import { CkptkitError, USAGE_ERROR_REASONS } from "../errors.ts";
+import { CkptkitError, reasonOf, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
 import { COMMIT_POINTS, REPAIR_POINTS } from "../commit_points.ts";
 import type { CommitPoint, RepairPoint } from "../commit_points.ts";
@@ -101,13 +101,7 @@ export async function runCommand(
     ctx = await createContext(io, globals);
     return await body(ctx);
   } catch (err) {
-    const error = err instanceof CkptkitError ? err : new CkptkitError(
-      "io_error",
-      `Unexpected error: ${(err as Error)?.message ?? String(err)}`,
-      {
-        cause: err,
-      },
-    );
+    const error = err instanceof CkptkitError ? err : unexpected(err);
     const code = USAGE_ERROR_REASONS.has(error.reason) ? EXIT.usage : EXIT.runtime;
     io.stderr(`ckptkit: error: ${oneLine(error.message)} [${error.reason}]\n`);
     ctx?.logger.log("error", "error", {
@@ -133,6 +127,20 @@ export async function runCommand(
     }
     return code;
   }
+}
+
+/**
+ * An error no code path wrapped still gets its real reason when it has one: a
+ * full disk is no_space wherever it hits. A stray NotFound stays io_error
+ * (exit 4), not the usage error not_found means elsewhere.
+ */
+function unexpected(err: unknown): CkptkitError {
+  const message = (err as Error)?.message ?? String(err);
+  const reason = reasonOf(err);
+  if (reason === "no_space" || reason === "permission_denied" || reason === "cross_device") {
+    return new CkptkitError(reason, message, { cause: err });
+  }
+  return new CkptkitError("io_error", `Unexpected error: ${message}`, { cause: err });
 }
 
 function oneLine(text: string): string {
