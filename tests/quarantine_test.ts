@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readLatest } from "../src/latest.ts";
 import { quarantineCheckpoint } from "../src/quarantine.ts";
 import { readState } from "../src/state.ts";
-import { flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
+import { CAN_MOUNT, flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 Deno.test("quarantine moves a checkpoint into corrupt/ with a record and moves latest back", async () => {
   await using tmp = await tempDir();
@@ -127,4 +127,68 @@ Deno.test("scan --quarantine moves every corrupt checkpoint and leaves the good 
   assert.equal(record.problems[0].reason, "hash_mismatch");
   const rescan = await runCli(["scan", root]);
   assert.equal(rescan.code, 0, rescan.stdout);
+});
+
+async function sh(command: string, ...args: string[]): Promise<boolean> {
+  return (await new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output()).success;
+}
+
+/**
+ * A root on a loop-mounted ext4 image (tmpfs has no immutable flag), with a `folder` that cannot be
+ * moved: `chattr +i`, or where loop devices are missing, the folder bind-mounted on itself (EBUSY).
+ */
+async function rootWithImmovable(
+  dir: string,
+  fill: (root: string) => Promise<string>,
+): Promise<{ root: string; how: string } & AsyncDisposable> {
+  const image = `${dir}/fs.img`;
+  const mnt = `${dir}/mnt`;
+  await Deno.mkdir(mnt);
+  await Deno.writeFile(image, new Uint8Array(0));
+  await Deno.truncate(image, 16 * 1024 * 1024);
+  const ext4 = await sh("mkfs.ext4", "-q", "-F", image) && await sh("mount", "-o", "loop", image, mnt);
+  const root = `${ext4 ? mnt : dir}/root`;
+  const folder = await fill(root);
+  if (ext4 && await sh("chattr", "+i", folder)) {
+    return {
+      root,
+      how: "chattr +i",
+      [Symbol.asyncDispose]: async () => {
+        await sh("chattr", "-i", folder);
+        await sh("umount", mnt);
+      },
+    };
+  }
+  assert.ok(await sh("mount", "--bind", folder, folder), "neither chattr nor a bind mount is available");
+  return {
+    root,
+    how: "bind mount",
+    [Symbol.asyncDispose]: async () => {
+      await sh("umount", folder);
+      if (ext4) await sh("umount", mnt);
+    },
+  };
+}
+
+Deno.test({
+  name: "a quarantine whose move fails (immutable folder) leaves latest, corrupt/ and scan as they were",
+  ignore: !CAN_MOUNT,
+  async fn() {
+    await using tmp = await tempDir();
+    await using fs = await rootWithImmovable(tmp.path, async (root) => {
+      await writeStep(root, 10);
+      return await writeStep(root, 20);
+    });
+    const { root } = fs;
+    const before = await names(root);
+    const run = await runCli(["quarantine", `${root}/step-20`, "--reason", "loss spike"]);
+    assert.equal(run.code, 4, `${fs.how}: ${run.stderr}`);
+    assert.match(run.stderr, /Quarantining .*step-20 failed: .* \[(permission_denied|io_error)\]$/m);
+    assert.doesNotMatch(run.stderr, /undoing it failed/);
+    assert.equal((await readLatest(root)).name, "step-20", `${fs.how}: latest still names the valid step-20`);
+    assert.deepEqual(await names(root), before, `${fs.how}: no corrupt/ folder, no orphan record`);
+    const scan = await runCli(["scan", root, "--json"]);
+    assert.equal(scan.code, 0, scan.stderr);
+    assert.equal(JSON.parse(scan.stdout).ok ?? true, true);
+  },
 });
