@@ -10,6 +10,7 @@
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { HashPool } from "./hash_pool.ts";
+import type { RepairPoint } from "./commit_points.ts";
 import { CkptkitError } from "./errors.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
@@ -25,6 +26,8 @@ export interface ScanOptions extends ValidateOptions {
   quarantine?: boolean;
   /** Root lock wait for `quarantine`, in ms. */
   lockTimeoutMs?: number;
+  /** With `quarantine`: called at `quarantine_validated`, before the lock is taken (tests pause there). */
+  faultHook?: (point: RepairPoint) => Promise<void> | void;
   /** Record results in the root's state (known-good, failure counters); default true. */
   record?: boolean;
   /** Staging folders untouched for longer than this are stale (crashed writes), in seconds (default 3600). */
@@ -131,11 +134,11 @@ export async function scanRoot(
     result.state_error = await recordValidations(listing.root, checkpoints, "scan");
   }
   if (options.quarantine) {
-    result.quarantined = await quarantineInvalid(
-      listing.root,
-      checkpoints,
-      options,
-    );
+    result.quarantined = await quarantineInvalid(listing.root, checkpoints, {
+      lockTimeoutMs: options.lockTimeoutMs,
+      revalidate: { ...options, onProgress: undefined },
+      faultHook: options.faultHook,
+    });
   }
   return result;
 }
@@ -204,17 +207,37 @@ export function markStale(staging: readonly RootStaging[], staleAfterS: number):
 /** Problems that may be transient: never a reason to quarantine on their own. */
 const TRANSIENT: ReadonlySet<string> = new Set(["io_error", "file_changed"]);
 
+/** Options of {@linkcode quarantineInvalid}. */
+export interface QuarantineInvalidOptions {
+  /** Root lock wait, in ms. */
+  lockTimeoutMs?: number;
+  /**
+   * Validate each checkpoint again under the lock with these options (the
+   * scan's own depth) and quarantine only what is still invalid. Without it
+   * (shard reports, too costly to redo on one node) only a checkpoint whose
+   * manifest is unchanged is quarantined.
+   */
+  revalidate?: ValidateOptions;
+  /** Called at `quarantine_validated`, before the lock is taken (tests pause there). */
+  faultHook?: (point: RepairPoint) => Promise<void> | void;
+}
+
 /**
  * Quarantines the checkpoints with integrity problems (transient ones
  * alone never count) under the root lock; those already gone are skipped.
+ * They were judged without the lock, so each is checked again under it: one
+ * committed again under the same name (another manifest) or repaired since
+ * is left alone.
  */
 export async function quarantineInvalid(
   root: string,
   checkpoints: readonly ValidationResult[],
-  options: { lockTimeoutMs?: number },
+  options: QuarantineInvalidOptions,
 ): Promise<QuarantineResult[]> {
-  const bad = checkpoints.filter((c) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason)));
+  const quarantinable = (c: ValidationResult) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason));
+  const bad = checkpoints.filter(quarantinable);
   if (bad.length === 0) return [];
+  await options.faultHook?.("quarantine_validated");
   const moved: QuarantineResult[] = [];
   const lock = await acquireRootLock(root, {
     timeoutMs: options.lockTimeoutMs,
@@ -225,8 +248,12 @@ export async function quarantineInvalid(
       if (!(await Deno.lstat(checkpoint.path).then(() => true, () => false))) {
         continue;
       }
+      const now = await validateCheckpoint(checkpoint.path, options.revalidate ?? { depth: "fast" })
+        .catch(() => undefined);
+      if (!now || now.manifest_digest !== checkpoint.manifest_digest) continue;
+      if (options.revalidate && !quarantinable(now)) continue;
       moved.push(
-        await quarantineLocked(root, name, { problems: checkpoint.problems }),
+        await quarantineLocked(root, name, { problems: options.revalidate ? now.problems : checkpoint.problems }),
       );
     }
   } finally {

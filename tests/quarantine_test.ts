@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readLatest } from "../src/latest.ts";
 import { quarantineCheckpoint } from "../src/quarantine.ts";
 import { readState } from "../src/state.ts";
-import { CAN_MOUNT, flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
+import { CAN_MOUNT, cliCommand, flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 Deno.test("quarantine moves a checkpoint into corrupt/ with a record and moves latest back", async () => {
   await using tmp = await tempDir();
@@ -191,4 +191,34 @@ Deno.test({
     assert.equal(scan.code, 0, scan.stderr);
     assert.equal(JSON.parse(scan.stdout).ok ?? true, true);
   },
+});
+
+Deno.test("scan --quarantine checks again under the lock: a step committed again meanwhile is not moved", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 10);
+  await flipByte(`${await writeStep(root, 30)}/shard-0.bin`, 9);
+  const child = cliCommand(["scan", root, "--quarantine", "--json"], {
+    env: { CKPTKIT_TEST_PAUSE_AT: "quarantine_validated" },
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("test_paused")) {
+    const { done, value } = await stderr.read();
+    if (done) break;
+    seen += value;
+  }
+  assert.match(seen, /"point":"quarantine_validated"/);
+  // Found invalid without the lock. Meanwhile an operator quarantines it and the job commits step 30 again.
+  assert.equal((await runCli(["quarantine", `${root}/step-30`, "--reason", "bit rot"])).code, 0);
+  const again = await runCli(["write", "--root", root, "--step", "30", "--files", "1", "--file-size", "4KiB"]);
+  assert.equal(again.code, 0, again.stderr);
+  child.kill("SIGUSR1");
+  while (!(await stderr.read()).done) { /* keep reading: a closed stderr would kill it */ }
+  assert.equal((await child.status).code, 1, "it still reports what it found");
+  assert.deepEqual(JSON.parse(await stdout).quarantined, [], "nothing moved: the step-30 it judged is gone");
+  assert.deepEqual(await names(`${root}/corrupt`), ["step-30", "step-30.quarantine.json"], "only the operator's");
+  assert.equal((await runCli(["validate", `${root}/step-30`])).code, 0, "the new step-30 is in place and valid");
+  assert.equal((await readLatest(root)).name, "step-30");
 });
