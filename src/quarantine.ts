@@ -224,6 +224,43 @@ export async function quarantineLocked(
   };
 }
 
+/**
+ * Quarantine records in `<root>/corrupt/` without their checkpoint beside
+ * them, by record name: what a quarantine killed after writing its record
+ * and before its move leaves (the checkpoint is then still in the root).
+ * Scan reports them; a failed quarantine that was not killed removes its own.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { orphanQuarantineRecords } from "./quarantine.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/corrupt`);
+ * await Deno.writeTextFile(`${root}/corrupt/step-20.quarantine.json`, "{}");
+ * assert.deepEqual(await orphanQuarantineRecords(root), ["step-20.quarantine.json"]);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function orphanQuarantineRecords(root: string): Promise<string[]> {
+  const corrupt = `${root}/${CORRUPT_DIR}`;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(corrupt));
+  } catch {
+    return [];
+  }
+  const present = new Set(entries.map((e) => e.name));
+  return entries
+    .map((e) => e.name)
+    .filter((name) =>
+      !name.startsWith(".") && name.endsWith(QUARANTINE_RECORD_SUFFIX) &&
+      !present.has(name.slice(0, -QUARANTINE_RECORD_SUFFIX.length))
+    )
+    .sort();
+}
+
 async function freeName(corrupt: string, name: string): Promise<string> {
   for (let n = 0;; n++) {
     const candidate = n === 0 ? name : `${name}.${n}`;

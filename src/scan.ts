@@ -15,7 +15,8 @@ import { CkptkitError } from "./errors.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
 import { acquireRootLock } from "./lock.ts";
-import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
+import { orphanQuarantineRecords, quarantineLocked, type QuarantineResult } from "./quarantine.ts";
+import { CORRUPT_DIR } from "./layout.ts";
 import { recordValidations } from "./record.ts";
 import { listRoot, type RootStaging, type RootStray } from "./root.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth, type ValidationResult } from "./validate.ts";
@@ -127,7 +128,15 @@ export async function scanRoot(
     gone: validated.length - checkpoints.length,
     latest: await readLatest(listing.root),
     staging: markStale(listing.staging, staleAfter),
-    strays: listing.strays,
+    strays: [
+      ...listing.strays,
+      ...(await orphanQuarantineRecords(listing.root)).map((name) => ({
+        name: `${CORRUPT_DIR}/${name}`,
+        detail: "quarantine record without its checkpoint: a quarantine was killed before its move " +
+          "(the checkpoint is still in the root); remove the record once checked",
+        inferred_step: null,
+      })),
+    ],
     durationS: (performance.now() - started) / 1000,
   });
   if (options.record ?? true) {

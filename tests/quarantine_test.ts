@@ -222,3 +222,17 @@ Deno.test("scan --quarantine checks again under the lock: a step committed again
   assert.equal((await runCli(["validate", `${root}/step-30`])).code, 0, "the new step-30 is in place and valid");
   assert.equal((await readLatest(root)).name, "step-30");
 });
+
+Deno.test("scan reports a quarantine record left without its checkpoint (a quarantine killed before its move)", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  await writeStep(root, 10);
+  await writeStep(root, 20);
+  assert.equal((await runCli(["quarantine", `${root}/step-10`, "--reason", "x"])).code, 0);
+  // What a kill between the record and the rename leaves: step-20 still in place, its record in corrupt/.
+  await Deno.writeTextFile(`${root}/corrupt/step-20.quarantine.json`, '{"name": "step-20"}\n');
+  const scan = await runCli(["scan", root, "--json"]);
+  const strays = JSON.parse(scan.stdout).strays;
+  assert.deepEqual(strays.map((s: { name: string }) => s.name), ["corrupt/step-20.quarantine.json"]);
+  assert.match(strays[0].detail, /quarantine record without its checkpoint/);
+});
