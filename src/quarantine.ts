@@ -247,6 +247,8 @@ export async function orphanQuarantineRecords(root: string): Promise<string[]> {
   const corrupt = `${root}/${CORRUPT_DIR}`;
   let entries: Deno.DirEntry[];
   try {
+    // Never read through a planted link: it could lead anywhere outside the root.
+    if (!(await Deno.lstat(corrupt)).isDirectory) return [];
     entries = await Array.fromAsync(Deno.readDir(corrupt));
   } catch {
     return [];

@@ -497,9 +497,12 @@ async function validateOrGone(path: string, options: ValidateOptions): Promise<P
 
 /** Names of the checkpoints in `corrupt/` (their records left aside). */
 async function quarantinedNames(root: string): Promise<string[]> {
+  const corrupt = `${root}/${CORRUPT_DIR}`;
   try {
+    // Never read through a planted link: it could lead anywhere outside the root.
+    if (!(await Deno.lstat(corrupt)).isDirectory) return [];
     const names: string[] = [];
-    for await (const entry of Deno.readDir(`${root}/${CORRUPT_DIR}`)) {
+    for await (const entry of Deno.readDir(corrupt)) {
       if (!entry.name.startsWith(".") && !entry.name.endsWith(QUARANTINE_RECORD_SUFFIX)) names.push(entry.name);
     }
     return names.sort();
