@@ -235,3 +235,21 @@ Deno.test({
     assert.equal((await runCli(["quarantine", `${root}/step-3`, "--reason", "operator"])).code, 0);
   },
 });
+
+Deno.test("an ENOSPC no code path expected is reported as no_space (exit 4), not as an unexpected io_error", async () => {
+  const { runCommand } = await import("../src/cli/context.ts");
+  for (
+    const [thrown, reason] of [
+      [new Error("No space left on device (os error 28)"), "no_space"],
+      [Object.assign(new Error("quota"), { code: "EDQUOT" }), "no_space"],
+      [new Error("something else"), "io_error"],
+    ] as const
+  ) {
+    let stderr = "";
+    const io = { stdout: () => {}, stderr: (text: string) => void (stderr += text), env: () => undefined };
+    const code = await runCommand(io, { logLevel: "silent" }, () => Promise.reject(thrown));
+    assert.equal(code, 4);
+    assert.match(stderr, new RegExp(`^ckptkit: error: .* \\[${reason}\\]$`, "m"));
+    if (reason === "no_space") assert.doesNotMatch(stderr, /Unexpected error/);
+  }
+});
