@@ -512,6 +512,17 @@ Deno.test("deno toy loop: trains and commits through the library writer, and res
   assert.equal((await names(root)).filter((n) => n.startsWith(".staging-")).length, 0);
 });
 
+Deno.test("deno toy loop: stops (exit 1) instead of starting from scratch when every checkpoint is invalid", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  assert.equal((await toyTs(["--root", root, "--steps", "2"])).code, 0);
+  for (const name of await stepDirs(root)) await flipByte(`${root}/${name}/weights.bin`, 3);
+  const run = await toyTs(["--root", root, "--steps", "3"]);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stderr, /toy_train: no valid checkpoint: 2 checkpoints rejected .* not starting from scratch/);
+  assert.deepEqual(await stepDirs(root), ["step-1", "step-2"]);
+});
+
 Deno.test({
   name: "deno toy loop continues a Python run bit for bit",
   ignore: !PYTHON,
