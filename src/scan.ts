@@ -11,6 +11,7 @@
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { HashPool } from "./hash_pool.ts";
 import type { RepairPoint } from "./commit_points.ts";
+import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { CkptkitError } from "./errors.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
@@ -109,8 +110,11 @@ export async function scanRoot(
   // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
   // Metadata-only passes are bound by syscalls, not bandwidth: more checkpoints in flight.
   const inFlight = reads ? 2 : 16;
+  // With quarantine: each checkpoint's fingerprint before it is validated, to tell under the lock whether it changed.
+  const fingerprints = new Map<string, string | undefined>();
   const validated = await mapConcurrent(listing.checkpoints, inFlight, async (checkpoint) => {
     try {
+      if (options.quarantine) fingerprints.set(checkpoint.path, await fingerprintCheckpoint(checkpoint.path));
       const result = await validateCheckpoint(checkpoint.path, validateOptions);
       // A checkpoint deleted by gc mid-scan is gone, not corrupt.
       if (!result.ok && !(await Deno.lstat(checkpoint.path).then(() => true, () => false))) return undefined;
@@ -145,6 +149,7 @@ export async function scanRoot(
   if (options.quarantine) {
     result.quarantined = await quarantineInvalid(listing.root, checkpoints, {
       lockTimeoutMs: options.lockTimeoutMs,
+      fingerprints,
       revalidate: { ...options, onProgress: undefined },
       faultHook: options.faultHook,
     });
@@ -220,11 +225,13 @@ const TRANSIENT: ReadonlySet<string> = new Set(["io_error", "file_changed"]);
 export interface QuarantineInvalidOptions {
   /** Root lock wait, in ms. */
   lockTimeoutMs?: number;
+  /** Each checkpoint's fingerprint taken before it was validated, by path. */
+  fingerprints?: ReadonlyMap<string, string | undefined>;
   /**
-   * Validate each checkpoint again under the lock with these options (the
-   * scan's own depth) and quarantine only what is still invalid. Without it
-   * (shard reports, too costly to redo on one node) only a checkpoint whose
-   * manifest is unchanged is quarantined.
+   * A checkpoint whose fingerprint changed since is validated again under the
+   * lock with these options (the scan's own) and quarantined only if still
+   * invalid. Without them (shard reports, too costly to redo on one node) a
+   * checkpoint whose manifest is unchanged is quarantined.
    */
   revalidate?: ValidateOptions;
   /** Called at `quarantine_validated`, before the lock is taken (tests pause there). */
@@ -255,6 +262,12 @@ export async function quarantineInvalid(
     for (const checkpoint of bad) {
       const name = checkpoint.path.slice(checkpoint.path.lastIndexOf("/") + 1);
       if (!(await Deno.lstat(checkpoint.path).then(() => true, () => false))) {
+        continue;
+      }
+      const before = options.fingerprints?.get(checkpoint.path);
+      if (before !== undefined && before === await fingerprintCheckpoint(checkpoint.path)) {
+        // Unchanged since it was validated: the judgement still holds, no need to hash it again.
+        moved.push(await quarantineLocked(root, name, { problems: checkpoint.problems }));
         continue;
       }
       const now = await validateCheckpoint(checkpoint.path, options.revalidate ?? { depth: "fast" })

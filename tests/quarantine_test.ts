@@ -193,11 +193,8 @@ Deno.test({
   },
 });
 
-Deno.test("scan --quarantine checks again under the lock: a step committed again meanwhile is not moved", async () => {
-  await using tmp = await tempDir();
-  const root = `${tmp.path}/root`;
-  await writeStep(root, 10);
-  await flipByte(`${await writeStep(root, 30)}/shard-0.bin`, 9);
+/** Starts `scan --quarantine --json`, paused after it validated and before it takes the lock. */
+async function pausedScanQuarantine(root: string) {
   const child = cliCommand(["scan", root, "--quarantine", "--json"], {
     env: { CKPTKIT_TEST_PAUSE_AT: "quarantine_validated" },
   }).spawn();
@@ -210,17 +207,44 @@ Deno.test("scan --quarantine checks again under the lock: a step committed again
     seen += value;
   }
   assert.match(seen, /"point":"quarantine_validated"/);
+  return {
+    async proceed() {
+      child.kill("SIGUSR1");
+      while (!(await stderr.read()).done) { /* keep reading: a closed stderr would kill it */ }
+      return { code: (await child.status).code, doc: JSON.parse(await stdout) };
+    },
+  };
+}
+
+Deno.test("scan --quarantine checks again under the lock: a step committed again meanwhile is not moved", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 10);
+  await flipByte(`${await writeStep(root, 30)}/shard-0.bin`, 9);
+  const scan = await pausedScanQuarantine(root);
   // Found invalid without the lock. Meanwhile an operator quarantines it and the job commits step 30 again.
   assert.equal((await runCli(["quarantine", `${root}/step-30`, "--reason", "bit rot"])).code, 0);
   const again = await runCli(["write", "--root", root, "--step", "30", "--files", "1", "--file-size", "4KiB"]);
   assert.equal(again.code, 0, again.stderr);
-  child.kill("SIGUSR1");
-  while (!(await stderr.read()).done) { /* keep reading: a closed stderr would kill it */ }
-  assert.equal((await child.status).code, 1, "it still reports what it found");
-  assert.deepEqual(JSON.parse(await stdout).quarantined, [], "nothing moved: the step-30 it judged is gone");
+  const { code, doc } = await scan.proceed();
+  assert.equal(code, 1, "it still reports what it found");
+  assert.deepEqual(doc.quarantined, [], "nothing moved: the step-30 it judged is gone");
   assert.deepEqual(await names(`${root}/corrupt`), ["step-30", "step-30.quarantine.json"], "only the operator's");
   assert.equal((await runCli(["validate", `${root}/step-30`])).code, 0, "the new step-30 is in place and valid");
   assert.equal((await readLatest(root)).name, "step-30");
+});
+
+Deno.test("scan --quarantine leaves a checkpoint repaired in place meanwhile, and moves an unchanged one", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await flipByte(`${await writeStep(root, 10)}/shard-1.bin`, 4);
+  await flipByte(`${await writeStep(root, 20)}/shard-0.bin`, 9);
+  const scan = await pausedScanQuarantine(root);
+  await flipByte(`${root}/step-20/shard-0.bin`, 9); // the operator restores the committed bytes
+  const { doc } = await scan.proceed();
+  assert.deepEqual(doc.quarantined.map((q: { name: string }) => q.name), ["step-10"]);
+  assert.equal((await runCli(["validate", `${root}/step-20`])).code, 0, "step-20 stays, valid");
+  assert.equal((await readLatest(root)).name, "step-20");
 });
 
 Deno.test("scan reports a quarantine record left without its checkpoint (a quarantine killed before its move)", async () => {
