@@ -131,6 +131,7 @@ export {
 export { assembleShardReports, type MergedReports, type MergeOptions, mergeShardReports } from "./src/report_merge.ts";
 export {
   type KnownGoodCheck,
+  type NothingToResumeReason,
   planResume,
   type PlanResumeInput,
   type Rejection,
@@ -144,6 +145,7 @@ export {
   type ResumeOrderInput,
   type ResumePolicy,
 } from "./src/resume.ts";
+export { REPAIR_POINTS, type RepairPoint } from "./src/commit_points.ts";
 export {
   quarantineCheckpoint,
   type QuarantineOptions,

@@ -9,7 +9,9 @@ exercised end to end, without torch, by examples/toy_train_with_ckptkit.py
 The protocol is the same for every framework:
 
 1. At start-up, `ckptkit resume ROOT --json`: exit 0 names the checkpoint to load,
-   exit 3 means start from scratch. Load with the framework's own loader.
+   exit 3 means the root never held a checkpoint: start from scratch. Exit 1 means
+   checkpoints exist but none is valid: stop, never start over silently (a person
+   decides). Load with the framework's own loader.
 2. To save, let the framework write into a fresh staging folder INSIDE the root (the final
    rename must not cross file systems), then `ckptkit commit STAGING --root ROOT --step N`:
    it hashes and fsyncs every file, writes the sha256 manifest and renames the folder to
@@ -51,11 +53,18 @@ def ckptkit(*args, check=True):
 
 
 def resume(root=ROOT):
-    """(checkpoint path, step) to resume from, or (None, 0) when there is nothing (exit 3)."""
+    """(checkpoint path, step) to resume from, or (None, 0) on a first start (exit 3).
+
+    Raises when checkpoints exist but none is valid (exit 1, no_valid_checkpoint): starting
+    from scratch then would silently throw the training history away.
+    """
     os.makedirs(root, exist_ok=True)  # a missing root is a usage error (exit 2), an empty one exit 3
     run = ckptkit("resume", root, "--json", check=False)
     if run.returncode == 3:
         return None, 0
+    if run.returncode == 1:
+        message = json.loads(run.stdout).get("message")
+        raise RuntimeError(f"ckptkit resume: {message} (root {root}); not starting from scratch")
     if run.returncode != 0:
         raise RuntimeError(f"ckptkit resume failed (exit {run.returncode}): {run.stderr.strip()}")
     chosen = json.loads(run.stdout)["chosen"]

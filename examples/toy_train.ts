@@ -136,6 +136,11 @@ async function main(): Promise<void> {
   await Deno.mkdir(root, { recursive: true });
 
   const decision = await resumeFromRoot(root);
+  if (decision.reason === "no_valid_checkpoint") {
+    // The root held checkpoints and none is valid: starting over would silently throw the history away.
+    console.error(`toy_train: ${decision.message} in ${root}; not starting from scratch`);
+    Deno.exit(1);
+  }
   const start = decision.chosen?.step ?? 0;
   let model: Model;
   if (decision.chosen) {

@@ -7,7 +7,8 @@
 It shows the integration a real training script needs, without torch:
 
 1. At start-up, ask `ckptkit resume ROOT --json` which checkpoint to load.
-   Exit 3 means there is nothing to resume from: start at step 0.
+   Exit 3 means the root never held a checkpoint: start at step 0. Exit 1 means
+   checkpoints exist but none is valid: stop (exit 1) rather than silently start over.
 2. Train. The "model" is 8 head weights (kept in state.json) and a 2048-entry
    float64 embedding (kept in weights.bin, 16 KiB), updated by a deterministic
    rule, so two runs that train to the same step hold bit-identical weights.
@@ -98,11 +99,18 @@ def weights_digest(head, embedding):
 
 
 def resume(ckptkit, root):
-    """(checkpoint path, step) to resume from, or (None, 0) when there is none (exit 3)."""
+    """(checkpoint path, step) to resume from, or (None, 0) on a first start (exit 3).
+
+    Exits 1 when checkpoints exist but none is valid: a person decides, not the loop.
+    """
     run = subprocess.run([*ckptkit, "resume", root, "--json", "--log-level", "warn"],
                          capture_output=True, text=True)
     if run.returncode == 3:
         return None, 0
+    if run.returncode == 1:
+        message = json.loads(run.stdout).get("message")
+        print(f"toy_train: {message} in {root}; not starting from scratch", file=sys.stderr)
+        sys.exit(1)
     if run.returncode != 0:
         sys.exit(f"toy_train: ckptkit resume failed (exit {run.returncode}): {run.stderr.strip()}")
     decision = json.loads(run.stdout)

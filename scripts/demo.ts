@@ -290,7 +290,8 @@ async function tour(root: string): Promise<StepOutcome[]> {
   say(
     "At start-up a training script asks `ckptkit resume <root>` which checkpoint to load. It starts\n" +
       "from `latest`, validates it, and falls back to older ones until one is valid. It prints only\n" +
-      "the path (so `path=$(ckptkit resume …)` works) and exits 3 when nothing is valid.",
+      "the path (so `path=$(ckptkit resume …)` works); it exits 3 only when the root never held a\n" +
+      "checkpoint, and 1 when checkpoints exist but none is valid (the job stops, never restarts from 0).",
   );
   say();
   const resume = await ckptkit(["resume", root, ...QUIET]);

@@ -24,3 +24,15 @@ export const COMMIT_POINTS = [
 
 /** One of the {@linkcode COMMIT_POINTS}. */
 export type CommitPoint = typeof COMMIT_POINTS[number];
+
+/**
+ * Instants outside the commit protocol at which a fault hook is called:
+ * `repair_validated` comes after `resume --repair` validated without the root
+ * lock and before it takes the lock, `quarantine_validated` the same for
+ * `scan --quarantine`: there a concurrent commit or operator may change the
+ * root under them.
+ */
+export const REPAIR_POINTS = ["repair_validated", "quarantine_validated"] as const;
+
+/** One of the {@linkcode REPAIR_POINTS}. */
+export type RepairPoint = typeof REPAIR_POINTS[number];

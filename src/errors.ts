@@ -132,7 +132,20 @@ export function asCkptkitError(
   );
 }
 
-function reasonOf(err: unknown): ErrorReason {
+/**
+ * The stable reason of any thrown error: a {@linkcode CkptkitError}'s own, or
+ * the one matching a runtime error (`no_space` for ENOSPC and EDQUOT,
+ * `permission_denied`, `not_found`, `cross_device`), else `io_error`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { reasonOf } from "./errors.ts";
+ * assert.ok(reasonOf(new Error("No space left on device (os error 28)")) === "no_space");
+ * ```
+ */
+export function reasonOf(err: unknown): ErrorReason {
+  if (err instanceof CkptkitError) return err.reason;
   if (err instanceof Deno.errors.NotFound) return "not_found";
   if (
     err instanceof Deno.errors.PermissionDenied ||

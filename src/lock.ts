@@ -81,20 +81,43 @@ export async function acquireRootLock(
     file.close();
     throw err;
   }
-  await file.truncate(0);
-  await file.write(new TextEncoder().encode(holderText()));
+  await writeHolder(file, holderText());
   let released = false;
   const release = async () => {
     if (released) return;
     released = true;
     try {
-      await file.truncate(0).catch(() => {});
+      await writeHolder(file, "");
       await file.unlock();
     } finally {
       file.close();
     }
   };
   return { release, [Symbol.asyncDispose]: release };
+}
+
+/** Size the holder text is padded to, so that every holder overwrites the same bytes. */
+const HOLDER_BYTES = 256;
+
+/**
+ * Writes who holds the lock, best-effort: it only serves the `lock_timeout`
+ * message. The text is padded to a fixed size and written in place, never
+ * truncated away, so once the file holds its block taking the lock needs no
+ * free space: gc, which frees space, must work on a full disk.
+ */
+async function writeHolder(file: Deno.FsFile, text: string): Promise<void> {
+  const bytes = new Uint8Array(HOLDER_BYTES).fill(0x20);
+  bytes.set(new TextEncoder().encode(text).subarray(0, HOLDER_BYTES - 1));
+  bytes[HOLDER_BYTES - 1] = 0x0a;
+  try {
+    await file.seek(0, Deno.SeekMode.Start);
+    let written = 0;
+    while (written < bytes.length) written += await file.write(bytes.subarray(written));
+    // A longer file (an older ckptkit's holder text) shrinks: truncating never needs space.
+    if ((await file.stat()).size > HOLDER_BYTES) await file.truncate(HOLDER_BYTES);
+  } catch {
+    // No space (or a read-only lock file): the lock itself is held all the same.
+  }
 }
 
 function holderText(): string {

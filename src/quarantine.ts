@@ -19,6 +19,9 @@ import { listRoot } from "./root.ts";
 import { validateCheckpoint } from "./validate.ts";
 import { hostName, VERSION } from "./version.ts";
 
+/** How the record beside a quarantined checkpoint is named: `corrupt/step-30` gets `corrupt/step-30.quarantine.json`. */
+export const QUARANTINE_RECORD_SUFFIX = ".quarantine.json";
+
 /** Options for {@linkcode quarantineCheckpoint}. */
 export interface QuarantineOptions {
   /** Why, in the operator's words (default: the first problem found). */
@@ -144,8 +147,10 @@ export async function quarantineLocked(
   const reason = options.reason ??
     (problems[0] ? `${problems[0].reason}: ${problems[0].detail}` : "quarantined by an operator");
   const corrupt = `${root}/${CORRUPT_DIR}`;
+  let createdCorrupt = false;
   try {
     await Deno.mkdir(corrupt);
+    createdCorrupt = true;
     await fsyncPath(root);
   } catch (err) {
     if (!(err instanceof Deno.errors.AlreadyExists)) {
@@ -171,14 +176,40 @@ export async function quarantineLocked(
     reason,
     problems,
   };
-  const recordPath = `${corrupt}/${dest}.quarantine.json`;
-  // latest moves away first, so a crash at any later instant never leaves it naming a missing checkpoint.
-  const latestChanged = await repointLatestAway(root, name);
+  const recordPath = `${corrupt}/${dest}${QUARANTINE_RECORD_SUFFIX}`;
+  // Each step is undone if a later one fails (a full disk, an immutable folder), so that a failed
+  // quarantine leaves the root as it was. Only a crash can leave a step done: a record without its
+  // checkpoint, or latest already moved to an older valid checkpoint; both are harmless to resume.
+  const undo: (() => Promise<void>)[] = [];
+  if (createdCorrupt) undo.push(async () => await Deno.remove(corrupt));
+  let latestChanged: QuarantineResult["latest_changed"] = null;
   try {
-    // The record goes first: a crash before the rename leaves a record
-    // without a checkpoint, never a quarantined checkpoint without a reason.
+    // The record goes first: a crash before the rename leaves a record without a checkpoint, never a
+    // quarantined checkpoint without a reason.
     await writeFileAtomic(recordPath, JSON.stringify(record, null, 2) + "\n");
+    undo.push(async () => {
+      await Deno.remove(recordPath);
+      await fsyncPath(corrupt);
+    });
+    // latest moves away before the rename, so that it never names a missing checkpoint, even after a crash.
+    latestChanged = await repointLatestAway(root, name);
+    if (latestChanged) undo.push(async () => await writeLatest(root, name));
     await Deno.rename(from, `${corrupt}/${dest}`);
+  } catch (err) {
+    const failed = asCkptkitError(err, `Quarantining ${from}`, from);
+    const left: string[] = [];
+    for (const step of undo.reverse()) {
+      await step().catch((undoErr) => left.push((undoErr as Error).message));
+    }
+    if (left.length === 0) throw failed;
+    throw new CkptkitError(
+      failed.reason,
+      `${failed.message}; undoing it failed too (${left.join("; ")}): ` +
+        `check ${recordPath} and latest, or run ckptkit scan`,
+      { path: from, cause: err },
+    );
+  }
+  try {
     await fsyncPath(corrupt);
     await fsyncPath(root);
   } catch (err) {
@@ -195,12 +226,51 @@ export async function quarantineLocked(
   };
 }
 
+/**
+ * Quarantine records in `<root>/corrupt/` without their checkpoint beside
+ * them, by record name: what a quarantine killed after writing its record
+ * and before its move leaves (the checkpoint is then still in the root).
+ * Scan reports them; a failed quarantine that was not killed removes its own.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { orphanQuarantineRecords } from "./quarantine.ts";
+ * const root = await Deno.makeTempDir();
+ * await Deno.mkdir(`${root}/corrupt`);
+ * await Deno.writeTextFile(`${root}/corrupt/step-20.quarantine.json`, "{}");
+ * assert.deepEqual(await orphanQuarantineRecords(root), ["step-20.quarantine.json"]);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function orphanQuarantineRecords(root: string): Promise<string[]> {
+  const corrupt = `${root}/${CORRUPT_DIR}`;
+  let entries: Deno.DirEntry[];
+  try {
+    // Never read through a planted link: it could lead anywhere outside the root.
+    if (!(await Deno.lstat(corrupt)).isDirectory) return [];
+    entries = await Array.fromAsync(Deno.readDir(corrupt));
+  } catch {
+    return [];
+  }
+  const present = new Set(entries.map((e) => e.name));
+  return entries
+    .map((e) => e.name)
+    .filter((name) =>
+      !name.startsWith(".") && name.endsWith(QUARANTINE_RECORD_SUFFIX) &&
+      !present.has(name.slice(0, -QUARANTINE_RECORD_SUFFIX.length))
+    )
+    .sort();
+}
+
 async function freeName(corrupt: string, name: string): Promise<string> {
   for (let n = 0;; n++) {
     const candidate = n === 0 ? name : `${name}.${n}`;
     const taken = await Promise.all([
       Deno.lstat(`${corrupt}/${candidate}`).then(() => true, () => false),
-      Deno.lstat(`${corrupt}/${candidate}.quarantine.json`).then(
+      Deno.lstat(`${corrupt}/${candidate}${QUARANTINE_RECORD_SUFFIX}`).then(
         () => true,
         () => false,
       ),

@@ -11,12 +11,13 @@
 import { readFileLimited } from "./durable.ts";
 import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { readLatest, writeLatest } from "./latest.ts";
-import { MANIFEST_NAME } from "./layout.ts";
 import { MAX_MANIFEST_BYTES } from "./manifest.ts";
 import { acquireRootLock } from "./lock.ts";
 import type { Problem } from "./problems.ts";
-import { quarantineLocked } from "./quarantine.ts";
-import { isRoot, listRoot } from "./root.ts";
+import { QUARANTINE_RECORD_SUFFIX, quarantineLocked } from "./quarantine.ts";
+import { isRoot, listRoot, type RootListing } from "./root.ts";
+import type { RepairPoint } from "./commit_points.ts";
+import { CORRUPT_DIR, MANIFEST_NAME } from "./layout.ts";
 import { readState } from "./state.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth } from "./validate.ts";
 import { CkptkitError } from "./errors.ts";
@@ -64,6 +65,9 @@ export interface ResumeOrderInput {
   beforeTime?: Date;
 }
 
+/** Why `resume` chose nothing: see {@linkcode ResumeDecision.reason}. */
+export type NothingToResumeReason = "no_checkpoint" | "no_valid_checkpoint";
+
 /** An action `resume --repair` took. */
 export interface RepairAction {
   /** `latest_rewritten` or `quarantined`. */
@@ -80,6 +84,15 @@ export interface ResumeDecision {
   ok: boolean;
   /** The chosen checkpoint's path, or null. */
   path: string | null;
+  /**
+   * Why nothing was chosen, or null: `no_checkpoint` when the root has never
+   * held a checkpoint (no checkpoint folder, nothing quarantined, no `latest`:
+   * a first start, exit 3), `no_valid_checkpoint` when it has but none is
+   * valid (exit 1: a person decides, the job must not start from scratch).
+   */
+  reason: NothingToResumeReason | null;
+  /** One line saying why nothing was chosen (how many were rejected and why), or null. */
+  message: string | null;
   /** The chosen checkpoint, or null when there is nothing to resume from. */
   chosen: ResumeCandidate | null;
   /** The policy used. */
@@ -160,6 +173,10 @@ export interface PlanResumeInput extends ResumeOrderInput {
   knownGood?: KnownGoodCheck;
   /** The depth validations were made at. */
   depth?: ValidationDepth;
+  /** Checkpoints already quarantined in `corrupt/`, by name: proof the root held checkpoints. */
+  quarantined?: readonly string[];
+  /** Whether a `latest` file exists, readable or not (default: whether `latest` is non-empty). */
+  latestFile?: boolean;
 }
 
 /**
@@ -197,6 +214,7 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
   ): ResumeDecision => ({
     ok: chosen !== null,
     path: chosen?.path ?? null,
+    ...nothingReason(input, chosen, rejected, excluded),
     chosen,
     policy,
     depth,
@@ -247,6 +265,45 @@ export function planResume(input: PlanResumeInput): ResumeDecision {
 }
 
 /**
+ * Tells a first start (nothing ever committed: start from scratch) from a
+ * root whose every checkpoint is unusable (stop: starting over would silently
+ * throw the training history away).
+ */
+function nothingReason(
+  input: PlanResumeInput,
+  chosen: ResumeCandidate | null,
+  rejected: Rejection[],
+  excluded: string[],
+): { reason: NothingToResumeReason | null; message: string | null } {
+  if (chosen) return { reason: null, message: null };
+  const quarantined = input.quarantined ?? [];
+  const latestFile = input.latestFile ?? input.latest !== "";
+  if (input.candidates.length === 0 && quarantined.length === 0 && !latestFile) {
+    return { reason: "no_checkpoint", message: "the root holds no checkpoint yet" };
+  }
+  const parts: string[] = [];
+  if (rejected.length > 0) {
+    parts.push(
+      `${plural(rejected.length, "checkpoint")} rejected (` +
+        rejected.map((r) => `${r.name}: ${r.reasons.join(", ")}`).join("; ") + ")",
+    );
+  }
+  if (excluded.length > 0) parts.push(`${plural(excluded.length, "checkpoint")} excluded by the policy`);
+  if (quarantined.length > 0) parts.push(`${plural(quarantined.length, "checkpoint")} already quarantined in corrupt/`);
+  if (input.candidates.length === 0 && quarantined.length === 0) {
+    parts.push(input.latest ? `latest names ${input.latest}, which does not exist` : "only a latest file is left");
+  }
+  return {
+    reason: "no_valid_checkpoint",
+    message: `no valid checkpoint: ${parts.join(", ")}; not starting from scratch, a person must decide`,
+  };
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/**
  * What is wrong with `latest` given the decision, or null: missing or
  * unreadable, naming a folder that does not exist or an invalid checkpoint,
  * or lagging behind a newer valid checkpoint (a commit killed after its
@@ -287,6 +344,8 @@ export interface ResumeOptions extends ValidateOptions {
   repair?: boolean;
   /** Root lock wait for `repair`, in ms. */
   lockTimeoutMs?: number;
+  /** Called at `repair_validated`, before `repair` takes the root lock (tests pause or fail there). */
+  faultHook?: (point: RepairPoint) => Promise<void> | void;
 }
 
 /** Problems that may be transient, so repair never quarantines for them alone. */
@@ -348,8 +407,41 @@ export async function resumeFromRoot(
   } catch (err) {
     if (!(err instanceof CkptkitError && err.reason === "not_found")) throw err;
     const empty = planResume({ candidates: [], latest: "", policy, validations: new Map(), depth: options.depth });
-    return ordered({ ...empty, latest_problem: `the root ${root} does not exist yet` });
+    const missing = `the root ${root} does not exist yet`;
+    return ordered({ ...empty, latest_problem: missing, message: missing });
   }
+  const judged = new Map<string, Judgement>();
+  const decision = await decideOnDisk(listing, { ...options, policy }, judged);
+  // A folder with no mark of a root has no checkpoint to choose nor latest to fix: repair would only litter it.
+  if (!options.repair || !needsRepair(decision) || !(await isRoot(listing))) return decision;
+  await options.faultHook?.("repair_validated");
+  const lock = await acquireRootLock(listing.root, {
+    timeoutMs: options.lockTimeoutMs,
+  });
+  try {
+    // Everything seen so far was seen without the lock: a commit may have landed, an operator may have
+    // quarantined or replaced a checkpoint. Decide again on what is there now, re-validating whatever
+    // changed, and repair only from that.
+    const locked = await decideOnDisk(await listRoot(listing.root), { ...options, policy }, judged);
+    if (needsRepair(locked)) locked.actions = await repairLocked(listing.root, locked);
+    return locked;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** A validation result and the checkpoint's fingerprint taken before it, to tell whether it still holds. */
+interface Judgement {
+  fingerprint: string | undefined;
+  problems: Problem[] | "gone";
+}
+
+async function decideOnDisk(
+  listing: RootListing,
+  options: ResumeOptions & { policy: ResumePolicy },
+  judged: Map<string, Judgement>,
+): Promise<ResumeDecision> {
+  const { policy } = options;
   const pointer = await readLatest(listing.root);
   const latest = pointer.state === "ok" ? pointer.name! : "";
   const candidates: ResumeCandidate[] = await Promise.all(
@@ -363,39 +455,69 @@ export async function resumeFromRoot(
   const knownGood = policy === "last-known-good" ? await checkKnownGood(listing.root, candidates) : undefined;
   const depth = options.depth ?? "full";
   const validations = new Map<string, Problem[] | "gone">();
-  const plan = () =>
-    planResume({
-      ...options,
-      candidates,
-      latest,
-      policy,
-      validations,
-      knownGood,
-      depth,
-    });
   if (!(knownGood?.usable)) {
     for (
       const candidate of resumeOrder({ ...options, candidates, latest, policy })
         .order
     ) {
-      try {
-        const result = await validateCheckpoint(candidate.path, options);
-        const vanished = !result.ok && !(await stillThere(candidate.path));
-        validations.set(candidate.name, vanished ? "gone" : result.problems);
-        if (result.ok) break;
-      } catch (err) {
-        // Only a checkpoint that vanished is "gone"; anything else is a real failure, not to be hidden.
-        if (!(err instanceof CkptkitError && err.reason === "not_found")) throw err;
-        validations.set(candidate.name, "gone");
-      }
+      // Fingerprints are only needed to reuse a judgement under the repair lock.
+      const fingerprint = options.repair ? await fingerprintCheckpoint(candidate.path) : undefined;
+      const earlier = judged.get(candidate.name);
+      const problems = earlier && earlier.fingerprint !== undefined && earlier.fingerprint === fingerprint
+        ? earlier.problems
+        : await validateOrGone(candidate.path, options);
+      judged.set(candidate.name, { fingerprint, problems });
+      validations.set(candidate.name, problems);
+      if (problems !== "gone" && problems.length === 0) break;
     }
   }
-  const decision = ordered(plan());
-  // A folder with no mark of a root has no checkpoint to choose nor latest to fix: repair would only litter it.
-  if (options.repair && (await isRoot(listing))) {
-    decision.actions = await repair(listing.root, latest, decision, options);
-  }
+  const decision = ordered(planResume({
+    ...options,
+    candidates,
+    latest,
+    policy,
+    validations,
+    knownGood,
+    depth,
+    quarantined: await quarantinedNames(listing.root),
+    latestFile: pointer.state !== "missing",
+  }));
   return decision;
+}
+
+async function validateOrGone(path: string, options: ValidateOptions): Promise<Problem[] | "gone"> {
+  try {
+    const result = await validateCheckpoint(path, options);
+    return !result.ok && !(await stillThere(path)) ? "gone" : result.problems;
+  } catch (err) {
+    // Only a checkpoint that vanished is "gone"; anything else is a real failure, not to be hidden.
+    if (!(err instanceof CkptkitError && err.reason === "not_found")) throw err;
+    return "gone";
+  }
+}
+
+/** Names of the checkpoints in `corrupt/` (their records left aside). */
+async function quarantinedNames(root: string): Promise<string[]> {
+  const corrupt = `${root}/${CORRUPT_DIR}`;
+  try {
+    // Never read through a planted link: it could lead anywhere outside the root.
+    if (!(await Deno.lstat(corrupt)).isDirectory) return [];
+    const names: string[] = [];
+    for await (const entry of Deno.readDir(corrupt)) {
+      if (!entry.name.startsWith(".") && !entry.name.endsWith(QUARANTINE_RECORD_SUFFIX)) names.push(entry.name);
+    }
+    return names.sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Whether `--repair` has anything to fix: a problem with latest that is not (possibly) transient. */
+function needsRepair(decision: ResumeDecision): boolean {
+  const namedTransient = decision.rejected.some((r) =>
+    r.name === decision.latest && r.reasons.every((x) => TRANSIENT.has(x))
+  );
+  return decision.latest_problem !== null && !namedTransient;
 }
 
 /** The decision with its keys in documentation order (ok and path first). */
@@ -403,6 +525,8 @@ function ordered(d: ResumeDecision): ResumeDecision {
   return {
     ok: d.ok,
     path: d.path,
+    reason: d.reason,
+    message: d.message,
     chosen: d.chosen,
     policy: d.policy,
     depth: d.depth,
@@ -416,44 +540,38 @@ function ordered(d: ResumeDecision): ResumeDecision {
   };
 }
 
-async function repair(
+/** Repairs from a decision taken under the root lock, which the caller holds. */
+async function repairLocked(
   root: string,
-  latest: string,
   decision: ResumeDecision,
-  options: ResumeOptions,
 ): Promise<RepairAction[]> {
-  const namedTransient = decision.rejected.some((r) => r.name === latest && r.reasons.every((x) => TRANSIENT.has(x)));
-  if (decision.latest_problem === null || namedTransient) return [];
   const actions: RepairAction[] = [];
-  const lock = await acquireRootLock(root, {
-    timeoutMs: options.lockTimeoutMs,
-  });
-  try {
-    for (const rejection of decision.rejected) {
-      if (rejection.reasons.every((r) => TRANSIENT.has(r))) continue;
-      if (!(await stillThere(`${root}/${rejection.name}`))) continue;
-      const moved = await quarantineLocked(root, rejection.name, {
-        reason: `resume --repair: ${rejection.detail}`,
-      });
-      actions.push({
-        action: "quarantined",
-        name: rejection.name,
-        detail: moved.to,
-      });
-    }
-    if (decision.chosen && (await stillThere(decision.chosen.path))) {
-      const current = await readLatest(root);
-      if (current.name !== decision.chosen.name) {
-        await writeLatest(root, decision.chosen.name);
-        actions.push({
-          action: "latest_rewritten",
-          name: decision.chosen.name,
-          detail: latest,
-        });
-      }
-    }
-  } finally {
-    await lock.release();
+  for (const rejection of decision.rejected) {
+    if (rejection.reasons.every((r) => TRANSIENT.has(r))) continue;
+    if (!(await stillThere(`${root}/${rejection.name}`))) continue;
+    const moved = await quarantineLocked(root, rejection.name, {
+      reason: `resume --repair: ${rejection.detail}`,
+    });
+    actions.push({
+      action: "quarantined",
+      name: rejection.name,
+      detail: moved.to,
+    });
+  }
+  const chosen = decision.chosen;
+  if (!chosen || !(await stillThere(chosen.path))) return actions;
+  // latest never moves below a checkpoint not proven invalid (one that failed only transiently, or that the
+  // policy left out): it may well be valid, and a commit would never have moved latest backwards either.
+  const remaining = (await listRoot(root)).checkpoints;
+  if (remaining.some((c) => c.step > chosen.step)) return actions;
+  const current = await readLatest(root);
+  if (current.name !== chosen.name) {
+    await writeLatest(root, chosen.name);
+    actions.push({
+      action: "latest_rewritten",
+      name: chosen.name,
+      detail: current.state === "ok" ? current.name! : "",
+    });
   }
   return actions;
 }

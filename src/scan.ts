@@ -10,11 +10,14 @@
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { HashPool } from "./hash_pool.ts";
+import type { RepairPoint } from "./commit_points.ts";
+import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { CkptkitError } from "./errors.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { type LatestPointer, readLatest } from "./latest.ts";
 import { acquireRootLock } from "./lock.ts";
-import { quarantineLocked, type QuarantineResult } from "./quarantine.ts";
+import { orphanQuarantineRecords, quarantineLocked, type QuarantineResult } from "./quarantine.ts";
+import { CORRUPT_DIR } from "./layout.ts";
 import { recordValidations } from "./record.ts";
 import { listRoot, type RootStaging, type RootStray } from "./root.ts";
 import { validateCheckpoint, type ValidateOptions, type ValidationDepth, type ValidationResult } from "./validate.ts";
@@ -25,6 +28,8 @@ export interface ScanOptions extends ValidateOptions {
   quarantine?: boolean;
   /** Root lock wait for `quarantine`, in ms. */
   lockTimeoutMs?: number;
+  /** With `quarantine`: called at `quarantine_validated`, before the lock is taken (tests pause there). */
+  faultHook?: (point: RepairPoint) => Promise<void> | void;
   /** Record results in the root's state (known-good, failure counters); default true. */
   record?: boolean;
   /** Staging folders untouched for longer than this are stale (crashed writes), in seconds (default 3600). */
@@ -105,8 +110,11 @@ export async function scanRoot(
   // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
   // Metadata-only passes are bound by syscalls, not bandwidth: more checkpoints in flight.
   const inFlight = reads ? 2 : 16;
+  // With quarantine: each checkpoint's fingerprint before it is validated, to tell under the lock whether it changed.
+  const fingerprints = new Map<string, string | undefined>();
   const validated = await mapConcurrent(listing.checkpoints, inFlight, async (checkpoint) => {
     try {
+      if (options.quarantine) fingerprints.set(checkpoint.path, await fingerprintCheckpoint(checkpoint.path));
       const result = await validateCheckpoint(checkpoint.path, validateOptions);
       // A checkpoint deleted by gc mid-scan is gone, not corrupt.
       if (!result.ok && !(await Deno.lstat(checkpoint.path).then(() => true, () => false))) return undefined;
@@ -124,18 +132,27 @@ export async function scanRoot(
     gone: validated.length - checkpoints.length,
     latest: await readLatest(listing.root),
     staging: markStale(listing.staging, staleAfter),
-    strays: listing.strays,
+    strays: [
+      ...listing.strays,
+      ...(await orphanQuarantineRecords(listing.root)).map((name) => ({
+        name: `${CORRUPT_DIR}/${name}`,
+        detail: "quarantine record without its checkpoint: a quarantine was killed before its move " +
+          "(the checkpoint is still in the root); remove the record once checked",
+        inferred_step: null,
+      })),
+    ],
     durationS: (performance.now() - started) / 1000,
   });
   if (options.record ?? true) {
     result.state_error = await recordValidations(listing.root, checkpoints, "scan");
   }
   if (options.quarantine) {
-    result.quarantined = await quarantineInvalid(
-      listing.root,
-      checkpoints,
-      options,
-    );
+    result.quarantined = await quarantineInvalid(listing.root, checkpoints, {
+      lockTimeoutMs: options.lockTimeoutMs,
+      fingerprints,
+      revalidate: { ...options, onProgress: undefined },
+      faultHook: options.faultHook,
+    });
   }
   return result;
 }
@@ -204,17 +221,39 @@ export function markStale(staging: readonly RootStaging[], staleAfterS: number):
 /** Problems that may be transient: never a reason to quarantine on their own. */
 const TRANSIENT: ReadonlySet<string> = new Set(["io_error", "file_changed"]);
 
+/** Options of {@linkcode quarantineInvalid}. */
+export interface QuarantineInvalidOptions {
+  /** Root lock wait, in ms. */
+  lockTimeoutMs?: number;
+  /** Each checkpoint's fingerprint taken before it was validated, by path. */
+  fingerprints?: ReadonlyMap<string, string | undefined>;
+  /**
+   * A checkpoint whose fingerprint changed since is validated again under the
+   * lock with these options (the scan's own) and quarantined only if still
+   * invalid. Without them (shard reports, too costly to redo on one node) a
+   * checkpoint whose manifest is unchanged is quarantined.
+   */
+  revalidate?: ValidateOptions;
+  /** Called at `quarantine_validated`, before the lock is taken (tests pause there). */
+  faultHook?: (point: RepairPoint) => Promise<void> | void;
+}
+
 /**
  * Quarantines the checkpoints with integrity problems (transient ones
  * alone never count) under the root lock; those already gone are skipped.
+ * They were judged without the lock, so each is checked again under it: one
+ * committed again under the same name (another manifest) or repaired since
+ * is left alone.
  */
 export async function quarantineInvalid(
   root: string,
   checkpoints: readonly ValidationResult[],
-  options: { lockTimeoutMs?: number },
+  options: QuarantineInvalidOptions,
 ): Promise<QuarantineResult[]> {
-  const bad = checkpoints.filter((c) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason)));
+  const quarantinable = (c: ValidationResult) => !c.ok && !c.problems.every((p) => TRANSIENT.has(p.reason));
+  const bad = checkpoints.filter(quarantinable);
   if (bad.length === 0) return [];
+  await options.faultHook?.("quarantine_validated");
   const moved: QuarantineResult[] = [];
   const lock = await acquireRootLock(root, {
     timeoutMs: options.lockTimeoutMs,
@@ -225,8 +264,18 @@ export async function quarantineInvalid(
       if (!(await Deno.lstat(checkpoint.path).then(() => true, () => false))) {
         continue;
       }
+      const before = options.fingerprints?.get(checkpoint.path);
+      if (before !== undefined && before === await fingerprintCheckpoint(checkpoint.path)) {
+        // Unchanged since it was validated: the judgement still holds, no need to hash it again.
+        moved.push(await quarantineLocked(root, name, { problems: checkpoint.problems }));
+        continue;
+      }
+      const now = await validateCheckpoint(checkpoint.path, options.revalidate ?? { depth: "fast" })
+        .catch(() => undefined);
+      if (!now || now.manifest_digest !== checkpoint.manifest_digest) continue;
+      if (options.revalidate && !quarantinable(now)) continue;
       moved.push(
-        await quarantineLocked(root, name, { problems: checkpoint.problems }),
+        await quarantineLocked(root, name, { problems: options.revalidate ? now.problems : checkpoint.problems }),
       );
     }
   } finally {

@@ -552,7 +552,7 @@ Deno.test("environment variables stand in for flags", async () => {
   assert.equal(manifest.job_id, "env-job");
 });
 
-Deno.test("resume prints only the path, falls back past a corrupt newest, and exits 3 with nothing valid", async () => {
+Deno.test("resume prints only the path, falls back past a corrupt newest, and exits 1 with nothing valid", async () => {
   await using tmp = await tempDir();
   const root = tmp.path;
   const empty = await runCli(["resume", root]);
@@ -579,8 +579,8 @@ Deno.test("resume prints only the path, falls back past a corrupt newest, and ex
   );
   await flipByte(`${root}/step-9/trainer_state.json`, 0);
   const none = await runCli(["resume", root]);
-  assert.equal(none.code, 3);
-  assert.match(none.stderr, /nothing to resume from/);
+  assert.equal(none.code, 1, "checkpoints exist but none is valid: stop, do not start from scratch");
+  assert.match(none.stderr, /nothing valid to resume from .*\[no_valid_checkpoint\]/);
 });
 
 Deno.test("scan reports each checkpoint, latest and stale staging, and exits 1 on any invalid one", async () => {

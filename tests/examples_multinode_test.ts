@@ -531,6 +531,37 @@ Deno.test("slurm: train_multirank.sbatch: three ranks commit one checkpoint per 
   assert.deepEqual((await names(root)).filter((n) => n.startsWith(".staging")), [".staging-step-30-499"]);
 });
 
+Deno.test("slurm: train_multirank.sbatch stops, and starts no rank, when every checkpoint is invalid", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/shared/ckpts`;
+  const ckptkit = await installCkptkit(tmp.path);
+  const bin = `${tmp.path}/slurm-bin`;
+  await writeExecutable(`${bin}/srun`, FAKE_SRUN);
+  const trainer = await writeExecutable(`${tmp.path}/train.sh`, STAND_IN_TRAINER);
+  const log = `${tmp.path}/log`;
+  await Deno.mkdir(log);
+  await Deno.mkdir(`${root}/step-10`, { recursive: true }); // a checkpoint without its manifest: invalid
+  const job = await run("bash", [TRAIN_SBATCH], {
+    env: {
+      CKPTKIT: ckptkit,
+      CKPTKIT_ROOT: root,
+      CKPTKIT_LOG_LEVEL: "warn",
+      SLURM_JOB_ID: "501",
+      SLURM_NTASKS: "3",
+      TRAIN_CMD: trainer,
+      TRAIN_LOG: log,
+      TRAIN_UNTIL: "20",
+      PATH: `${bin}:${Deno.env.get("PATH")}`,
+    },
+  });
+  assert.notEqual(job.code, 0, show(job));
+  assert.match(job.stderr, /\[no_valid_checkpoint\]/);
+  assert.match(job.stderr, /no valid checkpoint in .*: not starting from scratch/);
+  assert.doesNotMatch(job.stdout, /starting from scratch/);
+  assert.deepEqual(await names(log), [], "no rank was started");
+  assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), ["step-10"]);
+});
+
 // --- Kubernetes ------------------------------------------------------------------------------------
 
 // deno-lint-ignore no-explicit-any

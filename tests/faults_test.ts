@@ -188,3 +188,68 @@ Deno.test("a file appended to while it is validated is reported as file_changed,
   assert.deepEqual(result.problems.map((p) => p.reason), ["file_changed"]);
   assert.match(result.problems[0].detail, /changed while it was read/);
 });
+
+Deno.test({
+  name: "disk full to the last byte: gc still takes the lock and frees space; quarantine fails cleanly with no_space",
+  ignore: !CAN_MOUNT,
+  async fn() {
+    await using tmp = await tempDir();
+    const fs = `${tmp.path}/fs`;
+    const root = `${fs}/root`;
+    await using _fs = await mountTmpfs(fs, "4m");
+    for (const step of [1, 2, 3]) {
+      const run = await runCli([
+        "write",
+        "--root",
+        root,
+        "--step",
+        String(step),
+        "--files",
+        "1",
+        "--file-size",
+        "512KiB",
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+    }
+    // A lock file that was never written (a fresh root) must not need space either.
+    await Deno.remove(`${root}/.ckptkit/lock`).catch(() => {});
+    await fill(fs);
+    const before = await names(root);
+
+    const quarantined = await runCli(["quarantine", `${root}/step-3`, "--reason", "operator"]);
+    assert.equal(quarantined.code, 4, quarantined.stderr);
+    assert.match(quarantined.stderr, /No space left on device.* \[no_space\]$/m);
+    assert.doesNotMatch(quarantined.stderr, /Unexpected error|\[io_error\]/);
+    assert.deepEqual(await names(root), before, "the failed quarantine changed nothing");
+    assert.equal((await readLatest(root)).name, "step-3");
+    assert.deepEqual(await names(`${root}/corrupt`).catch(() => []), [], "no orphan record");
+
+    const gc = await runCli(["gc", root, "--keep-last", "1"]);
+    assert.equal(gc.code, 0, gc.stderr);
+    assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), ["step-3"]);
+    assert.deepEqual(await names(`${root}/.ckptkit/trash`), [], "the trash is emptied");
+    assert.equal((await validateCheckpoint(`${root}/step-3`)).ok, true);
+    assert.equal((await readLatest(root)).name, "step-3");
+
+    // With the space gc freed, the same quarantine now succeeds.
+    assert.equal((await runCli(["quarantine", `${root}/step-3`, "--reason", "operator"])).code, 0);
+  },
+});
+
+Deno.test("an ENOSPC no code path expected is reported as no_space (exit 4), not as an unexpected io_error", async () => {
+  const { runCommand } = await import("../src/cli/context.ts");
+  for (
+    const [thrown, reason] of [
+      [new Error("No space left on device (os error 28)"), "no_space"],
+      [Object.assign(new Error("quota"), { code: "EDQUOT" }), "no_space"],
+      [new Error("something else"), "io_error"],
+    ] as const
+  ) {
+    let stderr = "";
+    const io = { stdout: () => {}, stderr: (text: string) => void (stderr += text), env: () => undefined };
+    const code = await runCommand(io, { logLevel: "silent" }, () => Promise.reject(thrown));
+    assert.equal(code, 4);
+    assert.match(stderr, new RegExp(`^ckptkit: error: .* \\[${reason}\\]$`, "m"));
+    if (reason === "no_space") assert.doesNotMatch(stderr, /Unexpected error/);
+  }
+});

@@ -188,6 +188,22 @@ Deno.test({
 });
 
 Deno.test({
+  name: "python toy loop: stops (exit 1) instead of starting from scratch when every checkpoint is invalid",
+  ignore: !PYTHON,
+  async fn() {
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    assert.equal((await toyPy(["--root", root, "--steps", "2"])).code, 0);
+    for (const name of await stepDirs(root)) await flipByte(`${root}/${name}/weights.bin`, 7);
+    const run = await toyPy(["--root", root, "--steps", "4"]);
+    assert.equal(run.code, 1, run.stderr);
+    assert.doesNotMatch(run.stdout, /starting at step 0/);
+    assert.match(run.stderr, /toy_train: no valid checkpoint: 2 checkpoints rejected .* not starting from scratch/);
+    assert.deepEqual(await stepDirs(root), ["step-1", "step-2"], "nothing trained, nothing committed");
+  },
+});
+
+Deno.test({
   name: "python toy loop: finds the checkout's cli.ts through deno when ckptkit is not on PATH",
   ignore: !PYTHON,
   async fn() {
@@ -432,6 +448,15 @@ for step, move in ((300, True), (400, False)):  # the Trainer has written checkp
         f.write("{}")
     pi.hf_callback(root, move=move).on_save(SimpleNamespace(output_dir=out),
                                             SimpleNamespace(global_step=step, is_world_process_zero=True), None)
+
+damaged = os.path.join(os.path.dirname(out), "damaged")  # held a checkpoint, none valid: resume must not start from scratch
+os.makedirs(os.path.join(damaged, "step-5"))
+try:
+    pi.resume(damaged)
+except RuntimeError as e:
+    assert "no valid checkpoint" in str(e) and "not starting from scratch" in str(e), e
+else:
+    raise AssertionError("resume started from scratch on a root whose checkpoints are all invalid")
 print("ok")
 `;
 
@@ -485,6 +510,17 @@ Deno.test("deno toy loop: trains and commits through the library writer, and res
   assert.equal(again.code, 0, again.stderr);
   assert.match(lastLine(again.stdout), /^trained to step 6 \(resumed from step 5\)/);
   assert.equal((await names(root)).filter((n) => n.startsWith(".staging-")).length, 0);
+});
+
+Deno.test("deno toy loop: stops (exit 1) instead of starting from scratch when every checkpoint is invalid", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  assert.equal((await toyTs(["--root", root, "--steps", "2"])).code, 0);
+  for (const name of await stepDirs(root)) await flipByte(`${root}/${name}/weights.bin`, 3);
+  const run = await toyTs(["--root", root, "--steps", "3"]);
+  assert.equal(run.code, 1, run.stdout + run.stderr);
+  assert.match(run.stderr, /toy_train: no valid checkpoint: 2 checkpoints rejected .* not starting from scratch/);
+  assert.deepEqual(await stepDirs(root), ["step-1", "step-2"]);
 });
 
 Deno.test({

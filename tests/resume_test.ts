@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readLatest } from "../src/latest.ts";
 import type { Problem } from "../src/problems.ts";
 import { planResume, resumeFromRoot, resumeOrder } from "../src/resume.ts";
-import { flipByte, names, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
+import { cliCommand, flipByte, names, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
 
 const candidates = [30, 20, 10].map((step) => ({
   name: `step-${step}`,
@@ -208,19 +208,113 @@ Deno.test("resume --repair moves a lagging latest to the newest valid checkpoint
   assert.equal(await Deno.readTextFile(`${root}/latest`), "step-20\n");
 });
 
-Deno.test("resume with only corrupt checkpoints exits 3", async () => {
+Deno.test("resume on a root whose every checkpoint is invalid exits 1 no_valid_checkpoint, not 3", async () => {
   await using tmp = await tempDir();
   const root = tmp.path;
   for (const step of [10, 20]) {
     await flipByte(`${await writeStep(root, step)}/shard-0.bin`, 0);
   }
   const run = await runCli(["resume", root]);
-  assert.equal(run.code, 3);
+  assert.equal(run.code, 1, "a damaged history stops the job; 3 would make it start from scratch");
   assert.equal(run.stdout, "");
-  assert.equal(
-    run.logs.find((l) => l.event === "resume_nothing")?.reason,
-    "no_valid_checkpoint",
+  assert.match(
+    run.stderr,
+    /^ckptkit: error: nothing valid to resume from in .*: no valid checkpoint: 2 checkpoints rejected \(step-20: hash_mismatch; step-10: hash_mismatch\).* \[no_valid_checkpoint\]$/m,
   );
+  assert.equal(run.logs.find((l) => l.event === "resume_nothing")?.reason, "no_valid_checkpoint");
+  const json = await runCli(["resume", root, "--json"]);
+  assert.equal(json.code, 1);
+  const doc = JSON.parse(json.stdout);
+  assert.equal(doc.ok, false);
+  assert.equal(doc.reason, "no_valid_checkpoint");
+  assert.match(doc.message, /2 checkpoints rejected/);
+});
+
+Deno.test("resume on a root whose checkpoints were all quarantined exits 1; an empty root exits 3", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  const empty = await runCli(["resume", root, "--json"]);
+  assert.equal(empty.code, 3, empty.stderr);
+  assert.equal(JSON.parse(empty.stdout).reason, "no_checkpoint");
+  await writeStep(root, 10);
+  assert.equal((await runCli(["quarantine", `${root}/step-10`, "--reason", "loss spike"])).code, 0);
+  const run = await runCli(["resume", root, "--json"]);
+  assert.equal(run.code, 1, run.stderr);
+  const doc = JSON.parse(run.stdout);
+  assert.equal(doc.reason, "no_valid_checkpoint");
+  assert.match(doc.message, /1 checkpoint already quarantined in corrupt\//);
+  // Repairing a root of only invalid checkpoints quarantines them; the next resume still refuses to start over.
+  for (const step of [20, 30]) await flipByte(`${await writeStep(root, step)}/shard-1.bin`, 3);
+  await Deno.remove(`${root}/latest`);
+  assert.equal((await runCli(["resume", root, "--repair"])).code, 1);
+  assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), []);
+  const after = await runCli(["resume", root]);
+  assert.equal(after.code, 1, after.stderr);
+  assert.match(after.stderr, /3 checkpoints already quarantined/);
+});
+
+/** Starts `resume --repair --json` on `root`, paused after it validated and before it takes the lock. */
+async function pausedRepair(root: string) {
+  const child = cliCommand(["resume", root, "--repair", "--json"], {
+    env: { CKPTKIT_TEST_PAUSE_AT: "repair_validated" },
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  while (!seen.includes("test_paused")) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    seen += value;
+  }
+  assert.match(seen, /"point":"repair_validated"/);
+  return {
+    async proceed() {
+      child.kill("SIGUSR1");
+      const rest = reader.read().then(async function drain(r): Promise<string> {
+        return r.done ? "" : r.value + await reader.read().then(drain);
+      });
+      const status = await child.status;
+      return { code: status.code, stdout: await stdout, stderr: seen + await rest };
+    },
+  };
+}
+
+Deno.test("resume --repair decides again under the lock: a commit landing meanwhile keeps latest moving forward", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 10);
+  await writeStep(root, 20);
+  await Deno.remove(`${root}/latest`);
+  const repair = await pausedRepair(root);
+  // Validated without the lock: step-20, latest missing. Now a commit of step 30 lands.
+  const commit = await runCli(["write", "--root", root, "--step", "30", "--files", "1", "--file-size", "4KiB"]);
+  assert.equal(commit.code, 0, commit.stderr);
+  assert.equal((await readLatest(root)).name, "step-30");
+  const run = await repair.proceed();
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal((await readLatest(root)).name, "step-30", "latest never moves back to step-20");
+  const doc = JSON.parse(run.stdout);
+  assert.equal(doc.path, `${root}/step-30`, "the decision is the one taken under the lock");
+  assert.deepEqual(doc.actions, []);
+  assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), ["step-10", "step-20", "step-30"]);
+});
+
+Deno.test("resume --repair never quarantines a checkpoint that changed between validation and the lock", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 10);
+  const newest = await writeStep(root, 20);
+  await flipByte(`${newest}/shard-0.bin`, 5);
+  const repair = await pausedRepair(root);
+  // Found invalid without the lock; an operator restores the file (same bytes as committed) meanwhile.
+  await flipByte(`${newest}/shard-0.bin`, 5);
+  const run = await repair.proceed();
+  assert.equal(run.code, 0, run.stderr);
+  const doc = JSON.parse(run.stdout);
+  assert.equal(doc.path, newest);
+  assert.deepEqual(doc.actions, [], "re-validated under the lock: nothing to repair");
+  assert.equal(await Deno.lstat(`${root}/corrupt`).then(() => true, () => false), false);
+  assert.equal((await readLatest(root)).name, "step-20");
 });
 
 Deno.test("newest-before rolls back past a loss spike by step or by time", async () => {

@@ -7,10 +7,10 @@
  */
 
 import type { Config } from "../config.ts";
-import { CkptkitError, USAGE_ERROR_REASONS } from "../errors.ts";
+import { CkptkitError, reasonOf, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
-import { COMMIT_POINTS, type CommitPoint } from "../commit_points.ts";
-import type { FaultHook } from "../publish.ts";
+import { COMMIT_POINTS, REPAIR_POINTS } from "../commit_points.ts";
+import type { CommitPoint, RepairPoint } from "../commit_points.ts";
 
 /** Exit codes, the same for every command. */
 export const EXIT = {
@@ -64,7 +64,7 @@ export interface CommandContext {
   /** Writes a JSON document (pretty, one per command) to stdout. */
   printJson: (value: unknown) => void;
   /** Fault injection from CKPTKIT_TEST_PAUSE_AT / CKPTKIT_TEST_FAIL_AT (tests only). */
-  faultHook?: FaultHook;
+  faultHook?: (point: CommitPoint | RepairPoint) => Promise<void>;
 }
 
 /** Builds the context of a command from its global options. */
@@ -101,13 +101,7 @@ export async function runCommand(
     ctx = await createContext(io, globals);
     return await body(ctx);
   } catch (err) {
-    const error = err instanceof CkptkitError ? err : new CkptkitError(
-      "io_error",
-      `Unexpected error: ${(err as Error)?.message ?? String(err)}`,
-      {
-        cause: err,
-      },
-    );
+    const error = err instanceof CkptkitError ? err : unexpected(err);
     const code = USAGE_ERROR_REASONS.has(error.reason) ? EXIT.usage : EXIT.runtime;
     io.stderr(`ckptkit: error: ${oneLine(error.message)} [${error.reason}]\n`);
     ctx?.logger.log("error", "error", {
@@ -135,24 +129,40 @@ export async function runCommand(
   }
 }
 
+/**
+ * An error no code path wrapped still gets its real reason when it has one: a
+ * full disk is no_space wherever it hits. A stray NotFound stays io_error
+ * (exit 4), not the usage error not_found means elsewhere.
+ */
+function unexpected(err: unknown): CkptkitError {
+  const message = (err as Error)?.message ?? String(err);
+  const reason = reasonOf(err);
+  if (reason === "no_space" || reason === "permission_denied" || reason === "cross_device") {
+    return new CkptkitError(reason, message, { cause: err });
+  }
+  return new CkptkitError("io_error", `Unexpected error: ${message}`, { cause: err });
+}
+
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, " ").trim();
 }
 
 /**
  * Test-only fault injection: `CKPTKIT_TEST_PAUSE_AT=<point>` logs
- * `test_paused` and waits forever (a test then SIGKILLs the process);
+ * `test_paused` and waits until SIGUSR1 (a test lands a concurrent change,
+ * then lets it go on) or until the test SIGKILLs the process;
  * `CKPTKIT_TEST_FAIL_AT=<point>` fails there as an I/O error would.
  */
-function faultHookFromEnv(io: CliIo): FaultHook | undefined {
+function faultHookFromEnv(io: CliIo): ((point: CommitPoint | RepairPoint) => Promise<void>) | undefined {
   const pauseAt = readEnv(io, "CKPTKIT_TEST_PAUSE_AT");
   const failAt = readEnv(io, "CKPTKIT_TEST_FAIL_AT");
   if (!pauseAt && !failAt) return undefined;
+  const points: readonly string[] = [...COMMIT_POINTS, ...REPAIR_POINTS];
   for (const point of [pauseAt, failAt]) {
-    if (point && !COMMIT_POINTS.includes(point as CommitPoint)) {
+    if (point && !points.includes(point)) {
       throw new CkptkitError(
         "invalid_argument",
-        `Unknown commit point "${point}": expected one of ${COMMIT_POINTS.join(", ")}`,
+        `Unknown fault point "${point}": expected one of ${points.join(", ")}`,
       );
     }
   }
@@ -164,11 +174,19 @@ function faultHookFromEnv(io: CliIo): FaultHook | undefined {
       );
     }
     if (point === pauseAt) {
-      io.stderr(
-        JSON.stringify({ event: "test_paused", point, pid: Deno.pid }) + "\n",
-      );
-      // A pending timer keeps the event loop alive until the test kills us.
-      await new Promise((resolve) => setTimeout(resolve, 2 ** 31 - 1));
+      await new Promise<void>((resolve) => {
+        // The pending timer keeps the event loop alive until the signal or the kill.
+        const timer = setTimeout(resolve, 2 ** 31 - 1);
+        const proceed = () => {
+          clearTimeout(timer);
+          Deno.removeSignalListener("SIGUSR1", proceed);
+          resolve();
+        };
+        Deno.addSignalListener("SIGUSR1", proceed);
+        io.stderr(
+          JSON.stringify({ event: "test_paused", point, pid: Deno.pid }) + "\n",
+        );
+      });
     }
   };
 }

@@ -1,7 +1,8 @@
 /**
  * `ckptkit resume [root]`: prints the path of the checkpoint a restarting
- * job should load (only the path, so `path=$(ckptkit resume …)` works), or
- * exits 3 when there is nothing to resume from.
+ * job should load (only the path, so `path=$(ckptkit resume …)` works);
+ * exits 3 when the root has never held a checkpoint (start from scratch) and
+ * 1 when it has but none is valid (stop: a person decides).
  *
  * @module
  */
@@ -24,7 +25,8 @@ export function resumeCommand(cli: CliHandle) {
   const [fast, sampleBytes, jobs, deep] = depthOptions();
   return new Command("resume")
     .description(
-      "print the path of the checkpoint to resume from (only the path); exit 3 when there is none. " +
+      "print the path of the checkpoint to resume from (only the path); exit 3 when the root has never held a " +
+        "checkpoint, 1 (no_valid_checkpoint) when it has but none is valid. " +
         "Changes nothing on disk unless --repair is given",
     )
     .argument(
@@ -75,6 +77,7 @@ export function resumeCommand(cli: CliHandle) {
           beforeTime: opts.beforeTime,
           repair: opts.repair,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+          faultHook: ctx.faultHook,
         });
         for (const rejection of decision.rejected) {
           ctx.logger.log("warn", "resume_rejected", {
@@ -106,25 +109,26 @@ export function resumeCommand(cli: CliHandle) {
         } else {
           ctx.logger.log("error", "resume_nothing", {
             checkpoint_path: root,
-            reason: "no_valid_checkpoint",
+            reason: decision.reason,
             policy: decision.policy,
             rejected: decision.rejected.length,
+            detail: decision.message,
           });
         }
         if (ctx.json) {
           ctx.printJson(decision);
         } else if (decision.chosen) {
           ctx.io.stdout(decision.chosen.path + "\n");
-        } else {
+        } else if (decision.reason === "no_valid_checkpoint") {
           ctx.io.stderr(
-            `ckptkit: nothing to resume from in ${root} (policy ${decision.policy}): ` +
-              (decision.rejected.length
-                ? `all ${decision.rejected.length} candidate checkpoints are invalid`
-                : "no candidate checkpoints") +
-              "\n",
+            `ckptkit: error: nothing valid to resume from in ${root} (policy ${decision.policy}): ` +
+              `${decision.message} [no_valid_checkpoint]\n`,
           );
+        } else {
+          ctx.io.stderr(`ckptkit: nothing to resume from in ${root}: ${decision.message}\n`);
         }
-        return decision.chosen ? EXIT.ok : EXIT.nothingToResume;
+        if (decision.chosen) return EXIT.ok;
+        return decision.reason === "no_valid_checkpoint" ? EXIT.problems : EXIT.nothingToResume;
       });
     });
 }

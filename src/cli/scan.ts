@@ -88,6 +88,7 @@ export function scanCommand(cli: CliHandle) {
           staleStagingAfterS: opts.staleAfter,
           quarantine: opts.quarantine,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
+          faultHook: ctx.faultHook,
         }).finally(() => progress.done());
         logScan(ctx, result);
         printScan(ctx, result);
