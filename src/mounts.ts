@@ -9,8 +9,9 @@
 
 /**
  * The mount points strictly under `dir`, as paths relative to it, from
- * `/proc/self/mountinfo`. Empty where there is no such table (not Linux, or
- * no read permission on it): callers also compare `st_dev`.
+ * `/proc/self/mountinfo`. Empty where there is no such table (not Linux) or
+ * it may not be read (Deno grants `/proc` to `--allow-all` alone, which the
+ * CLI does not have): callers also compare `st_dev` and ask rmdir(2).
  *
  * Requires `--allow-read`.
  *
@@ -24,6 +25,7 @@
  * ```
  */
 export async function mountPointsUnder(dir: string): Promise<Set<string>> {
+  if (!mayReadProc()) return new Set();
   let table: string;
   let real: string;
   try {
@@ -42,6 +44,20 @@ export async function mountPointsUnder(dir: string): Promise<Set<string>> {
     if (point.startsWith(prefix)) found.add(point.slice(prefix.length));
   }
   return found;
+}
+
+let procReadable: boolean | undefined;
+
+/**
+ * Deno grants `/proc` to `--allow-all` only; asking without it would fail,
+ * or prompt on a terminal.
+ */
+function mayReadProc(): boolean {
+  procReadable ??= Deno.build.os === "linux" &&
+    (["read", "write", "net", "env", "run", "sys", "ffi"] as const).every((name) =>
+      Deno.permissions.querySync({ name }).state === "granted"
+    );
+  return procReadable;
 }
 
 /**
