@@ -8,7 +8,7 @@
  */
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
-import { fsyncPath } from "./durable.ts";
+import { removeLeftoverTemps } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { withHasher } from "./hash_pool.ts";
 import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "./hashing.ts";
@@ -139,7 +139,7 @@ export function refuseReservedNames(dir: string, paths: Iterable<string>): void 
 
 /**
  * Removes the temporary manifests a killed commit or seal left at the top of
- * `dir` (regular files named exactly as `writeFileAtomic` names them), so that a retry never records one in the checkpoint. Returns their
+ * `dir`, so that a retry never records one in the checkpoint. Returns their
  * names. Anything else carrying the prefix is left for
  * {@linkcode refuseReservedNames}.
  *
@@ -156,23 +156,12 @@ export function refuseReservedNames(dir: string, paths: Iterable<string>): void 
  * ```
  */
 export async function removeManifestLeftovers(dir: string): Promise<string[]> {
-  const removed: string[] = [];
   try {
-    for await (const entry of Deno.readDir(dir)) {
-      if (entry.isFile && LEFTOVER_TEMP_MANIFEST.test(entry.name)) {
-        await Deno.remove(`${dir}/${entry.name}`);
-        removed.push(entry.name);
-      }
-    }
-    if (removed.length > 0) await fsyncPath(dir);
+    return await removeLeftoverTemps(dir, MANIFEST_NAME);
   } catch (err) {
     throw asCkptkitError(err, `Removing the temporary manifests a killed run left in ${dir}`, dir);
   }
-  return removed;
 }
-
-/** The name `writeFileAtomic` gives the manifest's temporary file. */
-const LEFTOVER_TEMP_MANIFEST = new RegExp(`^${MANIFEST_TEMP_PREFIX.replaceAll(".", "\\.")}[0-9a-f]{8}$`);
 
 /**
  * Refuses (`manifest_exists`) a folder about to be committed that already

@@ -192,6 +192,23 @@ Deno.test("a commit that crashed after writing its manifest (before the rename) 
   assert.equal((await runCli(["validate", `${root}/step-3`])).code, 0);
 });
 
+Deno.test("a temporary manifest another process leaves while this commit runs is not renamed into the checkpoint", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  const staging = `${root}/.staging-step-12`;
+  await stage(staging);
+  const result = await commitCheckpoint(staging, {
+    root,
+    step: 12,
+    faultHook: async (point) => {
+      // As a second commit of the same folder, killed while writing its manifest, would leave it.
+      if (point === "folders_synced") await Deno.writeTextFile(`${staging}/.ckptkit.manifest.json.tmp-5eed5eed`, "{");
+    },
+  });
+  assert.deepEqual(await tempManifests(result.path), []);
+  assert.equal((await validateCheckpoint(result.path, { depth: "full" })).ok, true);
+});
+
 Deno.test("a file of the staging folder that only looks like ckptkit's temporary manifest is refused, not deleted", async () => {
   await using tmp = await tempDir();
   const root = `${tmp.path}/root`;
