@@ -177,6 +177,40 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "write killed (SIGKILL via strace) at the manifest's rename: a retry commits, gc collects the old staging",
+  ignore: !HAVE_STRACE,
+  async fn() {
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    const args = ["write", "--root", root, "--step", "30", "--files", "2", "--file-size", "4KiB"];
+    assert.equal(await killAtFirstRename(args), null, "killed at the rename");
+    const [staging] = (await names(root)).filter((n) => n.startsWith(".staging-"));
+    assert.equal((await tempManifests(`${root}/${staging}`)).length, 1);
+    const retry = await runCli(args);
+    assert.equal(retry.code, 0, retry.stderr);
+    assert.deepEqual(await tempManifests(`${root}/step-30`), []);
+    assert.equal((await runCli(["validate", `${root}/step-30`])).code, 0);
+    const gc = await runCli(["gc", root, "--keep-last", "1", "--stale-after", "0s"]);
+    assert.equal(gc.code, 0, gc.stderr);
+    assert.deepEqual((await names(root)).filter((n) => n.startsWith(".staging-")), []);
+  },
+});
+
+Deno.test("a multi-rank commit refuses the user's own ckptkit.manifest.json in the shared staging folder", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  const staging = `${root}/.staging-step-13-job`;
+  await stage(staging);
+  await Deno.writeTextFile(`${staging}/ckptkit.manifest.json`, "mine\n");
+  await assert.rejects(
+    () => commitRank(staging, { root, step: 13, rank: 0, worldSize: 1, rankFiles: ["model.pt", "sub"] }),
+    errorReason("manifest_exists"),
+  );
+  assert.equal(await Deno.readTextFile(`${staging}/ckptkit.manifest.json`), "mine\n");
+  assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), []);
+});
+
 Deno.test("a commit that crashed after writing its manifest (before the rename) commits on a retry", async () => {
   await using tmp = await tempDir();
   const root = `${tmp.path}/root`;
