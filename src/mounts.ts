@@ -61,12 +61,12 @@ function mayReadProc(): boolean {
 }
 
 /**
- * Whether the folder `path`, which holds entries, is a mount point, asked of
- * rmdir(2): the kernel refuses a mount point with EBUSY before it looks at
- * the folder's entries, and a plain folder that holds entries with ENOTEMPTY,
- * so nothing is removed. Only for folders ckptkit is about to commit or
- * remove, never while validating: should the folder have been emptied since
- * it was listed, it is removed and made again.
+ * Whether the folder `path` is a mount point, asked of rmdir(2): the kernel
+ * refuses a mount point with EBUSY before it looks at the folder's entries,
+ * and a plain folder that holds entries with ENOTEMPTY, so nothing is
+ * removed. An empty folder is not asked (false). Only for folders ckptkit is
+ * about to commit or remove, never while validating: should the folder be
+ * emptied between the look and the ask, it is removed and made again.
  *
  * Requires `--allow-read` and `--allow-write`.
  *
@@ -81,6 +81,9 @@ function mayReadProc(): boolean {
  * ```
  */
 export async function rmdirSaysMountPoint(path: string): Promise<boolean> {
+  // An empty folder would be removed: there is nothing to ask (and nothing to lose across it).
+  const { done: empty } = await Deno.readDir(path)[Symbol.asyncIterator]().next();
+  if (empty) return false;
   try {
     await Deno.remove(path);
   } catch (err) {

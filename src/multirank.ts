@@ -281,6 +281,8 @@ async function checkRankStaging(stagingDir: string, root: string): Promise<strin
 /** Lists the files a rank names, expanding folders, refusing anything outside the staging folder. */
 async function resolveRankFiles(staging: string, paths: readonly string[]): Promise<TreeFile[]> {
   const found = new Map<string, TreeFile>();
+  const stagingDevice = (await Deno.stat(staging)).dev;
+  const mountPoints = paths.length > 0 ? await mountPointsUnder(staging) : new Set<string>();
   for (const raw of paths) {
     const path = normaliseRankPath(raw);
     const unsafe = unsafePathReason(path) ??
@@ -301,7 +303,7 @@ async function resolveRankFiles(staging: string, paths: readonly string[]): Prom
     }
     await refuseSymlinkedParents(staging, path);
     if (
-      info.dev !== (await Deno.stat(staging)).dev || (await mountPointsUnder(staging)).has(path) ||
+      info.dev !== stagingDevice || mountPoints.has(path) ||
       (info.isDirectory && await rmdirSaysMountPoint(absolute))
     ) {
       throw oddityError(staging, { path, kind: "mount_point" });
