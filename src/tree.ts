@@ -26,7 +26,9 @@ export interface TreeOddity {
   /**
    * What it is: a `symlink`, `other` (FIFO, socket, device), `undecodable`: a name that is not
    * UTF-8, which reaches Deno lossily (U+FFFD) and no longer names the entry, or `mount_point`: a
-   * folder or file on another device than the listed folder (a bind mount, a tmpfs), never entered.
+   * folder or file on another device than the listed folder (a tmpfs, a bind mount from another
+   * file system), or a bind mount of the same one where the mount table is readable or
+   * `probeMounts` asks; never entered.
    */
   kind: "symlink" | "other" | "undecodable" | "mount_point";
   /** For a symlink, its target as stored (never followed). */
