@@ -365,6 +365,23 @@ for (const kind of ["bind", "tmpfs"] as const) {
 }
 
 Deno.test({
+  name: "commit refuses a staging folder that is itself a mount point (mount_point), before writing anything",
+  ignore: !CAN_MOUNT,
+  async fn() {
+    await using tmp = await tempDir();
+    await using _unmount = unmountAllUnder(tmp.path);
+    const root = `${tmp.path}/root`;
+    const staging = `${root}/.staging-step-14`;
+    await using _mounted = await mountTmpfs(staging, "1m");
+    await stage(staging);
+    const run = await runCli(["commit", staging, "--root", root, "--step", "14"]);
+    assert.equal(run.code, 4, run.stderr);
+    assert.match(run.stderr, /itself a mount point.*\[mount_point\]/);
+    assert.deepEqual(await names(staging), ["model.pt", "sub"]);
+  },
+});
+
+Deno.test({
   name: "the writer refuses to commit a staging folder holding a mount, and its abort never removes across it",
   ignore: !CAN_MOUNT,
   async fn() {
