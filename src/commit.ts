@@ -13,7 +13,13 @@ import { checkpointName, CORRUPT_DIR, isValidStep, parseCheckpointName, STATE_DI
 import { createManifest, type Manifest } from "./manifest.ts";
 import { exists, type FaultHook, publishCheckpoint, type PublishOutcome } from "./publish.ts";
 import { recordCommit } from "./record.ts";
-import { checkHashingOptions, hashFolder, type HashingOptions } from "./seal_files.ts";
+import {
+  checkHashingOptions,
+  hashFolder,
+  type HashingOptions,
+  refuseForeignManifest,
+  removeManifestLeftovers,
+} from "./seal_files.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Who a checkpoint belongs to, recorded in its manifest. */
@@ -72,8 +78,12 @@ export interface CommitResult {
  *
  * Throws a {@linkcode CkptkitError}: `checkpoint_exists` when `step-N` is
  * already there, `cross_device` when the staging folder is on another file
- * system than the root, `unsupported_entry` for symlinks, `lock_timeout`,
- * `no_space`, `io_error`.
+ * system than the root, `mount_point` when a folder inside it is a mount,
+ * `manifest_exists` when it holds a `ckptkit.manifest.json` of its own (one
+ * left by an interrupted commit of the same step is rewritten),
+ * `unsupported_entry` for symlinks, special files and names that are not
+ * UTF-8, `lock_timeout`, `no_space`, `io_error`. Temporary manifests left by
+ * a killed commit are removed first.
  *
  * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
  *
@@ -107,6 +117,8 @@ export async function commitCheckpoint(
       { path: `${root}/${name}` },
     );
   }
+  await refuseForeignManifest(staging, options.step);
+  await removeManifestLeftovers(staging);
   const hashed = await hashFolder(staging, options);
   const manifest = await createManifest({
     job_id: options.jobId ?? null,
@@ -244,6 +256,14 @@ async function checkStaging(stagingDir: string, root: string): Promise<string> {
   }
   const rootInfo = await Deno.stat(root);
   const parentInfo = await Deno.stat(dirname(staging));
+  if (rootInfo.dev === parentInfo.dev && (await Deno.lstat(staging)).dev !== rootInfo.dev) {
+    throw new CkptkitError(
+      "mount_point",
+      `${stagingDir} is itself a mount point (another file system); it cannot be renamed into ${root}: ` +
+        `write the checkpoint into a plain folder inside the root`,
+      { path: stagingDir },
+    );
+  }
   if (rootInfo.dev !== parentInfo.dev) {
     throw new CkptkitError(
       "cross_device",

@@ -67,7 +67,7 @@ export async function writeFileAtomic(
   options: WriteFileAtomicOptions = {},
 ): Promise<void> {
   const folder = dirname(path);
-  const temp = `${folder}/.${basename(path)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const temp = `${folder}/${tempName(basename(path))}`;
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const file = await Deno.open(temp, {
     write: true,
@@ -91,6 +91,44 @@ export async function writeFileAtomic(
     throw err;
   }
   await fsyncPath(folder);
+}
+
+function tempName(name: string): string {
+  return `.${name}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Removes the temporary files that {@linkcode writeFileAtomic} of
+ * `<folder>/<name>` left when its process was killed (regular files named
+ * exactly as it names them), then fsyncs the folder. Returns their names.
+ * Only safe where no other process is writing `<folder>/<name>` right now.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { removeLeftoverTemps } from "./durable.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/.latest.tmp-0a1b2c3d`, "step-");
+ * assert.deepEqual(await removeLeftoverTemps(dir, "latest"), [".latest.tmp-0a1b2c3d"]);
+ * await Deno.remove(dir);
+ * ```
+ */
+export async function removeLeftoverTemps(folder: string, name: string): Promise<string[]> {
+  const prefix = `.${name}.tmp-`;
+  const removed: string[] = [];
+  for await (const entry of Deno.readDir(folder)) {
+    const suffix = entry.name.startsWith(prefix) ? entry.name.slice(prefix.length) : "";
+    if (entry.isFile && /^[0-9a-f]{8}$/.test(suffix)) {
+      await Deno.remove(`${folder}/${entry.name}`).catch((err) => {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      });
+      removed.push(entry.name);
+    }
+  }
+  if (removed.length > 0) await fsyncPath(folder);
+  return removed;
 }
 
 /**

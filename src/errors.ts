@@ -21,6 +21,7 @@ export const ERROR_REASONS = [
   "unsupported_entry",
   "unsafe_path",
   "cross_device",
+  "mount_point",
   "file_changed",
   "part_conflict",
   "part_mismatch",

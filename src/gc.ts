@@ -28,6 +28,7 @@ import { assertRoot, listRoot, type RootCheckpoint, type RootListing } from "./r
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { readState, type RootState } from "./state.ts";
 import { listTree } from "./tree.ts";
+import { removeTreeOnDevice } from "./remove.ts";
 import { validateCheckpoint, type ValidateOptions } from "./validate.ts";
 
 /** Options for {@linkcode collectGarbage}. */
@@ -280,7 +281,7 @@ async function moveToTrash(
 async function emptyTrash(trash: string): Promise<void> {
   for await (const entry of Deno.readDir(trash)) {
     try {
-      await Deno.remove(`${trash}/${entry.name}`, { recursive: true });
+      await removeTreeOnDevice(`${trash}/${entry.name}`);
     } catch (err) {
       throw asCkptkitError(
         err,

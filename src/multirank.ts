@@ -42,8 +42,17 @@ import {
 import { unsafePathReason } from "./paths.ts";
 import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
 import { DEFAULT_SAMPLE_BYTES } from "./hashing.ts";
-import { checkHashingOptions, type HashingOptions, hashTreeFiles } from "./seal_files.ts";
-import { listTree, type TreeFile } from "./tree.ts";
+import {
+  checkHashingOptions,
+  type HashingOptions,
+  hashTreeFiles,
+  refuseForeignManifest,
+  refuseReservedNames,
+  removeManifestLeftovers,
+} from "./seal_files.ts";
+import { listTree, oddityError, type TreeFile } from "./tree.ts";
+import { removeTreeOnDevice } from "./remove.ts";
+import { mountPointsUnder, rmdirSaysMountPoint } from "./mounts.ts";
 import { hostName, VERSION } from "./version.ts";
 import { DEFAULT_WAIT_TIMEOUT_MS, MAX_WORLD_SIZE } from "./defaults.ts";
 
@@ -272,6 +281,8 @@ async function checkRankStaging(stagingDir: string, root: string): Promise<strin
 /** Lists the files a rank names, expanding folders, refusing anything outside the staging folder. */
 async function resolveRankFiles(staging: string, paths: readonly string[]): Promise<TreeFile[]> {
   const found = new Map<string, TreeFile>();
+  const stagingDevice = (await Deno.stat(staging)).dev;
+  const mountPoints = paths.length > 0 ? await mountPointsUnder(staging) : new Set<string>();
   for (const raw of paths) {
     const path = normaliseRankPath(raw);
     const unsafe = unsafePathReason(path) ??
@@ -291,19 +302,18 @@ async function resolveRankFiles(staging: string, paths: readonly string[]): Prom
       );
     }
     await refuseSymlinkedParents(staging, path);
+    if (
+      info.dev !== stagingDevice || mountPoints.has(path) ||
+      (info.isDirectory && await rmdirSaysMountPoint(absolute))
+    ) {
+      throw oddityError(staging, { path, kind: "mount_point" });
+    }
     if (info.isFile) {
       found.set(path, { path, size: info.size, mtimeMs: info.mtime?.getTime() ?? 0 });
     } else if (info.isDirectory) {
-      const tree = await listTree(absolute);
+      const tree = await listTree(absolute, { probeMounts: true });
       const [odd] = tree.oddities;
-      if (odd) {
-        throw new CkptkitError(
-          "unsupported_entry",
-          `${absolute}/${odd.path} is ${odd.kind === "symlink" ? "a symbolic link" : "not a regular file"}; ` +
-            `checkpoints may hold only regular files and folders`,
-          { path: `${absolute}/${odd.path}` },
-        );
-      }
+      if (odd) throw oddityError(absolute, odd);
       if (tree.errors.length > 0) {
         throw new CkptkitError(
           "io_error",
@@ -618,7 +628,7 @@ async function mergeAndCommit(
       faultHook: context.options.faultHook,
     });
     const commit = await finishCommit(context.root, manifest, outcome, context.started);
-    await Deno.remove(context.partsDir, { recursive: true }).catch(() => {});
+    await removeTreeOnDevice(context.partsDir).catch(() => {});
     return result(
       context,
       shareOf(own),
@@ -659,18 +669,13 @@ async function mergeParts(
       owner.set(file.path, { part, file });
     }
   }
-  const tree = await listTree(context.staging, {
-    skipTopLevel: (name) => name === MANIFEST_NAME || name.startsWith(MANIFEST_TEMP_PREFIX),
-  });
+  await refuseForeignManifest(context.staging, own.step);
+  // A merging rank killed while writing the manifest leaves its temporary file; it must not be committed.
+  await removeManifestLeftovers(context.staging);
+  const tree = await listTree(context.staging, { skipTopLevel: (name) => name === MANIFEST_NAME, probeMounts: true });
   const odd = tree.oddities[0];
-  if (odd) {
-    throw new CkptkitError(
-      "unsupported_entry",
-      `${context.staging}/${odd.path} is ${odd.kind === "symlink" ? "a symbolic link" : "not a regular file"}; ` +
-        `checkpoints may hold only regular files and folders`,
-      { path: `${context.staging}/${odd.path}` },
-    );
-  }
+  if (odd) throw oddityError(context.staging, odd);
+  refuseReservedNames(context.staging, [...tree.files.keys(), ...tree.dirs]);
   if (tree.errors.length > 0) {
     throw new CkptkitError("io_error", `Cannot read ${context.staging}: ${tree.errors[0].message}`, {
       path: context.staging,

@@ -18,6 +18,7 @@ export const PROBLEM_REASONS = [
   "unsafe_path",
   "symlink",
   "not_regular_file",
+  "mount_point",
   "file_changed",
   "format_invalid",
   "io_error",
@@ -41,6 +42,8 @@ export const PROBLEM_REASONS = [
  *   NUL byte, is not normalised, or is listed twice.
  * - `symlink`: a symbolic link inside the checkpoint (never followed).
  * - `not_regular_file`: a listed path is a folder, FIFO, socket or device.
+ * - `mount_point`: a folder or file inside the checkpoint is on another file
+ *   system (a bind mount, a tmpfs); never entered.
  * - `file_changed`: a file changed size or mtime while it was being checked.
  * - `format_invalid`: a format-aware check (torch zip, safetensors) failed.
  * - `io_error`: a file could not be read (permissions, I/O error).

@@ -12,7 +12,7 @@
  */
 
 import { dirname } from "node:path";
-import { fsyncPath, writeFileAtomic } from "./durable.ts";
+import { fsyncPath, removeLeftoverTemps, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest, writeLatest } from "./latest.ts";
 import { MANIFEST_NAME } from "./layout.ts";
@@ -86,6 +86,9 @@ export async function publishCheckpoint(
   const lock = await acquireRootLock(root, { timeoutMs: input.lockTimeoutMs });
   try {
     await refuseExisting(finalPath);
+    // Another process's temporary manifest (a killed or concurrent commit of this very folder) would be renamed
+    // into the checkpoint with it; this process's own is already renamed.
+    await removeLeftoverTemps(stagingDir, MANIFEST_NAME);
     await faultHook?.("before_rename");
     try {
       await Deno.rename(stagingDir, finalPath);

@@ -17,7 +17,7 @@ import type { Problem } from "./problems.ts";
 import { exists } from "./publish.ts";
 import { listRoot } from "./root.ts";
 import { validateCheckpoint } from "./validate.ts";
-import { checkHashingOptions, hashFolder, type HashingOptions } from "./seal_files.ts";
+import { checkHashingOptions, hashFolder, type HashingOptions, removeManifestLeftovers } from "./seal_files.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Options for {@linkcode sealCheckpoint}. */
@@ -51,7 +51,10 @@ export interface SealResult {
 /**
  * Hashes every file of `dir` and writes its manifest atomically (temp file,
  * fsync, rename, fsync). Refuses with `manifest_exists` when the folder is
- * already sealed, and `unsupported_entry` when it holds a symlink.
+ * already sealed (or holds a file of that name), `mount_point` when a folder
+ * inside it is a mount, and `unsupported_entry` when it holds a symlink, a
+ * special file or a name that is not UTF-8. Temporary manifests left by a
+ * killed seal are removed first.
  *
  * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
  *
@@ -99,6 +102,7 @@ export async function sealCheckpoint(
       { path: dir },
     );
   }
+  await removeManifestLeftovers(dir);
   const hashed = await hashFolder(dir, options);
   const manifest = await createManifest({
     job_id: options.jobId ?? null,

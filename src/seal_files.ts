@@ -8,13 +8,15 @@
  */
 
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
+import { removeLeftoverTemps } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { withHasher } from "./hash_pool.ts";
 import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "./hashing.ts";
 import { MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
-import type { ManifestFile } from "./manifest.ts";
+import { type ManifestFile, parseManifest, readManifestFile } from "./manifest.ts";
+import { exists } from "./publish.ts";
 import { unsafePathReason } from "./paths.ts";
-import { listTree, type TreeFile } from "./tree.ts";
+import { listTree, oddityError, type TreeFile } from "./tree.ts";
 
 /** How files are hashed for a manifest. */
 export interface HashingOptions {
@@ -84,9 +86,7 @@ export async function hashFolder(
   options: HashingOptions = {},
 ): Promise<HashedFolder> {
   const started = performance.now();
-  const tree = await listTree(dir, {
-    skipTopLevel: (name) => name === MANIFEST_NAME || name.startsWith(MANIFEST_TEMP_PREFIX),
-  });
+  const tree = await listTree(dir, { skipTopLevel: (name) => name === MANIFEST_NAME, probeMounts: true });
   if (tree.errors.length > 0) {
     const [first] = tree.errors;
     throw new CkptkitError(
@@ -95,16 +95,8 @@ export async function hashFolder(
       { path: dir },
     );
   }
-  if (tree.oddities.length > 0) {
-    const [first] = tree.oddities;
-    throw new CkptkitError(
-      "unsupported_entry",
-      `${dir}/${first.path} is ${
-        first.kind === "symlink" ? `a symbolic link to ${first.target}` : "not a regular file"
-      }; checkpoints may hold only regular files and folders`,
-      { path: `${dir}/${first.path}` },
-    );
-  }
+  if (tree.oddities.length > 0) throw oddityError(dir, tree.oddities[0]);
+  refuseReservedNames(dir, [...tree.files.keys(), ...tree.dirs]);
   for (const path of tree.files.keys()) {
     const unsafe = unsafePathReason(path);
     if (unsafe) {
@@ -126,6 +118,73 @@ export async function hashFolder(
     dirs: tree.dirs,
     durationS: (performance.now() - started) / 1000,
   };
+}
+
+/**
+ * Refuses (`unsafe_path`) a top-level entry named like ckptkit's temporary
+ * manifest that {@linkcode removeManifestLeftovers} did not remove as its
+ * own: a validator or a later retry would take it for one.
+ */
+export function refuseReservedNames(dir: string, paths: Iterable<string>): void {
+  for (const path of paths) {
+    if (path.startsWith(MANIFEST_TEMP_PREFIX)) {
+      throw new CkptkitError(
+        "unsafe_path",
+        `${dir}/${path}: the name is reserved for ckptkit's temporary manifest; rename it`,
+        { path: `${dir}/${path}` },
+      );
+    }
+  }
+}
+
+/**
+ * Removes the temporary manifests a killed commit or seal left at the top of
+ * `dir`, so that a retry never records one in the checkpoint. Returns their
+ * names. Anything else carrying the prefix is left for
+ * {@linkcode refuseReservedNames}.
+ *
+ * Requires `--allow-read` and `--allow-write`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { removeManifestLeftovers } from "./seal_files.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/.ckptkit.manifest.json.tmp-0a1b2c3d`, "{");
+ * assert.deepEqual(await removeManifestLeftovers(dir), [".ckptkit.manifest.json.tmp-0a1b2c3d"]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function removeManifestLeftovers(dir: string): Promise<string[]> {
+  try {
+    return await removeLeftoverTemps(dir, MANIFEST_NAME);
+  } catch (err) {
+    throw asCkptkitError(err, `Removing the temporary manifests a killed run left in ${dir}`, dir);
+  }
+}
+
+/**
+ * Refuses (`manifest_exists`) a folder about to be committed that already
+ * holds a `ckptkit.manifest.json`, unless it is the intact manifest of the
+ * same step that an earlier, interrupted commit of this folder wrote (it is
+ * then rewritten from the files as they are now). A user's own file of that
+ * name is never overwritten.
+ *
+ * Requires `--allow-read`.
+ */
+export async function refuseForeignManifest(dir: string, step: number): Promise<void> {
+  if (!(await exists(`${dir}/${MANIFEST_NAME}`))) return;
+  const read = await readManifestFile(dir);
+  const parsed = "problem" in read ? undefined : await parseManifest(read.text);
+  const ours = parsed?.manifest !== undefined && parsed.problems.length === 0 && parsed.manifest.step === step;
+  if (!ours) {
+    throw new CkptkitError(
+      "manifest_exists",
+      `${dir}/${MANIFEST_NAME} already exists and is not the manifest of an interrupted commit of step ${step}` +
+        `; ckptkit never overwrites it: move it away (the name is reserved for the manifest)`,
+      { path: `${dir}/${MANIFEST_NAME}` },
+    );
+  }
 }
 
 /** A manifest entry with the mtime its file had while it was read (unchanged from open to end). */

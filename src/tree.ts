@@ -1,9 +1,13 @@
 /**
- * Lists the entries of a checkpoint folder without following symbolic links,
- * so that nothing outside the checkpoint is ever opened through one.
+ * Lists the entries of a checkpoint folder without following symbolic links
+ * or crossing into mounted file systems, so that nothing outside the
+ * checkpoint is ever opened through one.
  *
  * @module
  */
+
+import { CkptkitError } from "./errors.ts";
+import { mountPointsUnder, rmdirSaysMountPoint } from "./mounts.ts";
 
 /** A regular file found in a checkpoint folder. */
 export interface TreeFile {
@@ -20,10 +24,13 @@ export interface TreeOddity {
   /** Path relative to the folder. */
   path: string;
   /**
-   * What it is: a `symlink`, `other` (FIFO, socket, device), or `undecodable`: a name that is not
-   * UTF-8, which reaches Deno lossily (U+FFFD) and no longer names the entry.
+   * What it is: a `symlink`, `other` (FIFO, socket, device), `undecodable`: a name that is not
+   * UTF-8, which reaches Deno lossily (U+FFFD) and no longer names the entry, or `mount_point`: a
+   * folder or file on another device than the listed folder (a tmpfs, a bind mount from another
+   * file system), or a bind mount of the same one where the mount table is readable or
+   * `probeMounts` asks; never entered.
    */
-  kind: "symlink" | "other" | "undecodable";
+  kind: "symlink" | "other" | "undecodable" | "mount_point";
   /** For a symlink, its target as stored (never followed). */
   target?: string;
 }
@@ -52,6 +59,13 @@ export interface Tree {
 export interface ListTreeOptions {
   /** Top-level names to leave out (for example the manifest). */
   skipTopLevel?: (name: string) => boolean;
+  /**
+   * Also find bind mounts of the same file system (same `st_dev`) when the
+   * mount table cannot be read, by asking rmdir(2) about every folder that
+   * holds entries (see `rmdirSaysMountPoint`). Only for a folder about to be
+   * committed by ckptkit, never for validation.
+   */
+  probeMounts?: boolean;
 }
 
 /**
@@ -78,6 +92,18 @@ export async function listTree(
   options: ListTreeOptions = {},
 ): Promise<Tree> {
   const tree: Tree = { files: new Map(), dirs: [], oddities: [], errors: [] };
+  let device: number | null;
+  try {
+    device = (await Deno.stat(dir)).dev;
+  } catch (err) {
+    tree.errors.push({ path: "", message: (err as Error).message });
+    return tree;
+  }
+  // A mount inside a checkpoint holds another file system's files: a rename
+  // does not carry them atomically and a recursive removal would delete them.
+  const mountPoints = await mountPointsUnder(dir);
+  const mounted = (path: string, info: Deno.FileInfo | undefined) =>
+    mountPoints.has(path) || (device !== null && info?.dev != null && info.dev !== device);
   const pending: string[] = [""];
   while (pending.length > 0) {
     const relative = pending.shift()!;
@@ -93,6 +119,11 @@ export async function listTree(
       }
       continue;
     }
+    if (options.probeMounts && relative && entries.length > 0 && await rmdirSaysMountPoint(absolute)) {
+      tree.dirs.splice(tree.dirs.indexOf(relative), 1);
+      tree.oddities.push({ path: relative, kind: "mount_point" });
+      continue;
+    }
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const entry of entries) {
       if (!relative && options.skipTopLevel?.(entry.name)) continue;
@@ -101,11 +132,20 @@ export async function listTree(
         const target = await Deno.readLink(`${dir}/${path}`).catch(() => "?");
         tree.oddities.push({ path, kind: "symlink", target });
       } else if (entry.isDirectory) {
+        const info = await Deno.lstat(`${dir}/${path}`).catch(() => undefined);
+        if (mounted(path, info)) {
+          tree.oddities.push({ path, kind: "mount_point" });
+          continue;
+        }
         tree.dirs.push(path);
         pending.push(path);
       } else if (entry.isFile) {
         try {
           const info = await Deno.lstat(`${dir}/${path}`);
+          if (mounted(path, info)) {
+            tree.oddities.push({ path, kind: "mount_point" });
+            continue;
+          }
           tree.files.set(path, {
             path,
             size: info.size,
@@ -124,4 +164,48 @@ export async function listTree(
     }
   }
   return tree;
+}
+
+/**
+ * The error refusing a folder that holds `oddity`, saying what is wrong with
+ * it: `mount_point` for a mount, `unsupported_entry` for the rest.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { oddityError } from "./tree.ts";
+ * const err = oddityError("/ckpts/.staging-1", { path: "data", kind: "mount_point" });
+ * assert.ok(err.reason === "mount_point");
+ * ```
+ */
+export function oddityError(dir: string, oddity: TreeOddity): CkptkitError {
+  const path = `${dir}/${oddity.path}`;
+  switch (oddity.kind) {
+    case "mount_point":
+      return new CkptkitError(
+        "mount_point",
+        `${path} is a mount point (another file system inside the folder); a checkpoint must lie on one file ` +
+          `system, so that it is renamed whole and never deleted across a mount; unmount it or move its files in`,
+        { path },
+      );
+    case "undecodable":
+      return new CkptkitError(
+        "unsupported_entry",
+        `${path} (shown with U+FFFD) has a name that is not valid UTF-8, so the JSON manifest cannot record it; ` +
+          `rename it`,
+        { path },
+      );
+    case "symlink":
+      return new CkptkitError(
+        "unsupported_entry",
+        `${path} is a symbolic link to ${oddity.target}; checkpoints may hold only regular files and folders`,
+        { path },
+      );
+    default:
+      return new CkptkitError(
+        "unsupported_entry",
+        `${path} is not a regular file (FIFO, socket or device); checkpoints may hold only regular files and folders`,
+        { path },
+      );
+  }
 }

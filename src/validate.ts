@@ -510,6 +510,12 @@ function treeProblems(tree: Tree): Problem[] {
           path: oddity.path,
           detail: "name is not valid UTF-8 (shown with U+FFFD): no manifest can list it",
         }
+        : oddity.kind === "mount_point"
+        ? {
+          reason: "mount_point",
+          path: oddity.path,
+          detail: "a mount point (another file system inside the checkpoint); never entered",
+        }
         : { reason: "not_regular_file", path: oddity.path, detail: "not a regular file (FIFO, socket or device)" }
     ),
   ];

@@ -8,11 +8,13 @@
 
 import { CkptkitError } from "./errors.ts";
 import { createHasher, DEFAULT_SAMPLE_BYTES, hashRegions, sampleRegions } from "./hashing.ts";
-import { checkpointName, MANIFEST_NAME, stagingName } from "./layout.ts";
+import { checkpointName, MANIFEST_NAME, MANIFEST_TEMP_PREFIX, stagingName } from "./layout.ts";
 import { createManifest, type ManifestFile } from "./manifest.ts";
 import { parentOf, unsafePathReason } from "./paths.ts";
 import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
-import { checkHashingOptions, type HashingOptions } from "./seal_files.ts";
+import { checkHashingOptions, type HashingOptions, removeManifestLeftovers } from "./seal_files.ts";
+import { removeTreeOnDevice } from "./remove.ts";
+import { listTree, oddityError } from "./tree.ts";
 import { checkIdentity, type CheckpointIdentity, type CommitResult, finishCommit, prepareRoot } from "./commit.ts";
 import { hostName, VERSION } from "./version.ts";
 
@@ -83,7 +85,9 @@ export class CheckpointWriter {
   async writeFile(path: string, data: FileData): Promise<ManifestFile> {
     this.#requireOpen();
     const unsafe = unsafePathReason(path) ??
-      (path === MANIFEST_NAME ? "the manifest's name is reserved" : undefined) ??
+      (path === MANIFEST_NAME || path.startsWith(MANIFEST_TEMP_PREFIX)
+        ? "the manifest's name is reserved"
+        : undefined) ??
       (this.#files.has(path) || this.#pending.has(path) ? "already written" : undefined);
     if (unsafe) {
       throw new CkptkitError(
@@ -163,6 +167,7 @@ export class CheckpointWriter {
     }
     this.#state = "committing";
     try {
+      await this.#checkStaging();
       const { step } = this.#options;
       const manifest = await createManifest({
         job_id: this.#options.jobId ?? null,
@@ -195,18 +200,43 @@ export class CheckpointWriter {
     }
   }
 
-  /** Removes the staging folder; nothing becomes visible. Safe to call twice. */
+  /**
+   * Removes the staging folder; nothing becomes visible. Safe to call twice.
+   * Never removes across a mount inside it (throws `mount_point`, having
+   * removed everything else).
+   */
   async abort(): Promise<void> {
     if (this.#state === "committed" || this.#state === "aborted") return;
     this.#state = "aborted";
-    await Deno.remove(this.stagingPath, { recursive: true }).catch((err) => {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    });
+    await removeTreeOnDevice(this.stagingPath);
   }
 
   /** Aborts unless committed, so `await using` never leaves staging behind. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.abort();
+  }
+
+  /**
+   * The staging folder must hold exactly what this writer wrote: a mount or a
+   * file put there by someone else would be renamed into the checkpoint.
+   */
+  async #checkStaging(): Promise<void> {
+    // A commit() that failed after writing the manifest may be retried; a killed one leaves nothing to retry.
+    await removeManifestLeftovers(this.stagingPath);
+    const tree = await listTree(this.stagingPath, {
+      skipTopLevel: (name) => name === MANIFEST_NAME,
+      probeMounts: true,
+    });
+    if (tree.oddities.length > 0) throw oddityError(this.stagingPath, tree.oddities[0]);
+    const foreign = [...tree.files.keys()].find((path) => !this.#files.has(path)) ?? tree.errors[0]?.path;
+    if (foreign !== undefined) {
+      throw new CkptkitError(
+        "staging_invalid",
+        `${this.stagingPath}/${foreign} was not written by this writer (or cannot be read); ` +
+          `nothing but the writer's files may be committed`,
+        { path: `${this.stagingPath}/${foreign}` },
+      );
+    }
   }
 
   #requireOpen(): void {
