@@ -178,14 +178,14 @@ export async function mountTmpfs(path: string, size: string): Promise<AsyncDispo
   };
 }
 
-/** Reads `stream` until it contains `needle` (at most 30 s), then stops reading it. */
+/** Reads `stream` until it contains `needle` (a backstop of 5 minutes catches a real hang only), then stops reading it. */
 export async function waitForLine(
   stream: ReadableStream<Uint8Array>,
   needle: string,
 ): Promise<void> {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
-  const deadline = setTimeout(() => reader.cancel(), 30_000);
+  const deadline = setTimeout(() => reader.cancel(), 300_000);
   try {
     while (!seen.includes(needle)) {
       const { done, value } = await reader.read();

@@ -238,7 +238,7 @@ Deno.test({
       let printed = "";
       try {
         const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-        const deadline = setTimeout(() => killGroup(child.pid), 60_000);
+        const deadline = setTimeout(() => killGroup(child.pid), 300_000);
         try {
           while (!new RegExp(`^step ${killAfter}: `, "m").test(printed)) {
             const { done, value } = await reader.read();
@@ -325,10 +325,16 @@ async function killAtLatestRename(root: string, step: number): Promise<void> {
     env: { CKPTKIT: CKPTKIT_CMD, CKPTKIT_TEST_PAUSE_AT: "before_latest_rename" },
   });
   const output = child.output();
+  const latestTemps = async () => (await names(root)).filter((name) => name.startsWith(".latest.tmp-")).length;
+  const tempsBefore = await latestTemps();
   try {
-    const deadline = Date.now() + 60_000;
-    while (!(await Deno.stat(`${root}/step-${step}`).then(() => true, () => false))) {
-      assert.ok(Date.now() < deadline, `step-${step} never appeared`);
+    // The commit pauses after writing latest's temporary file, so wait for that file, not only for step-N: a busy
+    // machine can otherwise be caught between the two. A backstop of minutes only catches a real hang.
+    const deadline = Date.now() + 300_000;
+    while (
+      !(await Deno.stat(`${root}/step-${step}`).then(() => true, () => false)) || (await latestTemps()) <= tempsBefore
+    ) {
+      assert.ok(Date.now() < deadline, `step-${step} and latest's temporary file never appeared`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   } finally {
@@ -383,7 +389,7 @@ Deno.test({
     for (const file of [TOY_PY, TORCH_PY]) {
       const run = await runBounded(PYTHON!, ["-m", "py_compile", file], {
         env: { PYTHONPYCACHEPREFIX: tmp.path }, // no __pycache__ in the checkout
-        timeoutMs: 30_000,
+        timeoutMs: 300_000,
       });
       assert.equal(run.code, 0, `${file}: ${run.stderr}`);
     }
@@ -556,7 +562,7 @@ async function sumsCheckpoint(root: string, algorithm: "sha256" | "xxh128" = "sh
 }
 
 async function sha256sumCheck(checkpoint: string, sumsFile: string): Promise<Run> {
-  return await runBounded(SHA256SUM!, ["-c", sumsFile], { cwd: checkpoint, env: { LC_ALL: "C" }, timeoutMs: 30_000 });
+  return await runBounded(SHA256SUM!, ["-c", sumsFile], { cwd: checkpoint, env: { LC_ALL: "C" }, timeoutMs: 300_000 });
 }
 
 Deno.test("formatSumsLine escapes newlines, carriage returns and backslashes as coreutils does", () => {
@@ -582,7 +588,7 @@ Deno.test({
     const paths = sums.trimEnd().split("\n").map((line) =>
       line.startsWith("\\") ? line.slice(67).replaceAll("\\n", "\n") : line.slice(66)
     );
-    const native = await runBounded(SHA256SUM!, ["--", ...paths], { cwd: checkpoint, timeoutMs: 30_000 });
+    const native = await runBounded(SHA256SUM!, ["--", ...paths], { cwd: checkpoint, timeoutMs: 300_000 });
     assert.equal(native.code, 0, native.stderr);
     assert.equal(sums, native.stdout);
 

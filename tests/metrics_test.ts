@@ -184,7 +184,7 @@ function freePort(): number {
   return port;
 }
 
-async function poll<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+async function poll<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 300_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const result = await fn().catch(() => undefined);
