@@ -511,7 +511,6 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           if (!before.names.includes(target)) break;
           const staged = `.staging-copy-${++model.serial}`;
           await copyA(targetPath, `${root}/${staged}`);
-          await Deno.remove(`${root}/${staged}/ckptkit.manifest.json`).catch(() => {});
           model.staging.set(staged, "copy");
           break;
         }
