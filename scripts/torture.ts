@@ -12,6 +12,7 @@
  * deno task torture                                   # 300 crash trials, 120 s race, 10,000 model steps, 100,000 fuzz inputs
  * deno task torture --crash-trials 50 --race-seconds 20 --model-steps 500 --fuzz 5000 --no-readme
  * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-steps 2000 --seed 7 --no-readme
+ * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-replay failing.json --no-readme
  * ```
  *
  * Exits 1 when any harness reports a violation.
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     "crash-trials": { type: "string", default: "300" },
     "race-seconds": { type: "string", default: "120" },
     "model-steps": { type: "string", default: "10000" },
+    "model-replay": { type: "string" },
     fuzz: { type: "string", default: "100000" },
     seed: { type: "string", default: String(Date.now() % 1_000_000) },
     "no-readme": { type: "boolean", default: false },
@@ -39,7 +41,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--model-steps N] [--fuzz N] [--seed S] [--no-readme]",
+    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--model-steps N] [--model-replay FILE] [--fuzz N] [--seed S] [--no-readme]",
   );
   Deno.exit(0);
 }
@@ -72,7 +74,9 @@ try {
     console.log(lines.at(-1));
   }
   if (modelSteps > 0) {
-    const model = await runModel({ steps: modelSteps, seed, work: `${work}/model` });
+    // A sequence printed by a failed run (a JSON list of operations) is replayed exactly.
+    const replay = values["model-replay"] ? JSON.parse(await Deno.readTextFile(values["model-replay"])) : undefined;
+    const model = await runModel({ steps: modelSteps, seed, work: `${work}/model`, replay });
     lines.push(formatModelFigures(model));
     if (model.violations.length > 0) console.error(formatModelFailure(model));
     failed ||= model.violations.length > 0;

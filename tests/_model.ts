@@ -205,6 +205,10 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
   await setOldTimes(`${notRoot}/.staging-user-data`);
   const outsideBefore = await snapshotTree(outside);
   const notRootBefore = await snapshotTree(notRoot);
+  const pretrained = `${work}/pretrained`;
+  await Deno.mkdir(pretrained);
+  await Deno.writeFile(`${pretrained}/model.safetensors`, new Uint8Array(2048).fill(5));
+  await setOldTimes(pretrained);
 
   const model = {
     checkpoints: new Map<string, Known>(),
@@ -339,6 +343,7 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         "repair+commit",
         "scan-quarantine+gc",
         "lib-gc+cli-commit",
+        "lib-repair+lib-commit",
       ]);
       return {
         via: "multi",
@@ -425,7 +430,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
 
   /** gc's promises, checked around any step that ran gc on the root. */
   const checkGc = (before: Disk, after: Disk, keepLast: number, keepEvery: number, label: string) => {
-    const valid = goodNames(before);
+    // Checkpoints committed while gc ran count toward keep-last like the others.
+    const valid = [...new Set([...goodNames(before), ...goodNames(after)])].sort(byStepDesc);
     const keep = new Set(valid.slice(0, Math.max(keepLast, 1)));
     for (const name of valid) if (keepEvery > 0 && stepOf(name) % keepEvery === 0) keep.add(name);
     if (before.latestName && good(before, before.latestName)) keep.add(before.latestName);
@@ -508,9 +514,9 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           break;
         }
         case "copy-staging": {
-          if (!before.names.includes(target)) break;
+          // A write that starts from files copied with their old mtimes (cp -a of a pretrained model).
           const staged = `.staging-copy-${++model.serial}`;
-          await copyA(targetPath, `${root}/${staged}`);
+          await copyA(pretrained, `${root}/${staged}`);
           model.staging.set(staged, "copy");
           break;
         }
@@ -589,6 +595,16 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           checkCli("scan --quarantine", x, [0, 1]);
           checkCli("gc", y, [0]);
           return { removable, gc: [Number(a.keepLast), 0] };
+        }
+        case "lib-repair+lib-commit": {
+          figures.libraryOps += 2;
+          const [x, y] = await Promise.allSettled([
+            resumeFromRoot(root, { repair: true }),
+            commitCheckpoint(stagingA, { root, step: Number(a.stepA) }),
+          ]);
+          if (x.status === "rejected") libError("resume --repair", x.reason, []);
+          if (y.status === "rejected") libError("commit", y.reason, []);
+          break;
         }
         case "lib-gc+cli-commit": {
           const [x, y] = await Promise.allSettled([
@@ -910,7 +926,23 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
       }
     }
     // 4. latest, when ckptkit changed it, names a present valid checkpoint and never moves back past a valid one.
-    if (!isEnv && after.latestRaw !== before.latestRaw) {
+    // An operator's quarantine of the checkpoint latest names moves latest to the newest remaining one that passes
+    // fast validation, as documented: that one may hide bit rot only full validation sees (resume still rejects it).
+    let fastRepoint = false;
+    if (!isEnv && after.latestRaw !== before.latestRaw && current.kind === "quarantine" && current.via !== "multi") {
+      fastRepoint = true;
+      let expected: string | null = null;
+      for (const name of after.names) {
+        if ((await validateCheckpoint(`${root}/${name}`, { depth: "fast" })).ok) {
+          expected = name;
+          break;
+        }
+      }
+      if (after.latestName !== expected) {
+        violate("quarantine-latest", `latest is ${after.latestName} after the quarantine, expected ${expected}`);
+      }
+    }
+    if (!isEnv && after.latestRaw !== before.latestRaw && !fastRepoint) {
       const validNow = goodNames(after);
       if (after.latestState === "invalid") violate("latest-unreadable", `latest is ${JSON.stringify(after.latestRaw)}`);
       else if (after.latestName === null && validNow.length) {
@@ -927,11 +959,15 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           );
         }
         const newer = validNow.filter((n) => stepOf(n) > stepOf(after.latestName!));
-        const previous = before.latestName;
-        if (newer.length && previous && stepOf(previous) > stepOf(after.latestName)) {
+        // A commit of an older step may take a latest that named nothing present (documented: "unless latest
+        // names a newer step"); every other change must leave latest at or past the newest valid checkpoint.
+        const previousPresent = before.latestName !== null && before.names.includes(before.latestName);
+        const olderCommit = current.via !== "multi" && `step-${current.args.step}` === after.latestName &&
+          !previousPresent;
+        if (newer.length && !olderCommit) {
           violate(
             "latest-backwards",
-            `latest moved from ${previous} back to ${after.latestName} while ${newer[0]} is valid`,
+            `latest moved from ${JSON.stringify(before.latestRaw)} to ${after.latestName} while ${newer[0]} is valid`,
           );
         }
       }
@@ -1026,7 +1062,8 @@ export function formatModelFailure(f: ModelFigures): string {
   return [
     `model: ${f.violations.length} violations (${counts}) with seed ${f.seed}; first at step ${f.firstFailure.step}`,
     ...f.violations.slice(0, 40).map((v) => `  ${v}`),
-    `sequence up to step ${f.firstFailure.step} (replay: runModel({ replay: <this list> })):`,
+    `sequence up to step ${f.firstFailure.step}; save the list below as a file and replay it with ` +
+    "`deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-replay <file> --no-readme`:",
     JSON.stringify(f.firstFailure.sequence, null, 0).replaceAll("},{", "},\n{"),
   ].join("\n");
 }
