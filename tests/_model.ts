@@ -188,7 +188,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
   const root = `${work}/root`;
   const outside = `${work}/outside`;
   const notRoot = `${work}/not-a-root`;
-  await Deno.mkdir(root);
+  // A root before its first commit carries ckptkit's state folder (gc refuses folders without any mark of a root).
+  await Deno.mkdir(`${root}/.ckptkit`, { recursive: true });
   await Deno.mkdir(`${outside}/sub`, { recursive: true });
   await Deno.writeTextFile(`${outside}/keep.txt`, "outside the root\n");
   await Deno.writeFile(`${outside}/sub/weights.bin`, new Uint8Array(3000).fill(9));
@@ -430,6 +431,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
 
   /** gc's promises, checked around any step that ran gc on the root. */
   const checkGc = (before: Disk, after: Disk, keepLast: number, keepEvery: number, label: string) => {
+    const impostors = before.names.filter((n) => model.checkpoints.get(n)?.valid === false && before.valid.get(n));
+    const note = impostors.length ? ` (damaged but validating, counted by gc: ${impostors.join(", ")})` : "";
     // Checkpoints committed while gc ran count toward keep-last like the others.
     const valid = [...new Set([...goodNames(before), ...goodNames(after)])].sort(byStepDesc);
     const keep = new Set(valid.slice(0, Math.max(keepLast, 1)));
@@ -440,7 +443,7 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         violate(
           "gc-deleted-kept",
           `${label} deleted ${name}, valid and kept by retention (keep-last ${keepLast}, ` +
-            `keep-every ${keepEvery}, newest valid ${valid[0]}, latest ${before.latestName})`,
+            `keep-every ${keepEvery}, newest valid ${valid[0]}, latest ${before.latestName})${note}`,
         );
       }
     }
@@ -788,7 +791,13 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
       case "resume":
       case "resume-repair": {
         const repair = op.kind === "resume-repair";
-        const expectedCode = newest ? 0 : before.names.length ? 1 : 3;
+        // 3 only for a root that never held a checkpoint (none there, none quarantined, no latest): a first start.
+        const quarantined = [...before.corrupt].filter((n) => !n.startsWith(".") && !n.endsWith(".quarantine.json"));
+        const expectedCode = newest
+          ? 0
+          : before.names.length || quarantined.length || before.latestRaw !== null
+          ? 1
+          : 3;
         if (viaCli) {
           const run = await cli(op.kind, ["resume", root, ...(repair ? ["--repair"] : [])], [expectedCode]);
           if (run.code === 0 && run.stdout.trim() !== `${root}/${newest}`) {
