@@ -437,7 +437,9 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     const valid = [...new Set([...goodNames(before), ...goodNames(after)])].sort(byStepDesc);
     const keep = new Set(valid.slice(0, Math.max(keepLast, 1)));
     for (const name of valid) if (keepEvery > 0 && stepOf(name) % keepEvery === 0) keep.add(name);
-    if (before.latestName && good(before, before.latestName)) keep.add(before.latestName);
+    // A commit racing gc may move latest first; then the checkpoint latest names at the end is the protected one.
+    const latest = current.via === "multi" ? after.latestName : before.latestName;
+    if (latest && good(before, latest)) keep.add(latest);
     for (const name of keep) {
       if (!after.names.includes(name) && !after.corrupt.has(name)) {
         violate(
@@ -922,8 +924,20 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
       }
     }
     // 2. The newest valid checkpoint is never deleted (an operator's explicit quarantine aside).
-    if (newestBefore && !after.names.includes(newestBefore) && !result.removable.has(newestBefore)) {
+    // (A commit that ran beside gc may have made a newer one, which gc then protects instead.)
+    const newestAfter = goodNames(after)[0];
+    if (
+      newestBefore && !after.names.includes(newestBefore) && !result.removable.has(newestBefore) &&
+      !(newestAfter && stepOf(newestAfter) > stepOf(newestBefore) && current.via === "multi")
+    ) {
       violate("newest-valid-deleted", `${newestBefore}, the newest valid checkpoint, is gone`);
+    }
+    // latest never dangles because of ckptkit: what it named stays unless latest moved with it.
+    if (
+      !isEnv && after.latestName && after.latestName === before.latestName && before.names.includes(after.latestName) &&
+      !after.names.includes(after.latestName)
+    ) {
+      violate("latest-missing", `${after.latestName}, named by latest, was removed and latest still names it`);
     }
     if (result.gc) checkGc(before, after, result.gc[0], result.gc[1], current.kind);
     // 3. What the environment damaged never validates.
