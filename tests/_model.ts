@@ -1067,15 +1067,21 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
 
 /** One line of figures for logs and the README. */
 export function formatModelFigures(f: ModelFigures): string {
-  const kinds: Record<string, number> = {};
+  const operations: Record<string, number> = {};
+  const damage: Record<string, number> = {};
   for (const [label, n] of Object.entries(f.byKind)) {
-    const kind = label.split(":")[1].replace(/-.*/, "");
-    kinds[kind] = (kinds[kind] ?? 0) + n;
+    const [via, kind] = label.split(":");
+    const into = via === "env" ? damage : operations;
+    const key = via === "env" || via === "multi"
+      ? kind
+      : kind.replace(/-(old-step|existing|retry|failed|killed|repair|weak|blocked|not-a-root)$/, "");
+    into[key] = (into[key] ?? 0) + n;
   }
+  const list = (counts: Record<string, number>) =>
+    Object.entries(counts).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ");
   return `model: ${f.steps} steps (${f.libraryOps} library operations, ${f.cliProcesses} CLI processes, ` +
-    `${f.concurrentSteps} concurrent steps, ${f.environmentSteps} environment damages; ` +
-    Object.entries(kinds).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(", ") +
-    `), ${f.violations.length} invariant violations, ${f.durationS} s (seed ${f.seed})`;
+    `${f.concurrentSteps} concurrent steps; ${list(operations)}; environment: ${list(damage)}), ` +
+    `${f.violations.length} invariant violations, ${f.durationS} s (seed ${f.seed})`;
 }
 
 /** The report of a failed run: seed, step, the violations and the replayable sequence. */
