@@ -219,7 +219,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     serial: 0,
   };
   const sequence: ModelOp[] = [];
-  const reportedDamage = new Set<string>();
+  /** Persistent findings (a damaged checkpoint that validates, a wrong resume choice) are reported once. */
+  const reported = new Set<string>();
   let step = 0;
   let current: ModelOp;
   let stepViolations = 0;
@@ -295,8 +296,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     }
     return run;
   };
-  const cli = async (label: string, args: string[], expected: number[], env?: Record<string, string>) =>
-    checkCli(label, await runCli([...args, "--log-level", "error"], { env }), expected);
+  const cli = async (label: string, args: string[], expected: number[]) =>
+    checkCli(label, await runCli([...args, "--log-level", "error"]), expected);
   const libError = (label: string, err: unknown, allowed: string[]) => {
     const reason = err instanceof CkptkitError ? err.reason : "not a CkptkitError";
     if (!allowed.includes(reason)) violate("library-error", `${label} threw ${reason}: ${(err as Error).message}`);
@@ -749,10 +750,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         if (renamed) {
           if (!(await exists(`${root}/${name}`)) && expectCommit) violate("commit", `${name} vanished after ${point}`);
         } else if (expectCommit) {
-          const retry = viaCli
-            ? await cli("commit retry", ["commit", staging, "--root", root, "--step", String(step)], [0])
-            : await commitCheckpoint(staging, { root, step }).catch((err) => libError("commit retry", err, []));
-          void retry;
+          if (viaCli) await cli("commit retry", ["commit", staging, "--root", root, "--step", String(step)], [0]);
+          else await commitCheckpoint(staging, { root, step }).catch((err) => libError("commit retry", err, []));
         }
         await Deno.remove(staging, { recursive: true }).catch(() => {});
         break;
@@ -772,12 +771,11 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         const shouldPass = good(before, target);
         const mustFail = model.checkpoints.get(target)?.valid === false && depth === "full";
         if (viaCli) {
-          const run = await cli(
+          await cli(
             "validate",
             ["validate", targetPath, ...cliDepth(depth)],
             shouldPass ? [0] : mustFail ? [1] : [0, 1],
           );
-          void run;
         } else {
           const result = await validateCheckpoint(targetPath, libDepth(depth));
           if (shouldPass && !result.ok) {
@@ -962,8 +960,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     // 3. What the environment damaged never validates.
     for (const name of after.names) {
       const known = model.checkpoints.get(name);
-      if (known && !known.valid && after.valid.get(name) && !reportedDamage.has(name)) {
-        reportedDamage.add(name);
+      if (known && !known.valid && after.valid.get(name) && !reported.has(name)) {
+        reported.add(name);
         violate("damaged-validates", `${name} validates in full although ${known.why}`);
       }
     }
@@ -1030,8 +1028,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     const decision = await resumeFromRoot(root, { depth: "full" });
     const newestNow = goodNames(after)[0] ?? null;
     const chosen = decision.chosen?.name;
-    if ((chosen ?? null) !== newestNow && !reportedDamage.has(`resume ${chosen} ${newestNow}`)) {
-      reportedDamage.add(`resume ${chosen} ${newestNow}`);
+    if ((chosen ?? null) !== newestNow && !reported.has(`resume ${chosen} ${newestNow}`)) {
+      reported.add(`resume ${chosen} ${newestNow}`);
       violate(
         chosen && !good(after, chosen) ? "resume-chose-invalid" : "resume-choice",
         `resume would choose ${chosen ?? "nothing"}, the newest valid is ${newestNow ?? "none"}` +
@@ -1066,7 +1064,7 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     for (const name of [...model.checkpoints.keys()]) {
       if (!after.names.includes(name)) {
         model.checkpoints.delete(name);
-        reportedDamage.delete(name);
+        reported.delete(name);
       }
     }
     for (const name of [...model.staging.keys()]) if (!after.staging.has(name)) model.staging.delete(name);
