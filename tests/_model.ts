@@ -269,6 +269,13 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     disk.latestName = latest.state === "ok" ? latest.name! : null;
     return disk;
   };
+  /** Whether `name` went into corrupt/ during the step (as `name`, or `name.1`… when that name was taken). */
+  const quarantinedBetween = (before: Disk, after: Disk, name: string) => {
+    const copies = (disk: Disk) =>
+      [...disk.corrupt].filter((n) => n === name || n.startsWith(`${name}.`) && /^\d+$/.test(n.slice(name.length + 1)))
+        .length;
+    return copies(after) > copies(before);
+  };
   /** Valid on the disk (full validation) and not known by the model to be damaged. */
   const good = (disk: Disk, name: string) =>
     disk.valid.get(name) === true && model.checkpoints.get(name)?.valid !== false;
@@ -442,7 +449,7 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
     const latest = current.via === "multi" ? after.latestName : before.latestName;
     if (latest && good(before, latest)) keep.add(latest);
     for (const name of keep) {
-      if (!after.names.includes(name) && !after.corrupt.has(name)) {
+      if (!after.names.includes(name) && !quarantinedBetween(before, after, name)) {
         violate(
           "gc-deleted-kept",
           `${label} deleted ${name}, valid and kept by retention (keep-last ${keepLast}, ` +
@@ -935,7 +942,10 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
       const present = after.names.includes(name);
       if (!present) {
         if (result.removable.has(name) || result.gc) continue;
-        violate(after.corrupt.has(name) ? "valid-quarantined" : "valid-lost", `${name} was valid and is gone`);
+        violate(
+          quarantinedBetween(before, after, name) ? "valid-quarantined" : "valid-lost",
+          `${name} was valid and is gone`,
+        );
       } else if (!after.valid.get(name) && !isEnv) {
         violate("valid-became-invalid", `${name}: ${after.problem.get(name)}`);
       }
