@@ -823,19 +823,21 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           : before.names.length || quarantined.length || before.latestRaw !== null
           ? 1
           : 3;
+        let chosen: string | null;
         if (viaCli) {
           const run = await cli(op.kind, ["resume", root, ...(repair ? ["--repair"] : [])], [expectedCode]);
-          if (run.code === 0 && run.stdout.trim() !== `${root}/${newest}`) {
-            violate("resume-choice", `resume printed ${run.stdout.trim()}, the newest valid is ${newest ?? "none"}`);
-          }
+          chosen = run.code === 0 ? run.stdout.trim().slice(root.length + 1) : null;
         } else {
-          const decision = await resumeFromRoot(root, { repair });
-          if ((decision.chosen?.name ?? null) !== (newest ?? null)) {
-            violate(
-              "resume-choice",
-              `resume chose ${decision.chosen?.name ?? "nothing"}, the newest valid is ${newest ?? "none"}`,
-            );
-          }
+          chosen = (await resumeFromRoot(root, { repair })).chosen?.name ?? null;
+        }
+        if (chosen !== (newest ?? null)) {
+          const why = chosen && model.checkpoints.get(chosen)?.valid === false
+            ? ` (${chosen}: ${model.checkpoints.get(chosen)?.why})`
+            : "";
+          violate(
+            "resume-choice",
+            `resume chose ${chosen ?? "nothing"}, the newest valid is ${newest ?? "none"}${why}`,
+          );
         }
         break;
       }
