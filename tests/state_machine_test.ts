@@ -9,7 +9,7 @@
 import { formatModelFailure, formatModelFigures, runModel } from "./_model.ts";
 import { tempDir } from "./_helpers.ts";
 
-const STEPS = 120;
+const STEPS = 100;
 
 for (const seed of [20261202, Math.floor(Math.random() * 1_000_000)]) {
   Deno.test(`state machine: ${STEPS} steps, every invariant after every step (seed ${seed})`, async () => {
