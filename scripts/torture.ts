@@ -1,14 +1,18 @@
 /**
  * `deno task torture`: the long variants of the reliability harnesses, with
  * their figures. Kills writers at random instants (hundreds of trials),
- * races commit, gc, scan and resume --repair for minutes, fuzzes the manifest
+ * races commit, gc, scan and resume --repair for minutes, runs the root as a
+ * state machine (thousands of random library, CLI, concurrent and killed
+ * operations and environment damage, invariants after every step), fuzzes the manifest
  * parser and the config loader, and runs the strace, disk-full and
  * hostile-input suites; then prints one line of figures per harness and
  * refreshes the "Reliability" section of README.md with them.
  *
  * ```sh
- * deno task torture                                   # 300 crash trials, 120 s race, 100,000 fuzz inputs
- * deno task torture --crash-trials 50 --race-seconds 20 --fuzz 5000 --no-readme
+ * deno task torture                                   # 300 crash trials, 120 s race, 10,000 model steps, 100,000 fuzz inputs
+ * deno task torture --crash-trials 50 --race-seconds 20 --model-steps 500 --fuzz 5000 --no-readme
+ * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-steps 2000 --seed 7 --no-readme
+ * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-replay failing.json --no-readme
  * ```
  *
  * Exits 1 when any harness reports a violation.
@@ -19,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { formatCrashFigures, runCrashTrials } from "../tests/_crash.ts";
 import { formatRaceFigures, runRace } from "../tests/_race.ts";
+import { formatModelFailure, formatModelFigures, runModel } from "../tests/_model.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -26,6 +31,8 @@ const { values } = parseArgs({
   options: {
     "crash-trials": { type: "string", default: "300" },
     "race-seconds": { type: "string", default: "120" },
+    "model-steps": { type: "string", default: "10000" },
+    "model-replay": { type: "string" },
     fuzz: { type: "string", default: "100000" },
     seed: { type: "string", default: String(Date.now() % 1_000_000) },
     "no-readme": { type: "boolean", default: false },
@@ -33,10 +40,12 @@ const { values } = parseArgs({
   },
 });
 if (values.help) {
-  console.log("usage: deno task torture [--crash-trials N] [--race-seconds S] [--fuzz N] [--seed S] [--no-readme]");
+  console.log(
+    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--model-steps N] [--model-replay FILE] [--fuzz N] [--seed S] [--no-readme]",
+  );
   Deno.exit(0);
 }
-const numbers = ["crash-trials", "race-seconds", "fuzz", "seed"].map((key) => {
+const numbers = ["crash-trials", "race-seconds", "fuzz", "seed", "model-steps"].map((key) => {
   const value = Number(values[key as keyof typeof values]);
   if (!Number.isSafeInteger(value) || value < 0) {
     console.error(`torture: --${key} must be a non-negative integer`);
@@ -44,7 +53,7 @@ const numbers = ["crash-trials", "race-seconds", "fuzz", "seed"].map((key) => {
   }
   return value;
 });
-const [crashTrials, raceSeconds, fuzzInputs, seed] = numbers;
+const [crashTrials, raceSeconds, fuzzInputs, seed, modelSteps] = numbers;
 
 const lines: string[] = [];
 let failed = false;
@@ -62,6 +71,15 @@ try {
     lines.push(formatRaceFigures(race));
     for (const violation of race.violations) console.error(`  ${violation}`);
     failed ||= race.violations.length > 0;
+    console.log(lines.at(-1));
+  }
+  if (modelSteps > 0) {
+    // A sequence printed by a failed run (a JSON list of operations) is replayed exactly.
+    const replay = values["model-replay"] ? JSON.parse(await Deno.readTextFile(values["model-replay"])) : undefined;
+    const model = await runModel({ steps: modelSteps, seed, work: `${work}/model`, replay });
+    lines.push(formatModelFigures(model));
+    if (model.violations.length > 0) console.error(formatModelFailure(model));
+    failed ||= model.violations.length > 0;
     console.log(lines.at(-1));
   }
   if (fuzzInputs > 0) {
@@ -125,7 +143,8 @@ if (!values["no-readme"]) {
   const b = readme.indexOf(end);
   if (a >= 0 && b > a) {
     const command =
-      `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --fuzz ${fuzzInputs}`;
+      `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --model-steps ${modelSteps} ` +
+      `--fuzz ${fuzzInputs}`;
     const block =
       `${start}\nFigures of \`${command}\` on ${
         new Date().toISOString().slice(0, 10)
