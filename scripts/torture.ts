@@ -9,7 +9,13 @@
  * ```sh
  * deno task torture                                   # 300 crash trials, 120 s race, 100,000 fuzz inputs
  * deno task torture --crash-trials 50 --race-seconds 20 --fuzz 5000 --no-readme
+ * deno task torture --sweep                           # only the crash-at-every-call sweep (tests/_sweep.ts)
  * ```
+ *
+ * `--sweep` kills every mutating command right before each file-system call
+ * it makes on its root, retries it, and checks the invariants; it prints one
+ * line per command and replaces only the sweep's lines of the README block
+ * (a run without `--sweep` keeps them).
  *
  * Exits 1 when any harness reports a violation.
  *
@@ -19,6 +25,7 @@
 import { parseArgs } from "node:util";
 import { formatCrashFigures, runCrashTrials } from "../tests/_crash.ts";
 import { formatRaceFigures, runRace } from "../tests/_race.ts";
+import { formatSweepFigures, runSweep } from "../tests/_sweep.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -29,11 +36,15 @@ const { values } = parseArgs({
     fuzz: { type: "string", default: "100000" },
     seed: { type: "string", default: String(Date.now() % 1_000_000) },
     "no-readme": { type: "boolean", default: false },
+    sweep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (values.help) {
-  console.log("usage: deno task torture [--crash-trials N] [--race-seconds S] [--fuzz N] [--seed S] [--no-readme]");
+  console.log(
+    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--fuzz N] [--seed S] [--no-readme]\n" +
+      "       deno task torture --sweep [--no-readme]",
+  );
   Deno.exit(0);
 }
 const numbers = ["crash-trials", "race-seconds", "fuzz", "seed"].map((key) => {
@@ -50,7 +61,30 @@ const lines: string[] = [];
 let failed = false;
 const work = await Deno.makeTempDir({ prefix: "ckptkit-torture-" });
 try {
-  if (crashTrials > 0) {
+  if (values.sweep) {
+    const started = performance.now();
+    const sweep = await runSweep({ work: `${work}/sweep`, progress: (line) => console.error(`  ${line}`) });
+    const seconds = Math.round((performance.now() - started) / 1000);
+    const total = (key: "calls" | "covered" | "tried") => sweep.reduce((n, f) => n + f[key], 0);
+    const violations = sweep.reduce((n, f) => n + f.newViolations.length, 0);
+    const holes = sweep.flatMap((f) => Object.entries(f.knownHoles).map(([hole, n]) => `${f.command}: ${n} × ${hole}`));
+    lines.push(
+      `crash sweep (\`deno task torture --sweep\`, ${new Date().toISOString().slice(0, 10)}): ${total("calls")} ` +
+        `file-system calls of ${sweep.length} mutating commands, ${total("covered")} of ${total("tried")} crash ` +
+        `points covered, ${violations} invariant violations` +
+        (holes.length ? ` (known holes, fixed on other branches: ${holes.join("; ")})` : "") + `, ${seconds} s:`,
+      ...sweep.map((f) => `  - ${formatSweepFigures(f)}`),
+    );
+    for (const f of sweep) {
+      console.log(formatSweepFigures(f));
+      for (const miss of f.missed) console.error(`  missed: ${miss}`);
+      for (const violation of f.violations) console.error(`  ${violation}`);
+    }
+    failed ||= violations > 0 || sweep.some((f) => f.missed.length > 0);
+  }
+  if (values.sweep) {
+    // Only the sweep.
+  } else if (crashTrials > 0) {
     const crash = await runCrashTrials({ trials: crashTrials, seed, root: `${work}/crash/root` });
     lines.push(formatCrashFigures(crash) + ` (seed ${seed})`);
     for (const violation of crash.violations) console.error(`  ${violation}`);
@@ -126,11 +160,16 @@ if (!values["no-readme"]) {
   if (a >= 0 && b > a) {
     const command =
       `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --fuzz ${fuzzInputs}`;
-    const block =
-      `${start}\nFigures of \`${command}\` on ${
+    const inner = readme.slice(a + start.length, b);
+    // The sweep's item and its wrapped or indented lines, kept by the runs that do not sweep.
+    const sweepItem = /^- crash sweep.*\n(?:[ \t]+\S.*\n)*/m;
+    const keptSweep = sweepItem.exec(inner)?.[0].trimEnd();
+    const items = lines.map((line) => line.startsWith("  ") ? line : `- ${line}`).join("\n");
+    const block = values.sweep
+      ? `${start}${inner.replace(sweepItem, "").trimEnd()}\n${items}\n\n${end}`
+      : `${start}\nFigures of \`${command}\` on ${
         new Date().toISOString().slice(0, 10)
-      } (${navigator.hardwareConcurrency} cores):\n\n` +
-      lines.map((line) => `- ${line}`).join("\n") + `\n${end}`;
+      } (${navigator.hardwareConcurrency} cores):\n\n${items}${keptSweep ? `\n${keptSweep}` : ""}\n\n${end}`;
     await Deno.writeTextFile(`${REPO}/README.md`, readme.slice(0, a) + block + readme.slice(b + end.length));
     await new Deno.Command(Deno.execPath(), { args: ["fmt", `${REPO}/README.md`], stdout: "null", stderr: "null" })
       .output();
