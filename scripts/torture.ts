@@ -82,23 +82,21 @@ try {
     }
     failed ||= violations > 0 || sweep.some((f) => f.missed.length > 0);
   }
-  if (values.sweep) {
-    // Only the sweep.
-  } else if (crashTrials > 0) {
+  if (!values.sweep && crashTrials > 0) {
     const crash = await runCrashTrials({ trials: crashTrials, seed, root: `${work}/crash/root` });
     lines.push(formatCrashFigures(crash) + ` (seed ${seed})`);
     for (const violation of crash.violations) console.error(`  ${violation}`);
     failed ||= crash.violations.length > 0;
     console.log(lines.at(-1));
   }
-  if (raceSeconds > 0) {
+  if (!values.sweep && raceSeconds > 0) {
     const race = await runRace({ root: `${work}/race/root`, durationS: raceSeconds });
     lines.push(formatRaceFigures(race));
     for (const violation of race.violations) console.error(`  ${violation}`);
     failed ||= race.violations.length > 0;
     console.log(lines.at(-1));
   }
-  if (fuzzInputs > 0) {
+  if (!values.sweep && fuzzInputs > 0) {
     const fuzz = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -119,7 +117,7 @@ try {
     console.log(lines.at(-1));
   }
   for (
-    const [name, file] of [["strace ordering", "strace_test.ts"], ["faults", "faults_test.ts"], [
+    const [name, file] of values.sweep ? [] : [["strace ordering", "strace_test.ts"], ["faults", "faults_test.ts"], [
       "hostile input",
       "hostile_test.ts",
     ]]

@@ -454,7 +454,6 @@ async function killAt(
   ];
   const child = strace(options, setup.args, log);
   const stderr = child.stderr.cancel();
-  let denoPid: number | null = null;
   let completions = 0;
   let killedAt = -1;
   let done = false;
@@ -469,13 +468,11 @@ async function killAt(
     );
     completions = seen.length;
     if (completions >= wanted) {
-      denoPid ??= await childPid(child.pid);
-      if (denoPid !== null) {
-        try {
-          Deno.kill(denoPid, "SIGKILL");
-          killedAt = completions;
-        } catch { /* exited meanwhile */ }
-      }
+      // kill(2) of any thread's id signals its whole process (no need to read /proc, which Deno reserves to -A).
+      try {
+        Deno.kill(seen[wanted - 1].tid, "SIGKILL");
+        killedAt = completions;
+      } catch { /* exited meanwhile */ }
       break;
     }
     await new Promise((r) => setTimeout(r, 5));
@@ -495,16 +492,6 @@ async function killAt(
 
 /** The trace each crash point came from (the `after` method counts in it). */
 const previousCalls = new WeakMap<CrashPoint, TracedCall[]>();
-
-async function childPid(stracePid: number): Promise<number | null> {
-  for (let i = 0; i < 200; i++) {
-    const children = await Deno.readTextFile(`/proc/${stracePid}/task/${stracePid}/children`).catch(() => "");
-    const pid = Number(children.trim().split(/\s+/)[0]);
-    if (pid > 0) return pid;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return null;
-}
 
 /** The reason of a refusal, from the CLI's `ckptkit: error: … [reason]` line or its JSON log. */
 function refusalReason(stderr: string): string {
@@ -921,6 +908,8 @@ export const SCENARIOS: Scenario[] = [
       return {
         root,
         scope: [root],
+        // Not a checkpoint until sealed: an invalid step-3 is the starting point, not a violation.
+        corrupt: "step-3",
         args: ["seal", `${root}/step-3`, "--step", "3", ...silent],
         verify: (r) => expectStep(r, "step-3", false),
       };
@@ -942,8 +931,13 @@ export const SCENARIOS: Scenario[] = [
         verify: async (r) => {
           const problems: string[] = [];
           if (await exists(`${r}/step-3`)) problems.push("step-3 is still in the root");
-          if (!(await exists(`${r}/corrupt/step-3`))) problems.push("corrupt/step-3 is missing");
-          if (!(await exists(`${r}/corrupt/step-3.quarantine.json`))) problems.push("the quarantine record is missing");
+          // A retry never overwrites an earlier quarantine: it may land in corrupt/step-3.1 and so on.
+          const moved = (await Array.fromAsync(Deno.readDir(`${r}/corrupt`)).catch(() => []))
+            .filter((e) => e.isDirectory && /^step-3(\.\d+)?$/.test(e.name));
+          if (moved.length !== 1) problems.push(`${moved.length} copies of step-3 in corrupt/`);
+          for (const { name } of moved) {
+            if (!(await exists(`${r}/corrupt/${name}.quarantine.json`))) problems.push(`no record beside ${name}`);
+          }
           return problems;
         },
       };
