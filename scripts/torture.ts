@@ -67,12 +67,17 @@ try {
     const seconds = Math.round((performance.now() - started) / 1000);
     const total = (key: "calls" | "covered" | "tried") => sweep.reduce((n, f) => n + f[key], 0);
     const violations = sweep.reduce((n, f) => n + f.newViolations.length, 0);
-    const holes = sweep.flatMap((f) => Object.entries(f.knownHoles).map(([hole, n]) => `${f.command}: ${n} × ${hole}`));
+    const holes = new Map<string, number>();
+    for (const f of sweep) {
+      for (const [hole, n] of Object.entries(f.knownHoles)) holes.set(hole, (holes.get(hole) ?? 0) + n);
+    }
     lines.push(
-      `crash sweep (\`deno task torture --sweep\`, ${new Date().toISOString().slice(0, 10)}): ${total("calls")} ` +
-        `file-system calls of ${sweep.length} mutating commands, ${total("covered")} of ${total("tried")} crash ` +
-        `points covered, ${violations} invariant violations` +
-        (holes.length ? ` (known holes, fixed on other branches: ${holes.join("; ")})` : "") + `, ${seconds} s:`,
+      `crash sweep (\`deno task torture --sweep\`, ${new Date().toISOString().slice(0, 10)}, ${seconds} s): ` +
+        `${total("calls")} file-system calls of ${sweep.length} mutating commands, ${total("covered")} crash points ` +
+        `covered, ${violations} invariant violations` +
+        [...holes].map(([hole, n]) => `; ${n} crash points on the known hole "${hole}" (fixed on another branch)`)
+          .join("") +
+        ":",
       ...sweep.map((f) => `  - ${formatSweepFigures(f)}`),
     );
     for (const f of sweep) {
