@@ -778,7 +778,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepFigures[]> {
 /** One line of figures per command, for logs and the README. */
 export function formatSweepFigures(f: SweepFigures): string {
   const retries = Object.entries(f.retries).map(([what, n]) => `${n} ${what}`).join(", ");
-  const tried = f.tried === f.calls ? `${f.calls} calls` : `${f.tried} of ${f.calls} calls tried`;
+  const tried = f.tried === f.calls ? `${f.calls} calls` : `${f.tried} tried (of ${f.calls} calls)`;
   return `${f.command}: ${f.covered} crash points covered of ${tried} (${f.byMethod.inject} inject, ` +
     `${f.byMethod.after} after)${f.missed.length ? `, ${f.missed.length} missed` : ""}; retry ${retries || "none"}; ` +
     `${f.newViolations.length} violations` +
