@@ -15,9 +15,10 @@
  * threads chosen anew on every run, so `inject=fsync:when=5` means "the 5th
  * fsync of whichever thread gets there first", not the 5th of the process.
  * The sweep therefore never relies on a thread's count:
- * - the commands run with `deno run --seed` in the kill runs, which makes
- *   ckptkit's temp names (`crypto.randomUUID()`) the same on every run, so
- *   nearly every call has a path known in advance;
+ * - the traced runs use `deno run --seed` (ckptkit's temp names come from
+ *   `crypto.randomUUID()`) and a preloaded clock (the writer's staging
+ *   folder and gc's trash entries carry `Date.now()`), so every call has the
+ *   same path on every run; the retries run the real CLI, without either;
  * - `inject`: when call i is the FIRST call of its syscall on its path, the
  *   kill is `strace -P <path> -e trace=<syscall>
  *   -e inject=<syscall>:signal=KILL:when=1` (with `-P` only calls on that
@@ -28,10 +29,15 @@
  *   reached as "right after call i-1 returned": strace delays the return of
  *   every call with call i-1's signature (`delay_exit`), the harness counts
  *   their completion lines in strace's log, which strace writes before the
- *   delay, and SIGKILLs the process when the right one appears.
+ *   delay, and SIGKILLs the process (through the stopped thread's id) when
+ *   the right one appears.
  * Both are verified: the log must show the intended call killed (inject) or
  * exactly the intended number of completions (after); a kill that did not
- * happen, or happened elsewhere, is counted as a miss, not a crash point.
+ * happen, or happened elsewhere, is counted as a miss, not a crash point
+ * (a kill elsewhere is still checked). Only calls on paths inside the root
+ * (and the textfile's folder) count: Deno writes its own caches under
+ * DENO_DIR, and those writes, like ones on pipes, are no crash point of
+ * ckptkit's; any other write outside is reported as a violation.
  *
  * @module
  */
