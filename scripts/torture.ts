@@ -13,7 +13,13 @@
  * deno task torture --crash-trials 50 --race-seconds 20 --model-steps 500 --fuzz 5000 --no-readme
  * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-steps 2000 --seed 7 --no-readme
  * deno task torture --crash-trials 0 --race-seconds 0 --fuzz 0 --model-replay failing.json --no-readme
+ * deno task torture --sweep                           # only the crash-at-every-call sweep (tests/_sweep.ts)
  * ```
+ *
+ * `--sweep` kills every mutating command right before each file-system call
+ * it makes on its root, retries it, and checks the invariants; it prints one
+ * line per command and replaces only the sweep's lines of the README block
+ * (a run without `--sweep` keeps them).
  *
  * Exits 1 when any harness reports a violation.
  *
@@ -24,6 +30,7 @@ import { parseArgs } from "node:util";
 import { formatCrashFigures, runCrashTrials } from "../tests/_crash.ts";
 import { formatRaceFigures, runRace } from "../tests/_race.ts";
 import { formatModelFailure, formatModelFigures, runModel } from "../tests/_model.ts";
+import { formatSweepFigures, runSweep } from "../tests/_sweep.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -36,12 +43,14 @@ const { values } = parseArgs({
     fuzz: { type: "string", default: "100000" },
     seed: { type: "string", default: String(Date.now() % 1_000_000) },
     "no-readme": { type: "boolean", default: false },
+    sweep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--model-steps N] [--model-replay FILE] [--fuzz N] [--seed S] [--no-readme]",
+    "usage: deno task torture [--crash-trials N] [--race-seconds S] [--model-steps N] [--model-replay FILE] [--fuzz N] [--seed S] [--no-readme]\n" +
+      "       deno task torture --sweep [--no-readme]",
   );
   Deno.exit(0);
 }
@@ -59,21 +68,47 @@ const lines: string[] = [];
 let failed = false;
 const work = await Deno.makeTempDir({ prefix: "ckptkit-torture-" });
 try {
-  if (crashTrials > 0) {
+  if (values.sweep) {
+    const started = performance.now();
+    const sweep = await runSweep({ work: `${work}/sweep`, progress: (line) => console.error(`  ${line}`) });
+    const seconds = Math.round((performance.now() - started) / 1000);
+    const total = (key: "calls" | "covered" | "tried") => sweep.reduce((n, f) => n + f[key], 0);
+    const violations = sweep.reduce((n, f) => n + f.newViolations.length, 0);
+    const holes = new Map<string, number>();
+    for (const f of sweep) {
+      for (const [hole, n] of Object.entries(f.knownHoles)) holes.set(hole, (holes.get(hole) ?? 0) + n);
+    }
+    lines.push(
+      `crash sweep (\`deno task torture --sweep\`, ${new Date().toISOString().slice(0, 10)}, ${seconds} s): ` +
+        `${total("calls")} file-system calls of ${sweep.length} mutating commands, ${total("covered")} crash points ` +
+        `covered, ${violations} invariant violations` +
+        [...holes].map(([hole, n]) => `; ${n} crash points on the known hole "${hole}" (fixed on another branch)`)
+          .join("") +
+        ":",
+      ...sweep.map((f) => `  - ${formatSweepFigures(f)}`),
+    );
+    for (const f of sweep) {
+      console.log(formatSweepFigures(f));
+      for (const miss of f.missed) console.error(`  missed: ${miss}`);
+      for (const violation of f.violations) console.error(`  ${violation}`);
+    }
+    failed ||= violations > 0 || sweep.some((f) => f.missed.length > 0);
+  }
+  if (!values.sweep && crashTrials > 0) {
     const crash = await runCrashTrials({ trials: crashTrials, seed, root: `${work}/crash/root` });
     lines.push(formatCrashFigures(crash) + ` (seed ${seed})`);
     for (const violation of crash.violations) console.error(`  ${violation}`);
     failed ||= crash.violations.length > 0;
     console.log(lines.at(-1));
   }
-  if (raceSeconds > 0) {
+  if (!values.sweep && raceSeconds > 0) {
     const race = await runRace({ root: `${work}/race/root`, durationS: raceSeconds });
     lines.push(formatRaceFigures(race));
     for (const violation of race.violations) console.error(`  ${violation}`);
     failed ||= race.violations.length > 0;
     console.log(lines.at(-1));
   }
-  if (modelSteps > 0) {
+  if (!values.sweep && modelSteps > 0) {
     // A sequence printed by a failed run (a JSON list of operations) is replayed exactly.
     const replay = values["model-replay"] ? JSON.parse(await Deno.readTextFile(values["model-replay"])) : undefined;
     const model = await runModel({ steps: modelSteps, seed, work: `${work}/model`, replay });
@@ -82,7 +117,7 @@ try {
     failed ||= model.violations.length > 0;
     console.log(lines.at(-1));
   }
-  if (fuzzInputs > 0) {
+  if (!values.sweep && fuzzInputs > 0) {
     const fuzz = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -103,7 +138,7 @@ try {
     console.log(lines.at(-1));
   }
   for (
-    const [name, file] of [["strace ordering", "strace_test.ts"], ["faults", "faults_test.ts"], [
+    const [name, file] of values.sweep ? [] : [["strace ordering", "strace_test.ts"], ["faults", "faults_test.ts"], [
       "hostile input",
       "hostile_test.ts",
     ]]
@@ -145,11 +180,16 @@ if (!values["no-readme"]) {
     const command =
       `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --model-steps ${modelSteps} ` +
       `--fuzz ${fuzzInputs}`;
-    const block =
-      `${start}\nFigures of \`${command}\` on ${
+    const inner = readme.slice(a + start.length, b);
+    // The sweep's item and its wrapped or indented lines, kept by the runs that do not sweep.
+    const sweepItem = /^- crash sweep.*\n(?:[ \t]+\S.*\n)*/m;
+    const keptSweep = sweepItem.exec(inner)?.[0].trimEnd();
+    const items = lines.map((line) => line.startsWith("  ") ? line : `- ${line}`).join("\n");
+    const block = values.sweep
+      ? `${start}${inner.replace(sweepItem, "").trimEnd()}\n${items}\n\n${end}`
+      : `${start}\nFigures of \`${command}\` on ${
         new Date().toISOString().slice(0, 10)
-      } (${navigator.hardwareConcurrency} cores):\n\n` +
-      lines.map((line) => `- ${line}`).join("\n") + `\n${end}`;
+      } (${navigator.hardwareConcurrency} cores):\n\n${items}${keptSweep ? `\n${keptSweep}` : ""}\n\n${end}`;
     await Deno.writeTextFile(`${REPO}/README.md`, readme.slice(0, a) + block + readme.slice(b + end.length));
     await new Deno.Command(Deno.execPath(), { args: ["fmt", `${REPO}/README.md`], stdout: "null", stderr: "null" })
       .output();

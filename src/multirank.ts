@@ -580,7 +580,12 @@ async function claimMerge(partsDir: string, own: PartManifest): Promise<boolean>
   } catch (err) {
     // On NFS a retransmitted LINK can report EEXIST although the first one
     // succeeded; the temporary file's link count tells (open(2), O_EXCL).
-    if (err instanceof Deno.errors.AlreadyExists) return (await Deno.lstat(temp)).nlink === 2;
+    if (err instanceof Deno.errors.AlreadyExists) {
+      if ((await Deno.lstat(temp)).nlink === 2) return true;
+      // A claim of this very rank is an earlier attempt of it that died before committing (recordPart took this
+      // run as its retry, and nothing is visible yet): left alone, the checkpoint would never be committed.
+      return (await readClaim(partsDir))?.startsWith(`rank ${own.rank} (`) ?? false;
+    }
     // The folder is gone: the merging rank committed and cleaned up.
     if (err instanceof Deno.errors.NotFound) return false;
     throw asCkptkitError(err, `Claiming the commit in ${partsDir}`, partsDir);
