@@ -139,14 +139,22 @@ run_pass() {
 }
 
 # Sleeps $1 milliseconds in the background, so a signal ends the wait at once.
+# A signal can land between the fork and `child=$!`, when the trap has no
+# child to stop: sleeping in slices of at most one second towards a deadline,
+# and checking `stop` before each, bounds what such a signal can cost to one
+# slice.
 pause() {
-  local ms=$1
-  ((ms > 0)) || return 0
-  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))" &
-  child=$!
-  wait "$child" || true
-  kill "$child" 2>/dev/null || true
-  child=""
+  local deadline=$(($(now_ms) + $1)) left slice
+  while [[ -z $stop ]]; do
+    left=$((deadline - $(now_ms)))
+    ((left > 0)) || break
+    slice=$((left < 1000 ? left : 1000))
+    sleep "$((slice / 1000)).$(printf '%03d' $((slice % 1000)))" &
+    child=$!
+    if [[ -z $stop ]]; then wait "$child" || true; fi
+    kill "$child" 2>/dev/null || true
+    child=""
+  done
 }
 
 passes=0

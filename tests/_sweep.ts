@@ -330,8 +330,9 @@ function isMutating(call: TracedCall, scope: string[]): boolean {
 }
 
 /**
- * A clock for the traced runs: `Date.now()` starts at the sweep's start and
- * advances by 1 ms per call, so names that carry the time (the library
+ * A clock for the traced runs: `Date.now()` starts a day after the sweep's
+ * start (so staging folders the setups made are old by it, as a crashed
+ * write's would be) and advances by 1 ms per call, so names that carry the time (the library
  * writer's staging folder, gc's trash entries) repeat from run to run, while
  * time still moves forward (lock deadlines still expire).
  */
@@ -341,7 +342,7 @@ async function writeClockPreload(work: string): Promise<void> {
   clockPreload = `${work}/sweep-clock.js`;
   await Deno.writeTextFile(
     clockPreload,
-    `{ let next = ${Date.now()}; Date.now = () => next++; }\n`,
+    `{ let next = ${Date.now() + 86_400_000}; Date.now = () => next++; }\n`,
   );
 }
 
@@ -561,7 +562,14 @@ async function checkInvariants(setup: Setup, before: Baseline, phase: string): P
       problems.push(`${phase}: visible ${checkpoint.name} is not valid (${result.problems[0]?.reason})`);
     }
     const temps = await tempFilesUnder(checkpoint.path);
-    if (temps.length) problems.push(`${phase}: ckptkit temp file inside ${checkpoint.name}: ${temps.join(", ")}`);
+    // seal writes its manifest in place, so a kill before the manifest's rename leaves the temporary file in a folder
+    // that is still unsealed (no manifest: not a ckptkit checkpoint yet); the retry must clean it, which the check after
+    // the retry enforces. Inside a folder with a manifest, a temporary file is always a violation.
+    const unsealedMidSeal = phase.endsWith("after the kill") &&
+      result.problems.some((p) => p.reason === "manifest_missing");
+    if (temps.length && !unsealedMidSeal) {
+      problems.push(`${phase}: ckptkit temp file inside ${checkpoint.name}: ${temps.join(", ")}`);
+    }
   }
   for (const name of before.valid) {
     if (!present.has(name) && !setup.mayDelete?.has(name)) problems.push(`${phase}: committed ${name} was lost`);
@@ -953,16 +961,16 @@ export const SCENARIOS: Scenario[] = [
       const stale = `${root}/.staging-crashed-9`;
       await Deno.mkdir(stale, { recursive: true });
       await Deno.writeTextFile(`${stale}/partial.bin`, "half a checkpoint");
-      const old = new Date(Date.now() - 3 * 3600_000);
-      await Deno.utime(`${stale}/partial.bin`, old, old);
-      await Deno.utime(stale, old, old);
-      const plan = await collectGarbage(root, { keepLast: 2, dryRun: true, staleStagingAfterS: 3600 });
+      // Staleness is judged by ctime too, which no one can set back: the folder is made stale by waiting past a short
+      // --stale-after (ctimes have whole seconds here).
+      await new Promise((resolve) => setTimeout(resolve, 2200));
+      const plan = await collectGarbage(root, { keepLast: 2, dryRun: true, staleStagingAfterS: 1 });
       const mayDelete = new Set(plan.delete.map((d) => d.name));
       return {
         root,
         scope: [root],
         mayDelete,
-        args: ["gc", root, "--keep-last", "2", "--stale-after", "1h", ...silent],
+        args: ["gc", root, "--keep-last", "2", "--stale-after", "1s", ...silent],
         verify: async (r) => {
           const problems: string[] = [];
           for (const name of mayDelete) if (await exists(`${r}/${name}`)) problems.push(`${name} was not deleted`);

@@ -66,6 +66,8 @@ class Script implements AsyncDisposable {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      // Its own process group: disposing kills the script's children too, which would otherwise keep its pipes open.
+      detached: true,
     }).spawn();
     this.#status = this.#child.status.then((status) => this.exited = status);
     const pump = async (stream: ReadableStream<Uint8Array>, add: (text: string) => void) => {
@@ -125,12 +127,11 @@ class Script implements AsyncDisposable {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    if (!this.exited) {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
+    try {
+      // The group this script leads (by its PID): the script and whatever it started, never anything else.
+      Deno.kill(-this.#child.pid, "SIGKILL");
+    } catch {
+      // the whole group is gone
     }
     await this.#status;
     await this.#drain();
