@@ -73,7 +73,7 @@ export interface CommitResult {
 /**
  * Hashes every file of `stagingDir` (in parallel, each byte read once and
  * fsynced), writes the manifest, and renames the folder to `<root>/step-N`,
- * then points `latest` at it unless `latest` names a newer step. A failure at
+ * then points `latest` at it unless `latest` or another checkpoint folder names a newer step. A failure at
  * any point leaves no visible checkpoint and `latest` unchanged.
  *
  * Throws a {@linkcode CkptkitError}: `checkpoint_exists` when `step-N` is

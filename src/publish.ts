@@ -15,7 +15,7 @@ import { dirname } from "node:path";
 import { fsyncPath, removeLeftoverTemps, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { readLatest, writeLatest } from "./latest.ts";
-import { MANIFEST_NAME } from "./layout.ts";
+import { MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
 import { acquireRootLock } from "./lock.ts";
 import { type Manifest, serializeManifest } from "./manifest.ts";
 import { COMMIT_POINTS, type CommitPoint } from "./commit_points.ts";
@@ -105,9 +105,14 @@ export async function publishCheckpoint(
     await faultHook?.("after_rename");
 
     const previous = await readLatest(root);
-    const latestUpdated = previous.state !== "ok" ||
+    // latest never moves back: not below the step it names (unless that folder is gone), and not below a newer
+    // checkpoint folder it should have named (latest was deleted or garbled, or an older step is committed late).
+    // Whether that newer one is valid is not judged here: resume takes the newest valid checkpoint whatever latest
+    // says, and `resume --repair` rewrites latest after validating.
+    const latestUpdated = (previous.state !== "ok" ||
       (previous.step ?? -1) <= input.manifest.step ||
-      !(await exists(`${root}/${previous.name}`));
+      !(await exists(`${root}/${previous.name}`))) &&
+      (await newestCheckpointStep(root)) <= input.manifest.step;
     if (latestUpdated) {
       await writeLatest(root, name, {
         beforeRename: async () => await faultHook?.("before_latest_rename"),
@@ -147,4 +152,15 @@ export async function exists(path: string): Promise<boolean> {
     if (err instanceof Deno.errors.NotFound) return false;
     throw err;
   }
+}
+
+/** The highest step of the `step-N` folders in `root` (-1 when there is none), by name alone. */
+async function newestCheckpointStep(root: string): Promise<number> {
+  let newest = -1;
+  for await (const entry of Deno.readDir(root)) {
+    if (!entry.isDirectory) continue;
+    const step = parseCheckpointName(entry.name);
+    if (step !== undefined && step > newest) newest = step;
+  }
+  return newest;
 }

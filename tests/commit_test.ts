@@ -460,3 +460,30 @@ Deno.test("decode parses JSON log lines", () => {
   });
   assert.deepEqual(run.logs, [{ event: "x" }]);
 });
+
+// Found by the state-machine test (seeds 1202002, 1202003): with latest deleted or naming a checkpoint that is gone,
+// a commit of an older step than one already in the root moved latest back below it.
+Deno.test("a commit of an older step never moves latest below a newer checkpoint in the root", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  const commitStep = async (step: number) => {
+    const staging = `${root}/.staging-${step}`;
+    await Deno.mkdir(staging, { recursive: true });
+    await Deno.writeTextFile(`${staging}/model.pt`, `weights ${step}`);
+    return await commitCheckpoint(staging, { root, step });
+  };
+  await commitStep(10);
+  await commitStep(30);
+  for (const damage of ["deleted", "names a removed checkpoint"] as const) {
+    if (damage === "deleted") await Deno.remove(`${root}/latest`);
+    else await Deno.writeTextFile(`${root}/latest`, "step-5\n");
+    const late = await commitStep(damage === "deleted" ? 20 : 25);
+    assert.equal(late.latest_updated, false, damage);
+    const latest = await readLatest(root);
+    assert.notEqual(latest.name, late.name, `latest ${damage}: not moved back below step-30`);
+    assert.ok((await validateCheckpoint(late.path)).ok);
+  }
+  // A newer step moves it as always.
+  assert.equal((await commitStep(40)).latest_updated, true);
+  assert.equal((await readLatest(root)).name, "step-40");
+});
