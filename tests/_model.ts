@@ -484,7 +484,8 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         if (known) model.checkpoints.set(target, { ...known, valid: false, why });
       };
       const dataFiles = before.names.includes(target)
-        ? (await filesUnder(targetPath)).filter((f) => !f.startsWith("ckptkit."))
+        // notes.txt is the environment's own added file: deleting it would undo that damage, not add to it.
+        ? (await filesUnder(targetPath)).filter((f) => !f.startsWith("ckptkit.") && f !== "notes.txt")
         : [];
       const file = dataFiles.length ? dataFiles[Math.floor(Number(a.pick) * dataFiles.length)] : "";
       const victim = Number(a.pick) < 0.2 || !file ? "ckptkit.manifest.json" : file;
