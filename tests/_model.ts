@@ -489,8 +489,11 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
         : [];
       const file = dataFiles.length ? dataFiles[Math.floor(Number(a.pick) * dataFiles.length)] : "";
       const victim = Number(a.pick) < 0.2 || !file ? "ckptkit.manifest.json" : file;
+      // An earlier step may have deleted the manifest already: there is nothing left to damage in it.
+      const victimThere = await exists(`${targetPath}/${victim}`);
       switch (op.kind) {
         case "flip":
+          if (!victimThere) break;
           await damage(`bit flipped in ${victim}`, async () => {
             const bytes = await Deno.readFile(`${targetPath}/${victim}`);
             if (bytes.length === 0) return;
@@ -499,13 +502,14 @@ export async function runModel(options: ModelOptions): Promise<ModelFigures> {
           });
           break;
         case "truncate":
+          if (!victimThere) break;
           await damage(`${victim} truncated`, async () => {
             const size = (await Deno.stat(`${targetPath}/${victim}`)).size;
             await Deno.truncate(`${targetPath}/${victim}`, Math.floor(size / 2));
           });
           break;
         case "delete-file":
-          await damage(`${victim} deleted`, () => Deno.remove(`${targetPath}/${victim}`));
+          if (victimThere) await damage(`${victim} deleted`, () => Deno.remove(`${targetPath}/${victim}`));
           break;
         case "add-file":
           await damage("unexpected file added", () => Deno.writeTextFile(`${targetPath}/notes.txt`, "added later\n"));
