@@ -375,7 +375,11 @@ Deno.test({
     await Deno.writeFile(shard, original);
     await watch.waitFor("the corruption to clear", () => watch.logs.some((l) => l.event === "corruption_cleared"));
     await truncateFile(shard, 10);
-    await watch.waitFor("the second corruption", () => detections(watch).lines.length >= 2);
+    // The line on stdout and the log line on stderr arrive through two pipes, in either order: wait for both.
+    await watch.waitFor("the second corruption", () => {
+      const seen = detections(watch);
+      return seen.lines.length >= 2 && seen.logs.length >= 2;
+    });
     found = detections(watch);
     assert.equal(found.logs.length, 2);
     assert.equal(found.logs[1].checkpoint_path, `${root}/step-2`);
