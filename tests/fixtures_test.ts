@@ -1,7 +1,7 @@
 /**
  * The repository carries every file its tests read: the real checkpoints in
  * tests/fixtures/ match the sha256 their SOURCES.md gives, and no test,
- * benchmark, script or CI step reads a path outside the clone.
+ * doc example, benchmark, script or CI step reads a path outside the clone.
  */
 
 import assert from "node:assert/strict";
@@ -27,9 +27,9 @@ Deno.test("every fixture matches the sha256 and size SOURCES.md gives for it", a
   }
 });
 
-Deno.test("nothing in tests, bench, scripts or .ci reads a path beside the clone", async () => {
+Deno.test("nothing in src (doc examples), tests, bench, scripts or .ci reads a path beside the clone", async () => {
   const offenders: string[] = [];
-  for (const folder of ["tests", "bench", "scripts", ".ci"]) {
+  for (const folder of ["src", "tests", "bench", "scripts", ".ci"]) {
     for (const path of await filesUnder(`${REPO}/${folder}`)) {
       if (path.includes("/tests/corpus/") || path.includes("/tests/fixtures/")) continue;
       const text = await Deno.readTextFile(path);

@@ -42,7 +42,7 @@ export interface FileFormatResult {
  * ```ts
  * import assert from "node:assert/strict";
  * import { checkFileFormat } from "./files.ts";
- * const path = new URL("../../../shared/fixtures/safetensors/overall.safetensors", import.meta.url).pathname;
+ * const path = new URL("../../tests/fixtures/safetensors/overall.safetensors", import.meta.url).pathname;
  * const result = await checkFileFormat(path);
  * assert.equal(result?.format, "safetensors");
  * assert.deepEqual(result?.findings, []);

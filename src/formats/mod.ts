@@ -8,7 +8,7 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { formatCheckerFor } from "./mod.ts";
- * const file = await Deno.readFile(new URL("../../../shared/fixtures/torch-zip/test.pt", import.meta.url));
+ * const file = await Deno.readFile(new URL("../../tests/fixtures/torch-zip/test.pt", import.meta.url));
  * const checker = formatCheckerFor("test.pt", file.length)!;
  * for (let at = 0; at < file.length; at += 100) checker.update(file.subarray(at, at + 100));
  * assert.deepEqual(checker.finish(), []);

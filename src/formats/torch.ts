@@ -47,7 +47,7 @@ export interface TorchCheckerOptions {
  * ```ts
  * import assert from "node:assert/strict";
  * import { TorchChecker } from "./torch.ts";
- * const file = await Deno.readFile(new URL("../../../shared/fixtures/torch-legacy/reshape.bin", import.meta.url));
+ * const file = await Deno.readFile(new URL("../../tests/fixtures/torch-legacy/reshape.bin", import.meta.url));
  * const checker = new TorchChecker();
  * assert.equal(checker.format, "torch");
  * checker.update(file);

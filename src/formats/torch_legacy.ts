@@ -66,7 +66,7 @@ type Stage =
  * ```ts
  * import assert from "node:assert/strict";
  * import { TorchLegacyChecker } from "./torch_legacy.ts";
- * const file = await Deno.readFile(new URL("../../../shared/fixtures/torch-legacy/bool.bin", import.meta.url));
+ * const file = await Deno.readFile(new URL("../../tests/fixtures/torch-legacy/bool.bin", import.meta.url));
  * const checker = new TorchLegacyChecker();
  * checker.update(file);
  * assert.deepEqual(checker.finish(), []);

@@ -39,7 +39,7 @@ const MAX_SMALL_RECORD = 64;
  * ```ts
  * import assert from "node:assert/strict";
  * import { TorchZipChecker } from "./torch_zip.ts";
- * const file = await Deno.readFile(new URL("../../../shared/fixtures/torch-zip/test.pt", import.meta.url));
+ * const file = await Deno.readFile(new URL("../../tests/fixtures/torch-zip/test.pt", import.meta.url));
  * const checker = new TorchZipChecker();
  * checker.update(file);
  * assert.deepEqual(checker.finish(), []);

@@ -254,7 +254,7 @@ const utf8 = new TextDecoder("utf-8");
  * ```ts
  * import assert from "node:assert/strict";
  * import { ZipVerifier } from "./zip.ts";
- * const file = await Deno.readFile(new URL("../../../shared/fixtures/torch-zip/test.pt", import.meta.url));
+ * const file = await Deno.readFile(new URL("../../tests/fixtures/torch-zip/test.pt", import.meta.url));
  * const zip = new ZipVerifier();
  * zip.update(file.subarray(0, 100));
  * zip.update(file.subarray(100));
