@@ -51,6 +51,15 @@ async function killAtFirstRename(args: string[]): Promise<number | null> {
   return out.signal === "SIGKILL" ? null : out.code;
 }
 
+/** Runs `args` again after a kill: it must succeed, leave no temporary manifest in `checkpoint`, which validates. */
+async function retryCommitsValid(args: string[], checkpoint: string): Promise<void> {
+  const retry = await runCli(args);
+  assert.equal(retry.code, 0, retry.stderr);
+  assert.deepEqual(await tempManifests(checkpoint), []);
+  const check = await runCli(["validate", checkpoint]);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+}
+
 async function stage(dir: string): Promise<void> {
   await Deno.mkdir(`${dir}/sub`, { recursive: true });
   await Deno.writeTextFile(`${dir}/model.pt`, "weights");
@@ -116,11 +125,7 @@ Deno.test({
     assert.equal((await tempManifests(staging)).length, 1, "the kill left the manifest's temporary file");
     assert.deepEqual((await names(root)).filter((n) => n.startsWith("step-")), []);
 
-    const retry = await runCli(args);
-    assert.equal(retry.code, 0, retry.stderr);
-    assert.deepEqual(await tempManifests(`${root}/step-20`), []);
-    const check = await runCli(["validate", `${root}/step-20`]);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
+    await retryCommitsValid(args, `${root}/step-20`);
   },
 });
 
@@ -135,11 +140,7 @@ Deno.test({
     assert.equal(await killAtFirstRename(["seal", dir]), null, "killed at the rename");
     assert.equal((await tempManifests(dir)).length, 1);
 
-    const retry = await runCli(["seal", dir]);
-    assert.equal(retry.code, 0, retry.stderr);
-    assert.deepEqual(await tempManifests(dir), []);
-    const check = await runCli(["validate", dir]);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
+    await retryCommitsValid(["seal", dir], dir);
   },
 });
 
@@ -171,11 +172,7 @@ Deno.test({
     assert.equal((await tempManifests(staging)).length, 1);
     // The claim to merge survives the kill; once an operator removes it, the retry merges again.
     await Deno.remove(`${staging}.parts/commit.claim`);
-    const retry = await runCli(args);
-    assert.equal(retry.code, 0, retry.stderr);
-    assert.deepEqual(await tempManifests(`${root}/step-7`), []);
-    const check = await runCli(["validate", `${root}/step-7`]);
-    assert.equal(check.code, 0, check.stdout + check.stderr);
+    await retryCommitsValid(args, `${root}/step-7`);
   },
 });
 
