@@ -338,7 +338,21 @@ Deno.test("corruption matrix on real torch.save files: what torch.load misses an
   assert.match(JSON.stringify(get("zip-append").deepBare!.problems), /4096 bytes follow the end of central directory/);
   assert.match(JSON.stringify(get("legacy-append").deepBare!.problems), /4096 bytes follow the last storage/);
   assert.equal(get("zip-append").cell.torch!.outcome, "correct");
-  assert.equal(get("zip-truncate").cell.torch!.outcome, "raises");
+  // What ckptkit says torch.load fails with is what it fails with.
+  for (
+    const [name, message] of [
+      ["zip-truncate", "failed finding central directory"],
+      ["zip-zero-central-directory", "invalid header or archive is corrupted"],
+    ]
+  ) {
+    const { torch } = get(name).cell;
+    assert.equal(torch!.outcome, "raises", name);
+    assert.ok(torch!.message!.includes(message), `${name}: torch.load raised ${torch!.message}`);
+    const details = get(name).deepBare!.problems.map((p) => p.detail);
+    assert.ok(details.some((d) => d.includes(`"${message}"`)), `${name}: ${details.join("\n")}`);
+  }
+  // A damaged central directory is that finding alone, not every record it hides reported missing.
+  assert.doesNotMatch(JSON.stringify(get("zip-zero-central-directory").deepBare!.problems), /not in the central/);
 
   // The CLI says the same as the library for a cell of each kind.
   for (const [path, code] of [[`${out}/cells/zip-flip`, 1], [`${out}/cells/legacy-flip`, 0]] as const) {
