@@ -17,7 +17,7 @@ import argparse
 import collections
 import json
 import os
-import pickletools
+import pickle
 import random
 import shutil
 import struct
@@ -391,50 +391,93 @@ def zip_central_directory(path):
     return offset, offset + size
 
 
-def legacy_pickles_end(path):
-    """Where the legacy format's five pickles (magic, protocol, sys_info, object, storage keys) end."""
+class _Stub:
+    """Stands for any object the legacy main pickle rebuilds: only its persistent ids matter here."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Stub()
+
+    def __setitem__(self, key, value):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _PersistentIds(pickle.Unpickler):
+    """Reads a pickle for its persistent ids (torch's storage references), building nothing else."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.ids = []
+
+    def find_class(self, module, name):
+        return type(name, (_Stub,), {})
+
+    def persistent_load(self, pid):
+        self.ids.append(pid)
+        return _Stub()
+
+
+def legacy_storages(path):
+    """Every storage of a legacy file, as the format lays them out: after the five pickles (magic, protocol,
+    sys_info, the object, the storage keys), for each key in the keys' order an 8-byte element count and
+    count × element size bytes. Returns {key: (start, end)} of each storage's bytes, and where the pickles end."""
     with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    for _ in range(5):
-        stop = None
-        for opcode, _, at in pickletools.genops(data[pos:]):
-            stop = at
-        assert opcode.name == "STOP"
-        pos += stop + 1
-    return pos
+        for _ in range(3):
+            pickle.load(f)
+        walk = _PersistentIds(f)
+        walk.load()
+        keys = pickle.load(f)
+        pickles_end = f.tell()
+        types = {pid[2]: pid[1].__name__ for pid in walk.ids if pid[0] == "storage"}
+        storages = {}
+        for key in keys:
+            (count,) = struct.unpack("<q", f.read(8))
+            start = f.tell()
+            end = start + count * getattr(torch, types[key])().element_size()
+            storages[key] = (start, end)
+            f.seek(end)
+        assert f.read(1) == b"", "bytes after the last storage"
+    return storages, pickles_end
 
 
 def storage_of(path, fmt, tensor):
-    """[start, end) of `tensor`'s storage bytes in the file, found through the format's own structure."""
+    """[start, end) of `tensor`'s storage bytes in the file, found through the format's own structure: the zip
+    entry `<archive>/data/0`, or the legacy storage whose bytes are the tensor's."""
     raw = tensor.contiguous().numpy().tobytes()
     with open(path, "rb") as f:
         data = f.read()
     if fmt == "zip":
         start, size = zip_entry_data(path, "/data/0")
         assert size == len(raw) and data[start : start + size] == raw, "data/0 is not embed.weight"
-    else:
-        pickles_end = legacy_pickles_end(path)
-        start = data.index(raw, pickles_end)
-        (count,) = struct.unpack("<q", data[start - 8 : start])
-        assert count == tensor.numel(), (count, tensor.numel())
-    return start, start + len(raw)
+        return start, start + size
+    storages, pickles_end = legacy_storages(path)
+    found = [(start, end) for start, end in storages.values() if data[start:end] == raw]
+    assert len(found) == 1 and found[0][0] > pickles_end, found
+    return found[0]
 
 
 def pickle_range(path, fmt):
-    """[start, end) of the pickle holding the object: data.pkl's data, or the legacy main pickle."""
+    """[start, end) of the pickle holding the object: data.pkl's data, or the legacy format's fourth pickle."""
     if fmt == "zip":
         start, size = zip_entry_data(path, "/data.pkl")
         return start, start + size
     with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    for i in range(4):
-        start = pos
-        for _, _, at in pickletools.genops(data[pos:]):
-            stop = at
-        pos += stop + 1
-    return start, pos
+        for _ in range(3):
+            pickle.load(f)
+        start = f.tell()
+        _PersistentIds(f).load()
+        return start, f.tell()
 
 
 DAMAGES = ["flip", "zero-4k", "rename-key", "truncate", "append", "zero-central-directory"]
