@@ -383,7 +383,7 @@ Deno.test("corruption matrix on real torch.save files: what torch.load misses an
 // ---------------------------------------------------------------------------
 // 4. Trainer layout rules on folders written the way the Trainer writes them
 
-Deno.test("Trainer folders written with real torch: optimizer.pt and scheduler.pt both or neither (--deep, no manifest)", async () => {
+Deno.test("Trainer folders written with real torch: optimizer.pt and scheduler.pt both or neither; a lost DeepSpeed rank (--deep, no manifest)", async () => {
   await using tmp = await tempDir();
   await torchReal("layouts", tmp.path);
   const check = async (variant: string) => {
@@ -399,6 +399,15 @@ Deno.test("Trainer folders written with real torch: optimizer.pt and scheduler.p
   assert.equal(noScheduler.code, 1);
   assert.deepEqual(noScheduler.problems.map((p) => [p.reason, p.path]), [["format_invalid", "scheduler.pt"]]);
   assert.match(noScheduler.problems[0].detail, /optimizer.pt is present but scheduler.pt is not/);
+
+  // The highest data-parallel rank's shard lost: only the dp_world_size the real model states record shows it.
+  await Deno.remove(
+    `${tmp.path}/deepspeed-scheduler/checkpoint-50/global_step50/zero_pp_rank_1_mp_rank_00_optim_states.pt`,
+  );
+  const lostRank = await check("deepspeed-scheduler");
+  assert.equal(lostRank.code, 1);
+  assert.deepEqual(lostRank.problems.map((p) => p.path), ["global_step50/zero_pp_rank_1_mp_rank_00_optim_states.pt"]);
+  assert.match(lostRank.problems[0].detail, /expected 2 data-parallel ranks, dp_world_size 2/);
 
   const noOptimizer = await check("no-optimizer");
   assert.equal(noOptimizer.code, 1);
