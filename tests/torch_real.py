@@ -6,7 +6,7 @@ a seeded generator, so `verify` rebuilds what `write` saved and compares.
 
     torch_real.py write  OUT        torch.save zip + legacy files, a DeepSpeed folder, Trainer folders
     torch_real.py layouts OUT       Trainer folders with and without optimizer.pt / scheduler.pt
-    torch_real.py verify SPEC.json  torch.load each file SPEC names; compare with what write saved
+    torch_real.py verify SPEC.json  torch.load each file SPEC lists; compare with what write saved
     torch_real.py matrix OUT        zip + legacy originals, damaged copies, and torch.load's verdict on each
 
 Prints one JSON document on stdout. Exits 17 when `import torch` fails (the
@@ -355,11 +355,11 @@ def verdict(path, want, weights_only):
 def verify(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
-    results = {}
+    results = []
     for item in spec:
         want = expected(item["kind"], item["seed"], item.get("step", 0))
-        results[item["path"]] = verdict(item["path"], want, item.get("weights_only", True))
-    return results
+        results.append(verdict(item["path"], want, item.get("weights_only", True)))
+    return {"torch_version": torch.__version__, "results": results}
 
 
 # ---------------------------------------------------------------------------

@@ -163,7 +163,7 @@ Deno.test("real torch.save (zip, legacy), DeepSpeed and Trainer folders: commit/
 
   // torch.load, in python3, of every file of what resume chose (and of step-10, chosen below). PyTorch 1.13's
   // weights_only=True reads no Python float ("Unsupported operand 71"): objects holding an optimizer's or a
-  // scheduler's state are loaded with weights_only=False, as the Trainer and DeepSpeed of that time did.
+  // scheduler's state (a learning rate) are loaded with weights_only=False.
   const ds = `${chosen.ds}/global_step30`;
   const items: VerifyItem[] = [
     { path: `${chosen.torch}/model.pt`, kind: "plain", seed: 2, step: 20, weights_only: false },
@@ -184,11 +184,21 @@ Deno.test("real torch.save (zip, legacy), DeepSpeed and Trainer folders: commit/
       { path: `${dir}/trainer_state.json`, kind: "state", seed, step: 40 },
     );
   }
-  const spec = `${tmp.path}/verify.json`;
-  await Deno.writeTextFile(spec, JSON.stringify(items));
-  const loaded = await torchReal<Record<string, TorchVerdict>>("verify", spec);
-  for (const item of items) {
-    assert.equal(loaded[item.path]?.outcome, "correct", `${item.path}: ${JSON.stringify(loaded[item.path])}`);
+  // And the float that weights_only=True cannot read in 1.13, as the README says.
+  items.push({ path: `${root}/step-10/model.pt`, kind: "plain", seed: 1, step: 10, weights_only: true });
+  await Deno.writeTextFile(`${tmp.path}/verify.json`, JSON.stringify(items));
+  const loaded = await torchReal<{ torch_version: string; results: TorchVerdict[] }>(
+    "verify",
+    `${tmp.path}/verify.json`,
+  );
+  const floats = loaded.results.pop()!;
+  items.pop();
+  items.forEach((item, i) => {
+    assert.equal(loaded.results[i].outcome, "correct", `${item.path}: ${JSON.stringify(loaded.results[i])}`);
+  });
+  if (loaded.torch_version.startsWith("1.13")) {
+    assert.equal(floats.outcome, "raises");
+    assert.match(floats.message!, /Unsupported operand 71/);
   }
 
   // One flipped bit in step-20's tensor bytes: resume falls back to step-10, whose torch.load was checked above.
