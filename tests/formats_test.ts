@@ -312,6 +312,25 @@ Deno.test("torch zip truncated anywhere: no end record, and where the file ends"
   assert.match(findings("test.pt", new Uint8Array(0)), /the file is empty; torch.load fails on it/);
 });
 
+Deno.test("torch zip: a damaged central directory record is that one finding, not the records it hides", () => {
+  const file = fixture("torch-zip/test.pt");
+  const map = zipMap(file);
+  // The signature of the second record, then of the first (zeroed, as a lost block leaves it).
+  for (const [record, at] of [[2, map.cd + 46 + "test/data.pkl".length], [1, map.cd]] as const) {
+    const copy = file.slice();
+    copy.fill(0, at, at + 4);
+    const details = findings("test.pt", copy).split("\n").filter((d) => !d.startsWith(`offset ${map.cd}:`));
+    assert.equal(details.length, 1, details.join("\n"));
+    assert.match(
+      details[0],
+      new RegExp(
+        `^central directory record ${record} of \\d+ at offset ${at} is damaged \\(found 00 00 00 00 .*\\): ` +
+          `PyTorch fails to load the file with "invalid header or archive is corrupted"$`,
+      ),
+    );
+  }
+});
+
 Deno.test("torch zip bit flips: CRC mismatch names the entry; header damage is a mismatch", () => {
   const file = fixture("torch-zip/test.pt");
   const map = zipMap(file);
@@ -912,6 +931,44 @@ Deno.test("Hugging Face Trainer checkpoint-N: state, weights, shards, optimizer 
   const partial = await layout(tmp.path);
   assert.deepEqual(paths(partial), [`${dir}/rng_state_0.pth`, `${dir}/scheduler.pt`, `${dir}/trainer_state.json`]);
   assert.match(partial.findings.map((f) => f.detail).join("\n"), /Trainer writes it last, so this save did not finish/);
+});
+
+Deno.test("Hugging Face Trainer: the optimizer state and scheduler.pt, both or neither", async () => {
+  await using tmp = await tempDir();
+  const pt = fixture("torch-zip/test.pt");
+  const base = {
+    "trainer_state.json": JSON.stringify({ global_step: 7 }),
+    "model.safetensors": fixture("safetensors/overall.safetensors"),
+    "training_args.bin": pt,
+  };
+  const cases: [string, Record<string, Uint8Array | string>, string[]][] = [
+    ["save_only_model: neither", {}, []],
+    ["both", { "optimizer.pt": pt, "scheduler.pt": pt }, []],
+    ["optimizer.pt alone", { "optimizer.pt": pt }, ["scheduler.pt"]],
+    ["scheduler.pt alone", { "scheduler.pt": pt }, ["optimizer.pt"]],
+    ["FSDP full state dict", { "optimizer.bin": pt, "scheduler.pt": pt }, []],
+    ["FSDP sharded state dict", { "optimizer_0/__0_0.distcp": pt, "scheduler.pt": pt }, []],
+    ["FSDP optimizer alone", { "optimizer.bin": pt }, ["scheduler.pt"]],
+    ["XLA FSDP, per rank", { "rank0-of-2-optimizer.pt": pt, "rank1-of-2-optimizer.pt": pt, "scheduler.pt": pt }, []],
+    ["DeepSpeed keeps the optimizer in global_step7/", {
+      "scheduler.pt": pt,
+      "latest": "global_step7",
+      "global_step7/mp_rank_00_model_states.pt": pt,
+      "global_step7/zero_pp_rank_0_mp_rank_00_optim_states.pt": pt,
+    }, []],
+  ];
+  for (const [what, files, missing] of cases) {
+    const dir = `${tmp.path}/${what.replace(/\W+/g, "-")}`;
+    const named = Object.entries({ ...base, ...files }).map(([name, bytes]) => [`checkpoint-7/${name}`, bytes]);
+    await write(dir, Object.fromEntries(named));
+    const result = await layout(dir);
+    // DCP's own check of optimizer_0/ (no .metadata there) is not what this test is about.
+    const findings = result.findings.filter((f) => !f.path.includes("optimizer_0/"));
+    assert.deepEqual(findings.map((f) => f.path), missing.map((name) => `checkpoint-7/${name}`), what);
+    for (const finding of findings) {
+      assert.match(finding.detail, /resumes neither without both \(it would silently restart the optimizer\)/, what);
+    }
+  }
 });
 
 Deno.test("Hugging Face Trainer: a sharded index naming a missing shard; no weights at all", async () => {

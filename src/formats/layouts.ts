@@ -15,8 +15,11 @@
  *   must be exactly that large (the highest rank missing is caught too).
  * - Hugging Face Trainer `checkpoint-N/`: `trainer_state.json` (written
  *   last) parses and its `global_step` is N; model weights are present, whole
- *   or sharded with every shard of the index present; `optimizer.pt` comes
- *   with `scheduler.pt`; `rng_state_K.pth` ranks have no gaps.
+ *   or sharded with every shard of the index present; the optimizer state
+ *   (`optimizer.pt`, or FSDP's) and `scheduler.pt` are both there or both
+ *   absent (`save_only_model=True`), except that with DeepSpeed the optimizer
+ *   lives in `global_stepN/` and `scheduler.pt` may stand alone;
+ *   `rng_state_K.pth` ranks have no gaps.
  * - PyTorch DCP: `.metadata` (written last) is a readable pickle, and every
  *   `.distcp` file its storage entries name is present, non-empty and long
  *   enough for the byte ranges it places there.
@@ -159,6 +162,10 @@ const STEP_FOLDER = /^global_step\d+$/;
 const TRAINER_FOLDER = /^checkpoint-(\d+)$/;
 const SHARD = /^(.+)-(\d{5})-of-(\d{5})\.(safetensors|bin)$/;
 const RNG_STATE = /^rng_state_(\d+)\.pth$/;
+/** The Trainer's optimizer state: plain, FSDP full state dict, XLA FSDP per rank, SageMaker MP partial. */
+const OPTIMIZER_FILE = /^(?:optimizer\.pt|optimizer(?:_\d+)?\.bin|rank\d+-of-\d+-optimizer\.pt|optimizer\.pt_.+)$/;
+/** FSDP's sharded optimizer state folder. */
+const OPTIMIZER_FOLDER = /^optimizer_\d+$/;
 const WEIGHT_FILES = [
   "model.safetensors",
   "pytorch_model.bin",
@@ -496,12 +503,7 @@ function checkTrainer(
     });
   }
   checkShards(path, folder, folders, input, result);
-  if (files.has("optimizer.pt") && !files.has("scheduler.pt")) {
-    result.findings.push({
-      path: join(path, "scheduler.pt"),
-      detail: "optimizer.pt is present but scheduler.pt is not: the Trainer saves them together",
-    });
-  }
+  checkOptimizerAndScheduler(path, folder, result);
   const ranks = [...files.keys()].map((file) => RNG_STATE.exec(file)).filter((m) => m !== null)
     .map((m) => Number(m[1]));
   for (let rank = 0; rank <= Math.max(-1, ...ranks); rank++) {
@@ -513,6 +515,34 @@ function checkTrainer(
     }
   }
   checkEmpty(path, files, result, (file) => /\.(safetensors|bin|pt|pth|json)$/.test(file));
+}
+
+/**
+ * `Trainer._save_checkpoint` writes the optimizer state and then `scheduler.pt`, or, with
+ * `save_only_model=True`, neither; on resume it loads them only when both are there, and otherwise
+ * silently starts a fresh optimizer and schedule. One without the other is a save cut short or a
+ * file lost. The optimizer state is `optimizer.pt`, or what FSDP (`optimizer.bin`, `optimizer_0/`),
+ * XLA FSDP (`rank0-of-8-optimizer.pt`) or SageMaker MP (`optimizer.pt_0_0_0`) write instead; with
+ * DeepSpeed it lives in the engine's `global_stepN/` folder, and `scheduler.pt` alone (a scheduler
+ * DeepSpeed does not wrap) is what the Trainer writes.
+ */
+function checkOptimizerAndScheduler(path: string, folder: Folder, result: LayoutResult): void {
+  const optimizer = [...folder.files.keys()].some((file) => OPTIMIZER_FILE.test(file)) ||
+    [...folder.folders].some((sub) => OPTIMIZER_FOLDER.test(sub));
+  const scheduler = folder.files.has("scheduler.pt");
+  if (optimizer && !scheduler) {
+    result.findings.push({
+      path: join(path, "scheduler.pt"),
+      detail: "optimizer.pt is present but scheduler.pt is not: the Trainer writes scheduler.pt right after the " +
+        "optimizer state and resumes neither without both (it would silently restart the optimizer)",
+    });
+  } else if (scheduler && !optimizer && ![...folder.folders].some((sub) => STEP_FOLDER.test(sub))) {
+    result.findings.push({
+      path: join(path, "optimizer.pt"),
+      detail: "scheduler.pt is present but no optimizer state (optimizer.pt): the Trainer writes the optimizer " +
+        "state just before scheduler.pt and resumes neither without both (it would silently restart the optimizer)",
+    });
+  }
 }
 
 function checkShards(

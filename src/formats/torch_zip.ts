@@ -87,8 +87,9 @@ export class TorchZipChecker implements FormatChecker {
     const findings = [...report.findings];
     this.#notes = [...report.notes];
     // Without a readable central directory, torch.load stops at once; listing
-    // records "missing" past a truncation would only bury the real finding.
-    if (report.central === undefined) return capFindings(findings);
+    // records "missing" past a truncation or a damaged record would only bury
+    // the real finding.
+    if (report.central === undefined || report.centralComplete === false) return capFindings(findings);
     findings.push(...this.#checkRecords(report.central, report.local));
     return capFindings(findings);
   }

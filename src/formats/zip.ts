@@ -187,6 +187,11 @@ export interface ZipReport {
   local: LocalEntry[];
   /** The central directory, when it could be read; undefined otherwise. */
   central?: CentralEntry[];
+  /**
+   * False when a damaged record stopped the read of the central directory: `central` then holds only
+   * the records before it, and says nothing about the entries after it.
+   */
+  centralComplete?: boolean;
 }
 
 /**
@@ -280,6 +285,8 @@ export class ZipVerifier {
   readonly #local: LocalEntry[] = [];
   readonly #findings: FormatFinding[] = [];
   readonly #notes: string[] = [];
+  /** A damaged central directory record stopped its read: the records after it are unknown. */
+  #centralCut = false;
 
   /** A verifier for one archive. */
   constructor(options: ZipVerifierOptions = {}) {
@@ -322,6 +329,7 @@ export class ZipVerifier {
     const central = this.#readCentral(end, size);
     if (central === undefined) return report;
     report.central = central;
+    report.centralComplete = !this.#centralCut;
     this.#compare(central, end.cdOffset);
     return report;
   }
@@ -660,7 +668,8 @@ export class ZipVerifier {
       this.#findings.push({
         offset: size,
         detail: `end of central directory record not found (${where}): the file is truncated or its end was ` +
-          `overwritten — PyTorch fails to load it with "failed finding central directory"`,
+          `overwritten — PyTorch fails to load it with "failed finding central directory" ` +
+          `(a file under 68 KiB gets an OSError from a negative seek instead)`,
       });
       return undefined;
     }
@@ -790,8 +799,10 @@ export class ZipVerifier {
         this.#findings.push({
           offset: recordOffset,
           detail: `central directory record ${i + 1} of ${end.entries} at offset ${recordOffset} is damaged ` +
-            `(found ${hex(bytes.subarray(at, at + 8))})`,
+            `(found ${hex(bytes.subarray(at, at + 8))}): PyTorch fails to load the file with ` +
+            `"invalid header or archive is corrupted"`,
         });
+        this.#centralCut = true;
         return entries;
       }
       const nameLength = u16(bytes, at + 28);
@@ -803,6 +814,7 @@ export class ZipVerifier {
           offset: recordOffset,
           detail: `central directory record ${i + 1} at offset ${recordOffset} runs past the central directory's end`,
         });
+        this.#centralCut = true;
         return entries;
       }
       const entry: CentralEntry = {
@@ -828,6 +840,7 @@ export class ZipVerifier {
             offset: recordOffset,
             detail: `central directory record of '${entry.name}' defers its ${key} to a zip64 field it does not have`,
           });
+          this.#centralCut = true;
           return entries;
         }
         entry[key] = u64(zip64, field);
@@ -885,7 +898,8 @@ export class ZipVerifier {
       matched.add(local);
       this.#compareEntry(record, local, cdOffset);
     }
-    for (const local of this.#local) {
+    // Entries whose records were past a damaged one are not missing from the central directory: unread.
+    for (const local of this.#centralCut ? [] : this.#local) {
       if (!matched.has(local) && local.headerOffset < cdOffset) {
         this.#findings.push({
           offset: local.headerOffset,
