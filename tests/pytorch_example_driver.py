@@ -224,16 +224,15 @@ def cmd_async_kill(root, pause):
     committer.save(write(pi.training_state(model, opt, 2)), 2)
     say(f"committing step 2 (pid {committer.process.pid})")
     step, deadline, told = 2, time.monotonic() + BACKSTOP_S, False
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # until the test kills the process group
         step += 1
         pi.train_step(model, opt, batch_for(step))
-        if pause == "pause" and not told and '"test_paused"' in stderr_so_far(committer):
+        if not told and pause == "pause" and '"test_paused"' in stderr_so_far(committer):
             say(f"paused at step {step}")
             told = True
-        if pause != "pause" and not committer.running():
-            say(f"commit ended at step {step}")
-            committer.wait()
-            break
+        if not told and pause != "pause" and not committer.running():
+            say(f"commit ended at step {step}: {committer.wait()}")
+            told = True
         time.sleep(0.001)
     say("not killed")
     sys.exit(3)
