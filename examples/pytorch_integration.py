@@ -197,7 +197,8 @@ def load_validated(path, allow_pickle_fallback=True):
     """torch.load of a file of a checkpoint `ckptkit resume` (or `validate`) has just validated.
 
     weights_only=True first: the restricted unpickler builds tensors, dicts, lists and numbers
-    and refuses everything else, so a crafted file cannot run code. From torch 2.0 it loads a
+    from an allowlist and refuses everything else, so a crafted file cannot make it import or
+    call arbitrary code. From torch 2.0 it loads a
     model's and an optimizer's state_dict, and this function never does anything else: an
     UnpicklingError there is raised.
 
