@@ -208,3 +208,38 @@ export function samples(text: string): Map<string, number> {
   }
   return out;
 }
+
+let torchInterpreter: Promise<string> | undefined;
+
+/**
+ * The first of `$CKPTKIT_TEST_PYTHON`, `python3` on the PATH and Debian's
+ * /usr/bin/python3 that imports torch (a pyenv `python3` hides Debian's
+ * python3-torch). Throws, saying what to install, when none does: the real
+ * PyTorch tests fail rather than skip.
+ */
+export function torchPython(): Promise<string> {
+  torchInterpreter ??= (async () => {
+    const tried: string[] = [];
+    const preferred = Deno.env.get("CKPTKIT_TEST_PYTHON");
+    for (const candidate of [...(preferred ? [preferred] : []), "python3", "/usr/bin/python3"]) {
+      try {
+        const out = await new Deno.Command(candidate, {
+          args: ["-c", "import sys, torch; print(sys.executable)"],
+          env: { PYTHONDONTWRITEBYTECODE: "1" },
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        if (out.success) return new TextDecoder().decode(out.stdout).trim();
+        tried.push(`${candidate}: ${new TextDecoder().decode(out.stderr).trim().split("\n").at(-1)}`);
+      } catch (err) {
+        tried.push(`${candidate}: ${err instanceof Error ? err.message : err}`);
+      }
+    }
+    throw new Error(
+      `these tests need real PyTorch: install python3-torch (apt-get install -y python3-torch, as .ci/run does); ` +
+        `import torch failed with ${tried.join("; ")}`,
+    );
+  })();
+  return torchInterpreter;
+}

@@ -18,7 +18,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ckptkitFlags, flipByte, names, REPO, runCli, tempDir } from "./_helpers.ts";
+import { ckptkitFlags, flipByte, names, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
 import { readLatest } from "../src/latest.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 
@@ -31,47 +31,6 @@ const BACKSTOP_MS = 300_000;
 /** Quoted for Python's shlex.split (the example splits $CKPTKIT; no shell ever runs it). */
 function shellQuote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", `'"'"'`)}'`;
-}
-
-// --- finding a Python that imports torch --------------------------------------------------------
-
-interface TorchPython {
-  python?: string;
-  /** Why each candidate was refused, for the failure message. */
-  tried: string[];
-}
-
-/** The first of `python3` (PATH) and Debian's /usr/bin/python3 that imports torch. */
-async function findTorchPython(): Promise<TorchPython> {
-  const tried: string[] = [];
-  for (const candidate of ["python3", "/usr/bin/python3"]) {
-    try {
-      const out = await new Deno.Command(candidate, {
-        args: ["-c", "import sys, torch; print(sys.executable)"],
-        stdout: "piped",
-        stderr: "piped",
-        env: { PYTHONDONTWRITEBYTECODE: "1" },
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr).trim().split("\n").at(-1);
-      if (out.success) return { python: new TextDecoder().decode(out.stdout).trim(), tried };
-      tried.push(`${candidate}: ${stderr}`);
-    } catch (err) {
-      tried.push(`${candidate}: ${err instanceof Error ? err.message : err}`);
-    }
-  }
-  return { tried };
-}
-
-const TORCH = await findTorchPython();
-
-/** The Python with torch, or a failure that says what to install (these tests never skip). */
-function torchPython(): string {
-  assert.ok(
-    TORCH.python,
-    `import torch failed (${TORCH.tried.join("; ")}): these tests run examples/pytorch_integration.py on real ` +
-      "torch; install it (Debian: apt-get install python3-torch, as .ci/run does)",
-  );
-  return TORCH.python;
 }
 
 // --- subprocesses -------------------------------------------------------------------------------
@@ -92,9 +51,9 @@ function killGroup(pid: number): void {
 }
 
 /** The driver in its own process group (so a kill reaches the ckptkit commits and spawned ranks too). */
-function spawnDriver(args: string[], env: Record<string, string> = {}) {
+async function spawnDriver(args: string[], env: Record<string, string> = {}) {
   const inherited = Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("CKPTKIT"));
-  return new Deno.Command(torchPython(), {
+  return new Deno.Command(await torchPython(), {
     args: [DRIVER, ...args],
     cwd: REPO,
     env: {
@@ -116,7 +75,7 @@ function spawnDriver(args: string[], env: Record<string, string> = {}) {
 
 /** Runs a driver command to completion (backstop: minutes) and asserts it succeeded. */
 async function driver(args: string[], env: Record<string, string> = {}): Promise<string> {
-  const child = spawnDriver(args, env);
+  const child = await spawnDriver(args, env);
   const timer = setTimeout(() => killGroup(child.pid), BACKSTOP_MS);
   try {
     const out = await child.output();
@@ -162,7 +121,7 @@ async function killDuring(
   args: string[],
   options: { pattern?: RegExp; until?: () => Promise<boolean>; delayMs?: number; env?: Record<string, string> },
 ): Promise<string> {
-  const child = spawnDriver(args, options.env);
+  const child = await spawnDriver(args, options.env);
   const stderr = new Response(child.stderr).text();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const backstop = setTimeout(() => killGroup(child.pid), BACKSTOP_MS);
@@ -238,7 +197,7 @@ Deno.test("pytorch example: torch imports, and the installed torch's weights_onl
   assert.equal(facts.weights_only_floats, facts.version[0] >= 2, JSON.stringify(facts));
   await using tmp = await tempDir();
   for (const file of [EXAMPLE, DRIVER]) {
-    const out = await new Deno.Command(torchPython(), {
+    const out = await new Deno.Command(await torchPython(), {
       args: ["-m", "py_compile", file],
       env: { PYTHONPYCACHEPREFIX: tmp.path },
       stderr: "piped",

@@ -24,13 +24,7 @@ import struct
 import sys
 import zipfile
 
-NO_TORCH = 17
-
-try:
-    import torch
-except ImportError as err:  # the test turns this exit code into "install python3-torch"
-    print(f"import torch failed: {err}", file=sys.stderr)
-    sys.exit(NO_TORCH)
+import torch  # the test runs this with the python3 that imports torch (tests/_helpers.ts torchPython)
 
 
 # ---------------------------------------------------------------------------

@@ -12,58 +12,36 @@
  *     --allow-run tests/torch_real_test.ts
  *
  * The torch side is tests/torch_real.py. These tests fail, never skip, when
- * `import torch` fails: CI installs python3-torch. They try `python3` on the
- * PATH, then /usr/bin/python3 (where Debian's package installs torch when a
- * pyenv or venv python3 comes first on the PATH).
+ * `import torch` fails: CI installs python3-torch. `torchPython()` finds the
+ * python3 that imports it (Debian's /usr/bin/python3 when a pyenv or venv
+ * python3 comes first on the PATH).
  */
 
 import assert from "node:assert/strict";
 import { sealCheckpoint } from "../src/seal.ts";
 import { validateCheckpoint, type ValidationDepth, type ValidationResult } from "../src/validate.ts";
-import { flipByte, REPO, runCli, tempDir } from "./_helpers.ts";
+import { flipByte, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
 
 const SCRIPT = `${REPO}/tests/torch_real.py`;
-/** tests/torch_real.py's exit code when `import torch` fails. */
-const NO_TORCH = 17;
 const README = `${REPO}/README.md`;
 const TABLE_BEGIN = "<!-- torch-matrix:begin -->";
 const TABLE_END = "<!-- torch-matrix:end -->";
 
-let python: string | undefined;
-
 /** Runs tests/torch_real.py with a python3 that imports torch; its JSON output. */
 async function torchReal<T>(command: "write" | "layouts" | "verify" | "matrix", arg: string): Promise<T> {
-  const candidates = python ? [python] : ["python3", "/usr/bin/python3"];
-  const failures: string[] = [];
-  for (const exe of candidates) {
-    let output: Deno.CommandOutput;
-    try {
-      output = await new Deno.Command(exe, {
-        args: [SCRIPT, command, arg],
-        env: { PYTHONDONTWRITEBYTECODE: "1" },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-    } catch (err) {
-      failures.push(`${exe}: ${(err as Error).message}`);
-      continue;
-    }
+  const python = await torchPython();
+  const output = await new Deno.Command(python, {
+    args: [SCRIPT, command, arg],
+    env: { PYTHONDONTWRITEBYTECODE: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!output.success) {
     const stderr = new TextDecoder().decode(output.stderr).trim();
-    if (output.code === NO_TORCH) {
-      failures.push(`${exe}: ${stderr}`);
-      continue;
-    }
-    if (!output.success) {
-      throw new Error(`${exe} tests/torch_real.py ${command} failed (exit ${output.code}):\n${stderr}`);
-    }
-    python = exe;
-    return JSON.parse(new TextDecoder().decode(output.stdout)) as T;
+    throw new Error(`${python} tests/torch_real.py ${command} failed (exit ${output.code}):\n${stderr}`);
   }
-  throw new Error(
-    `these tests need real PyTorch: install python3-torch (apt-get install -y python3-torch); ` +
-      `import torch failed in ${failures.join("; ")}`,
-  );
+  return JSON.parse(new TextDecoder().decode(output.stdout)) as T;
 }
 
 /** What torch.load did with a file, as tests/torch_real.py reports it. */
