@@ -346,15 +346,11 @@ export async function startSlurmCluster(options: SlurmClusterOptions = {}): Prom
       `${dir}/gres.conf`,
       gpus > 0 ? `NodeName=${SLURM_NODE} Name=gpu File=${dir}/gpu[0-${gpus - 1}]\n` : "",
     );
-    // slurmd 22.05 loads a cgroup plugin even without cgroup plugins configured. On a host with
-    // cgroup v2 alone (no v1 hierarchy), autodetect picks cgroup/v2, which asks systemd for a
-    // scope over D-Bus and is fatal without systemd: IgnoreSystemd makes it build its hierarchy
-    // itself. Elsewhere (v1 or hybrid), autodetect picks cgroup/v1, which needs nothing.
-    const pureV2 = await Deno.stat("/sys/fs/cgroup/cgroup.controllers").then(() => true, () => false);
-    await Deno.writeTextFile(
-      `${dir}/cgroup.conf`,
-      pureV2 ? "CgroupPlugin=cgroup/v2\nIgnoreSystemd=yes\n" : "CgroupPlugin=autodetect\n",
-    );
+    // slurmd 22.05 loads a cgroup plugin even when no other plugin uses cgroups. Left to
+    // autodetect on a host with cgroup v2 alone, it picks cgroup/v2, which asks systemd for a
+    // scope over D-Bus: fatal without systemd. cgroup/v1 (what autodetect picks on a v1 or hybrid
+    // host) only loads: with proctrack/linuxproc and task/none nothing calls it afterwards.
+    await Deno.writeTextFile(`${dir}/cgroup.conf`, "CgroupPlugin=cgroup/v1\n");
 
     const ctld = startDaemon("slurmctld", ["-D", "-f", conf]);
     const slurmd = startDaemon("slurmd", ["-D", "-N", SLURM_NODE, "-f", conf]);
