@@ -17,7 +17,8 @@
 # problems exits 1 and ends FAILED, and afterok would then never merge.
 #
 # Prints the two job ids and where the verdict will be; the merge job's exit
-# code (sacct -j <id>) is the verdict: 0 no problems, 1 problems found,
+# code (sacct -j <id>, or without accounting scontrol show job <id> until
+# MinJobAge has passed) is the verdict: 0 no problems, 1 problems found,
 # 2 incomplete or mismatched reports (submit again), 4 I/O error.
 set -euo pipefail
 
