@@ -9,7 +9,8 @@
  *
  * Every `ckptkit` the jobs run is a wrapper around this checkout's cli.ts
  * under the binary's permission flags. Needs root and the packages slurm-wlm
- * and munge: skipped without them, except on CI (CI=1), where it fails.
+ * and munge (as .ci/run installs them): without them the tests fail, saying
+ * what is missing; they never skip.
  * The stand-ins of tests/examples_multinode_test.ts cover what a one-node
  * cluster cannot stage (see there).
  */
@@ -23,18 +24,12 @@ import {
   show,
   type SlurmCluster,
   type SlurmJob,
-  slurmUnavailable,
   startSlurmCluster,
   writeExecutable,
 } from "./_slurm.ts";
 
 const SLURM = `${REPO}/examples/slurm`;
 const TRAIN_SBATCH = `${SLURM}/train_multirank.sbatch`;
-const UNAVAILABLE = slurmUnavailable();
-const ON_CI = Boolean(Deno.env.get("CI"));
-/** Skipped where Slurm cannot run (reason printed); on CI a missing package fails the tests instead. */
-const ignore = Boolean(UNAVAILABLE) && !ON_CI;
-if (ignore) console.warn(`slurm_real_test: skipped: ${UNAVAILABLE}`);
 
 // --- helpers ---------------------------------------------------------------------------------------
 
@@ -128,11 +123,10 @@ async function withCluster(fn: (cluster: SlurmCluster) => Promise<void>): Promis
 Deno.test({
   name:
     "slurm (real 22.05): the README's by-hand commands on a healthy root: 8 shards and the afterany merge COMPLETED, exit 0, the single-node verdict",
-  ignore,
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
-      const root = `${tmp.path}/shared/ckpts/run`;
+      const root = `${tmp.path}/nfs/ckpts/run`;
       await makeRoot(root);
       const ckptkit = await installCkptkit(tmp.path);
       const home = `${tmp.path}/home`;
@@ -185,11 +179,10 @@ Deno.test({
 Deno.test({
   name:
     "slurm (real 22.05): submit_validation.sh 8 on a root with one flipped byte: the owning shard FAILED exit 1, the afterany merge ran and FAILED exit 1 with the verdict",
-  ignore,
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
-      const root = `${tmp.path}/shared/ckpts/run`;
+      const root = `${tmp.path}/nfs/ckpts/run`;
       await makeRoot(root);
       const damaged = "shard-00001-of-00004.bin";
       await flipByte(`${root}/step-20/${damaged}`, 100);
@@ -248,7 +241,6 @@ Deno.test({
 Deno.test({
   name:
     "slurm (real 22.05): a shard cancelled before it ran leaves the set incomplete: the afterany merge FAILED exit 2 and names it",
-  ignore,
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
@@ -328,11 +320,10 @@ async function assertCheckpoint(root: string, step: number): Promise<void> {
 Deno.test({
   name:
     "slurm (real 22.05): train_multirank.sbatch: 4 ranks under srun commit each step; requeued mid-checkpoint, the job resumes from the last committed step",
-  ignore,
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
-      const root = `${tmp.path}/shared/ckpts`;
+      const root = `${tmp.path}/nfs/ckpts`;
       const ckptkit = await installCkptkit(tmp.path);
       const trainer = await writeExecutable(`${tmp.path}/train.sh`, STAND_IN_TRAINER);
       const log = `${tmp.path}/log`;
@@ -411,11 +402,10 @@ Deno.test({
 Deno.test({
   name:
     "slurm (real 22.05): train_multirank.sbatch on a root whose only checkpoint is invalid: FAILED exit 2, no rank started",
-  ignore,
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
-      const root = `${tmp.path}/shared/ckpts`;
+      const root = `${tmp.path}/nfs/ckpts`;
       await Deno.mkdir(`${root}/step-10`, { recursive: true }); // a checkpoint without its manifest: invalid
       const ckptkit = await installCkptkit(tmp.path);
       const trainer = await writeExecutable(`${tmp.path}/train.sh`, STAND_IN_TRAINER);
