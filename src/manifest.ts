@@ -11,12 +11,12 @@
  * @module
  */
 
-import { NestingTooDeep, type CanonicalSink, Sha256Sink, toPlain, writePlain } from "./canonical.ts";
+import { type CanonicalSink, NestingTooDeep, Sha256Sink, toPlain, writePlain } from "./canonical.ts";
 import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS, type HashAlgorithm, MAX_SAMPLE_REGIONS, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
 import { readFileLimited } from "./durable.ts";
-import { unsafePathReason } from "./paths.ts";
+import { MAX_PATH_LENGTH, unsafePathReason } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 
 /** Value of the manifest's `format` field. */
@@ -265,7 +265,7 @@ export function manifestDigest(body: Record<string, unknown>): Promise<string> {
 }
 
 /** Hex SHA-256 of the canonical JSON of `body` without `manifest_digest`; throws as {@linkcode manifestDigest}. */
-function canonicalDigest(body: Record<string, unknown>): string {
+function canonicalDigest(body: Record<string, unknown>, checkedDigests = false): string {
   const sink = new Sha256Sink();
   const keys = Object.keys(body).sort();
   sink.write("{");
@@ -276,7 +276,7 @@ function canonicalDigest(body: Record<string, unknown>): string {
     if (value === undefined) continue;
     sink.write(`${first ? "" : ","}${JSON.stringify(key)}:`);
     first = false;
-    if (key === "files" && Array.isArray(value)) writeFiles(value, sink);
+    if (key === "files" && Array.isArray(value)) writeFiles(value, sink, checkedDigests);
     else writePlain(value, sink, 2, MAX_MANIFEST_NESTING);
   }
   sink.write("}");
@@ -284,12 +284,12 @@ function canonicalDigest(body: Record<string, unknown>): string {
 }
 
 /** The canonical JSON of a `files` array (nesting level 2), with a fast path for entries of the usual shape. */
-function writeFiles(files: unknown[], sink: CanonicalSink): void {
+function writeFiles(files: unknown[], sink: CanonicalSink, checkedDigests: boolean): void {
   if (2 > MAX_MANIFEST_NESTING) throw new NestingTooDeep(MAX_MANIFEST_NESTING);
   sink.write("[");
   for (let i = 0; i < files.length; i++) {
     if (i > 0) sink.write(",");
-    const text = canonicalEntry(files[i]);
+    const text = canonicalEntry(files[i], checkedDigests);
     if (text !== undefined) {
       sink.write(text);
       continue;
@@ -305,9 +305,10 @@ function writeFiles(files: unknown[], sink: CanonicalSink): void {
  * The canonical JSON of a file entry holding exactly `path`, `size`,
  * `digest` and optionally `samples` (each holding exactly `offset`, `length`
  * and `digest`) with string and finite number values; undefined for any other
- * shape, which takes the general path.
+ * shape, which takes the general path. `checkedDigests`: every digest is
+ * known to be lower-case hex (parsed and checked), so needs no escaping.
  */
-function canonicalEntry(entry: unknown): string | undefined {
+function canonicalEntry(entry: unknown, checkedDigests: boolean): string | undefined {
   if (typeof entry !== "object" || entry === null || Array.isArray(entry)) return undefined;
   const file = entry as Record<string, unknown>;
   const { path, size, digest, samples } = file;
@@ -315,7 +316,7 @@ function canonicalEntry(entry: unknown): string | undefined {
     typeof path !== "string" || typeof size !== "number" || !Number.isFinite(size) || typeof digest !== "string" ||
     typeof file.toJSON === "function" || !hasExactly(file, samples === undefined ? 3 : 4)
   ) return undefined;
-  const head = `{"digest":${JSON.stringify(digest)},"path":${JSON.stringify(path)},`;
+  const head = `{"digest":${checkedDigests ? `"${digest}"` : JSON.stringify(digest)},"path":${JSON.stringify(path)},`;
   if (samples === undefined) return `${head}"size":${String(size)}}`;
   if (!Array.isArray(samples)) return undefined;
   let regions = "";
@@ -328,9 +329,9 @@ function canonicalEntry(entry: unknown): string | undefined {
       !Number.isFinite(length) || typeof regionDigest !== "string" ||
       typeof (sample as { toJSON?: unknown }).toJSON === "function" || !hasExactlyRegionKeys(sample as object)
     ) return undefined;
-    regions += `${i > 0 ? "," : ""}{"digest":${JSON.stringify(regionDigest)},"length":${String(length)},"offset":${
-      String(offset)
-    }}`;
+    regions += `${i > 0 ? "," : ""}{"digest":${
+      checkedDigests ? `"${regionDigest}"` : JSON.stringify(regionDigest)
+    },"length":${String(length)},"offset":${String(offset)}}`;
   }
   return `${head}"samples":[${regions}],"size":${String(size)}}`;
 }
@@ -479,7 +480,7 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   let expected: string;
   try {
     // The only walk of the free-form parts (metadata, unknown keys), bounded in depth.
-    expected = "sha256:" + canonicalDigest(raw as Record<string, unknown>);
+    expected = "sha256:" + canonicalDigest(raw as Record<string, unknown>, true);
   } catch (err) {
     if (err instanceof NestingTooDeep) {
       // Rare: the text is walked once more only to say how deep.
@@ -509,19 +510,31 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   }
   const sampleBytes = manifest.hash.sample_bytes;
   const unsafePaths = new Set<number>();
-  const seen = new Set<string>();
+  // ckptkit writes the files sorted by path: while they are, a duplicate is the previous path again and no set of
+  // every path is needed. The first path out of order switches to a set.
+  let previous: string | undefined;
+  let seen: Set<string> | undefined;
   for (let index = 0; index < files.length; index++) {
     const file = files[index];
+    const path = file.path;
+    let unsafe = pathProblem(path);
+    if (unsafe === undefined) {
+      if (seen === undefined && previous !== undefined && path <= previous) {
+        if (path !== previous) seen = safePathsBefore(files, index);
+        else unsafe = "path is listed more than once";
+      }
+      if (seen !== undefined) {
+        if (seen.has(path)) unsafe = "path is listed more than once";
+        else seen.add(path);
+      } else if (unsafe === undefined) {
+        previous = path;
+      }
+    }
     // JSON.stringify, not String(): {"toString": 1} cannot be converted to a string.
-    const shown = typeof file.path === "string" ? file.path : JSON.stringify(file.path) ?? "undefined";
-    const unsafe = unsafePathReason(file.path) ??
-      (file.path === MANIFEST_NAME ? "path names the manifest itself" : undefined) ??
-      (seen.has(file.path) ? "path is listed more than once" : undefined);
+    const shown = typeof path === "string" ? path : JSON.stringify(path) ?? "undefined";
     if (unsafe) {
       unsafePaths.add(index);
       problems.push({ reason: "unsafe_path", path: shown, detail: unsafe });
-    } else {
-      seen.add(file.path);
     }
     const samples = file.samples;
     if (samples === undefined) {
@@ -565,6 +578,48 @@ export async function parseManifest(text: string): Promise<ParsedManifest> {
   return { manifest: trusted ? manifest : undefined, unsafePaths, problems };
 }
 
+/** Why a listed path must not be opened (unsafe, or the manifest itself), or undefined. */
+function pathProblem(path: unknown): string | undefined {
+  if (typeof path === "string" && isPlainPath(path)) {
+    return path === MANIFEST_NAME ? "path names the manifest itself" : undefined;
+  }
+  return unsafePathReason(path) ?? (path === MANIFEST_NAME ? "path names the manifest itself" : undefined);
+}
+
+/**
+ * True for a path `unsafePathReason` certainly accepts, in one pass without
+ * allocating: not empty, within `MAX_PATH_LENGTH`, relative, no drive letter,
+ * NUL or backslash, no empty, `.` or `..` segment. False only means "ask
+ * `unsafePathReason`", which words the problem.
+ */
+function isPlainPath(path: string): boolean {
+  const length = path.length;
+  if (length === 0 || length > MAX_PATH_LENGTH) return false;
+  if (length >= 2 && path.charCodeAt(1) === 0x3a) return false; // "C:": let unsafePathReason judge
+  let segmentStart = 0;
+  for (let i = 0; i <= length; i++) {
+    const c = i < length ? path.charCodeAt(i) : 0x2f;
+    if (c === 0 || c === 0x5c) return false;
+    if (c !== 0x2f) continue;
+    const segment = i - segmentStart;
+    if (
+      segment === 0 || (segment === 1 && path.charCodeAt(i - 1) === 0x2e) ||
+      (segment === 2 && path.charCodeAt(i - 1) === 0x2e && path.charCodeAt(i - 2) === 0x2e)
+    ) return false;
+    segmentStart = i + 1;
+  }
+  return true;
+}
+
+/** Every safe path listed before `index`: the set duplicates are checked against once the order breaks. */
+function safePathsBefore(files: readonly ManifestFile[], index: number): Set<string> {
+  const seen = new Set<string>();
+  for (let i = 0; i < index; i++) {
+    if (pathProblem(files[i].path) === undefined) seen.add(files[i].path);
+  }
+  return seen;
+}
+
 /** A structural problem: where (zod's path) and zod's message. */
 interface Issue {
   path: readonly PropertyKey[];
@@ -595,7 +650,10 @@ function structureIssue(raw: Record<string, unknown>): Issue | undefined {
 
 function orderOf(path: readonly PropertyKey[]): number[] {
   const top = FIELD_ORDER.indexOf(String(path[0]));
-  return [top < 0 ? FIELD_ORDER.length : top, path[0] === "ranks" ? Math.max(0, RANKS_ORDER.indexOf(String(path[1]))) : 0];
+  return [
+    top < 0 ? FIELD_ORDER.length : top,
+    path[0] === "ranks" ? Math.max(0, RANKS_ORDER.indexOf(String(path[1]))) : 0,
+  ];
 }
 
 function before(a: number[], b: number[]): boolean {

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import {
   createManifest,
   type Manifest,
-  manifestDigest,
   MANIFEST_VERSION,
+  manifestDigest,
   parseManifest,
   serializeManifest,
 } from "../src/manifest.ts";
