@@ -444,7 +444,16 @@ export interface ParsedManifest {
  * assert.ok(problems[0].reason === "manifest_corrupt");
  * ```
  */
-export async function parseManifest(text: string): Promise<ParsedManifest> {
+export function parseManifest(text: string): Promise<ParsedManifest> {
+  try {
+    return Promise.resolve(checkManifestText(text));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** {@linkcode parseManifest}, synchronously (every step is CPU work). */
+function checkManifestText(text: string): ParsedManifest {
   const corrupt = (detail: string): ParsedManifest => ({
     unsafePaths: new Set(),
     problems: [{ reason: "manifest_corrupt", path: MANIFEST_NAME, detail }],
