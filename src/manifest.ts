@@ -726,7 +726,8 @@ function isHexDigest(value: unknown): boolean {
  * leniently (an entry rejected here goes to zod for the wording).
  */
 export function isFileEntry(entry: unknown, samplesRequired: boolean): boolean {
-  if (!isRecord(entry) || !isCount(entry.size) || !isHexDigest(entry.digest)) return false;
+  // `path` may hold anything (checked apart, as unsafe_path) but must be there, as zod requires of a key.
+  if (!isRecord(entry) || !("path" in entry) || !isCount(entry.size) || !isHexDigest(entry.digest)) return false;
   const samples = entry.samples;
   if (samples === undefined) return !samplesRequired;
   if (!Array.isArray(samples)) return false;
