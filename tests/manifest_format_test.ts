@@ -369,7 +369,9 @@ function randomManifestBody(next: () => number): Record<string, unknown> {
   const files: Record<string, unknown>[] = [];
   const paths = new Set<string>();
   for (let i = Math.floor(next() * 40); i > 0; i--) {
-    const path = `d${Math.floor(next() * 5)}/${randomString(next, 8).replaceAll("\\", "_").replaceAll("/", "_").replaceAll("\0", "_")}x`;
+    const path = `d${Math.floor(next() * 5)}/${
+      randomString(next, 8).replaceAll("\\", "_").replaceAll("/", "_").replaceAll("\0", "_")
+    }x`;
     if (paths.has(path)) continue;
     paths.add(path);
     const size = next() < 0.2 ? 0 : Math.floor(next() * 10_000);
