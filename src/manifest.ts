@@ -15,7 +15,6 @@ import { type CanonicalSink, NestingTooDeep, Sha256Sink, toPlain, writePlain } f
 import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS, type HashAlgorithm, MAX_SAMPLE_REGIONS, type RegionDigest } from "./hashing.ts";
 import { MANIFEST_NAME } from "./layout.ts";
-import { readFileLimited } from "./durable.ts";
 import { MAX_PATH_LENGTH, unsafePathReason } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 
@@ -800,7 +799,7 @@ export async function readManifestFile(
   if (!info.isFile) return problem("manifest_corrupt", "the manifest is not a regular file");
   let bytes: Uint8Array | undefined;
   try {
-    bytes = await readFileLimited(path, MAX_MANIFEST_BYTES);
+    bytes = await readWhole(path, MAX_MANIFEST_BYTES);
   } catch (err) {
     return problem("io_error", (err as Error).message);
   }
@@ -811,3 +810,37 @@ export async function readManifestFile(
     return problem("manifest_corrupt", "not valid UTF-8");
   }
 }
+
+/**
+ * Reads a whole file of at most `limit` bytes (undefined when larger) into
+ * one buffer sized from its status, in large reads: no chunk list and no
+ * second copy, so a manifest costs its size once while it is read.
+ */
+async function readWhole(path: string, limit: number): Promise<Uint8Array | undefined> {
+  const file = await Deno.open(path, { read: true });
+  try {
+    const size = (await file.stat()).size;
+    if (size > limit) return undefined;
+    // One byte more than the status says, to see the end (or a file still growing) without another buffer.
+    let buffer = new Uint8Array(size + 1);
+    let total = 0;
+    while (true) {
+      if (total === buffer.length) {
+        if (buffer.length > limit) return undefined;
+        const grown = new Uint8Array(Math.min(buffer.length * 2, limit + 1));
+        grown.set(buffer);
+        buffer = grown;
+      }
+      const n = await file.read(buffer.subarray(total, Math.min(buffer.length, total + READ_BYTES)));
+      if (n === null) break;
+      total += n;
+    }
+    if (total > limit) return undefined;
+    return total === buffer.length ? buffer : buffer.subarray(0, total);
+  } finally {
+    file.close();
+  }
+}
+
+/** Bytes asked of one read of a manifest. */
+const READ_BYTES = 8 * 1024 * 1024;
