@@ -227,8 +227,16 @@ export function comparePaths(a: string, b: string): number {
  * ```
  */
 export function serializeManifest(manifest: Manifest): string {
+  return serializeWithFileLines(manifest as unknown as Record<string, unknown>);
+}
+
+/**
+ * JSON of an object with a trailing newline: indented, except the entries of
+ * its `files` array, each compact on a line of its own (manifests and parts).
+ */
+export function serializeWithFileLines(document: Record<string, unknown>): string {
   const fields: string[] = [];
-  for (const [key, value] of Object.entries(manifest)) {
+  for (const [key, value] of Object.entries(document)) {
     if (value === undefined) continue;
     const text = key === "files" && Array.isArray(value)
       ? (value.length === 0 ? "[]" : `[\n${value.map((file) => JSON.stringify(file)).join(",\n")}\n  ]`)
