@@ -19,8 +19,8 @@
 
 import { createHash } from "node:crypto";
 
-/** Thrown when a value is nested deeper than the limit a canonical writer was given. */
-export class NestingTooDeep extends Error {
+/** Thrown when a value is nested deeper than the limit a canonical writer was given (a `RangeError`). */
+export class NestingTooDeep extends RangeError {
   /** The limit that was exceeded. */
   readonly limit: number;
   constructor(limit: number) {

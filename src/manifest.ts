@@ -127,10 +127,10 @@ export type ManifestFields = Omit<
  * Builds a manifest from its fields: sorts the files by path, leaves out the
  * `samples` that only repeat a small file's whole digest (see
  * {@linkcode fileSamples}), sums their sizes and computes the self-digest.
- * Throws a `TypeError` when a field has no canonical JSON form (a number that
- * is not finite, a bigint) or is nested deeper than
- * {@linkcode MAX_MANIFEST_NESTING} levels (such a manifest would be refused
- * when read).
+ * Rejects with a `TypeError` when a field has no canonical JSON form (a
+ * number that is not finite, a bigint), and with a `RangeError` when one is
+ * nested deeper than {@linkcode MAX_MANIFEST_NESTING} levels (such a manifest
+ * would be refused when read).
  *
  * @example
  * ```ts
@@ -249,8 +249,9 @@ export function serializeWithFileLines(document: Record<string, unknown>): strin
 /**
  * Computes the self-digest of a manifest body: SHA-256 of its RFC 8785
  * canonical JSON without the `manifest_digest` field, streamed (never built
- * as one string). Throws a `TypeError` for a body without a canonical form or
- * nested deeper than {@linkcode MAX_MANIFEST_NESTING}.
+ * as one string). Rejects with a `TypeError` for a body without a canonical
+ * form and a `RangeError` for one nested deeper than
+ * {@linkcode MAX_MANIFEST_NESTING}.
  *
  * @example
  * ```ts
