@@ -46,6 +46,7 @@ export {
 } from "./src/hashing.ts";
 export {
   createManifest,
+  fileSamples,
   type Manifest,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,

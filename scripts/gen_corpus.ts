@@ -832,7 +832,7 @@ async function cases(): Promise<[string, CaseSource][]> {
       }),
     );
   };
-  await versionCase("format-version-2", 2, "manifest_unsupported");
+  await versionCase("format-version-3", 3, "manifest_unsupported");
   await versionCase("format-version-minus-1", -1, "manifest_corrupt");
   await versionCase("format-version-string", "1", "manifest_corrupt");
   {
@@ -1360,6 +1360,34 @@ async function cases(): Promise<[string, CaseSource][]> {
       "about 0.7 GB of RSS and 2 s, within the timeout).",
     [{ op: "truncate", path: `root/step-20/${MANIFEST_NAME}`, size: 600 * 1024 * 1024 }],
   );
+  {
+    // What ckptkit wrote before format 2: format_version 1, every file with its samples (a small file's one region
+    // repeating its whole digest), indented throughout.
+    const files = standardFiles(10);
+    const raw: Record<string, unknown> = {
+      format: "ckptkit.manifest",
+      format_version: 1,
+      job_id: "corpus",
+      run_id: "run-1",
+      step: 10,
+      created_at: CREATED_AT,
+      write_duration_s: 0.5,
+      writer: { host: "corpus-host", ckptkit_version: "corpus" },
+      hash: { algorithm: "sha256", sample_bytes: SAMPLE_BYTES },
+      files: [...files].map(([path, bytes]) => entry(path, bytes)).sort((a, b) => a.path < b.path ? -1 : 1),
+      total_bytes: [...files.values()].reduce((sum, bytes) => sum + bytes.length, 0),
+      metadata: { source: "scripts/gen_corpus.ts" },
+    };
+    raw.manifest_digest = await manifestDigest(raw);
+    add(
+      "control-format-1-manifest",
+      validateCase(new Layout().checkpoint("step-10", { files, raw }), {
+        description: "Control: a format-1 manifest, as ckptkit wrote before format 2 (samples listed for every " +
+          "file, small ones included; indented throughout), still validates in full.",
+        expect: { exit: 0, reasons: [] },
+      }),
+    );
+  }
   return list;
 }
 

@@ -9,7 +9,7 @@
 import { readFileLimited } from "./durable.ts";
 import { z } from "./deps/zod.ts";
 import { HASH_ALGORITHMS } from "./hashing.ts";
-import { manifestDigest, type ManifestFile, type ManifestHash } from "./manifest.ts";
+import { manifestDigest, type ManifestFile, type ManifestHash, serializeWithFileLines } from "./manifest.ts";
 
 /** Suffix of the folder beside a staging folder that holds its ranks' parts. */
 export const PARTS_SUFFIX = ".parts";
@@ -78,9 +78,9 @@ export async function createPart(fields: PartFields): Promise<PartManifest> {
   return { ...body, part_digest: await manifestDigest(body) };
 }
 
-/** Serialises a part as indented JSON with a trailing newline. */
+/** Serialises a part as JSON with a trailing newline: indented, one compact file entry a line (as manifests). */
 export function serializePart(part: PartManifest): string {
-  return JSON.stringify(part, null, 2) + "\n";
+  return serializeWithFileLines(part as unknown as Record<string, unknown>);
 }
 
 /** The file name of a rank's part inside the parts folder. */

@@ -17,7 +17,7 @@ import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./fo
 import { formatCheckerFor } from "./formats/dispatch.ts";
 import { detectLayout, type LayoutFile } from "./formats/layouts.ts";
 import { inferStep, MANIFEST_NAME, parseCheckpointName } from "./layout.ts";
-import { type Manifest, type ManifestFile, parseManifest, readManifestFile } from "./manifest.ts";
+import { fileSamples, type Manifest, type ManifestFile, parseManifest, readManifestFile } from "./manifest.ts";
 import { parentOf } from "./paths.ts";
 import type { Problem } from "./problems.ts";
 import { listTree, type Tree } from "./tree.ts";
@@ -337,7 +337,7 @@ export async function inspectCheckpoint(
 /** Bytes a depth reads from a file: all of it, its recorded regions, or none. */
 function readCost(file: ManifestFile, depth: ValidationDepth): number {
   if (depth === "full" || depth === "deep") return file.size;
-  if (depth === "sample") return file.samples.reduce((sum, region) => sum + region.length, 0);
+  if (depth === "sample") return fileSamples(file).reduce((sum, region) => sum + region.length, 0);
   return 0;
 }
 
@@ -469,21 +469,27 @@ async function readManifest(
   dir: string,
   problems: Problem[],
 ): Promise<ReadManifest | undefined> {
-  const read = await readManifestFile(dir);
+  const read = await readManifestText(dir);
   if ("problem" in read) {
     problems.push(read.problem);
     return undefined;
   }
-  const { bytes, text } = read;
-  const parsed = await parseManifest(text);
+  const parsed = await parseManifest(read.text);
   problems.push(...parsed.problems);
   if (!parsed.manifest) return undefined;
   return {
     manifest: parsed.manifest,
     unsafePaths: parsed.unsafePaths,
     intact: !parsed.problems.some((p) => p.reason === "manifest_corrupt"),
-    rawDigest: createHash("sha256").update(bytes).digest("hex"),
+    rawDigest: read.rawDigest,
   };
+}
+
+/** The manifest's text and the digest of its bytes; the bytes themselves are not kept while the text is parsed. */
+async function readManifestText(dir: string): Promise<{ text: string; rawDigest: string } | { problem: Problem }> {
+  const read = await readManifestFile(dir);
+  if ("problem" in read) return read;
+  return { text: read.text, rawDigest: createHash("sha256").update(read.bytes).digest("hex") };
 }
 
 interface FileCheck {
@@ -595,7 +601,8 @@ async function checkWholeFile(
       algorithm: manifest.hash.algorithm,
       sampleBytes: 0,
       // The recorded regions, hashed in the same pass: full validation must not pass what --sample-bytes fails.
-      regions: file.samples.map(({ offset, length }) => ({ offset, length })),
+      // Left out (a small file whose one region is the whole file), the whole digest covers them.
+      regions: (file.samples ?? []).map(({ offset, length }) => ({ offset, length })),
       onProgress: options.onProgress,
       signal: options.signal,
       ...(deep && { formatPath: file.path }),
@@ -632,7 +639,8 @@ async function checkSamples(
   file: ManifestFile,
   manifest: Manifest,
 ): Promise<FileCheck> {
-  if (file.size > 0 && file.samples.length === 0) {
+  const samples = fileSamples(file);
+  if (file.size > 0 && samples.length === 0) {
     return {
       bytes: 0,
       problems: [],
@@ -642,7 +650,7 @@ async function checkSamples(
   try {
     const found = await hashRegions(
       `${dir}/${file.path}`,
-      file.samples,
+      samples,
       manifest.hash.algorithm,
     );
     return {
@@ -655,12 +663,13 @@ async function checkSamples(
 }
 
 function sampleMismatches(file: ManifestFile, found: readonly RegionDigest[], manifest: Manifest): Problem[] {
+  const recorded = fileSamples(file);
   return found.flatMap((region, i): Problem[] =>
-    region.digest === file.samples[i].digest ? [] : [{
+    region.digest === recorded[i].digest ? [] : [{
       reason: "hash_mismatch",
       path: file.path,
       detail: `sampled region at offset ${region.offset} (${region.length} bytes): ` +
-        `${manifest.hash.algorithm} is ${region.digest}, manifest says ${file.samples[i].digest}`,
+        `${manifest.hash.algorithm} is ${region.digest}, manifest says ${recorded[i].digest}`,
     }]
   );
 }

@@ -338,7 +338,7 @@ Deno.test("the writer hashes while writing (bytes, strings, streams) and commits
     voices.digest,
     "a00ce33c297681eaa7b382cade3813e150807473c9b4a3710a3ce4343b823463",
   );
-  assert.equal(voices.samples.length, 8);
+  assert.equal(voices.samples?.length, 8);
   const sampled = await validateCheckpoint(result.path, { depth: "sample" });
   assert.equal(sampled.ok, true);
   await assert.rejects(

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { createManifest, type Manifest, manifestDigest, parseManifest, serializeManifest } from "../src/manifest.ts";
+import {
+  createManifest,
+  type Manifest,
+  MANIFEST_VERSION,
+  manifestDigest,
+  parseManifest,
+  serializeManifest,
+} from "../src/manifest.ts";
 import { unsafePathReason } from "../src/paths.ts";
 
 async function sampleManifest(): Promise<Manifest> {
@@ -40,11 +47,9 @@ Deno.test("createManifest sorts files, sums sizes and round-trips through parseM
 });
 
 Deno.test("parseManifest reports a changed field as manifest_corrupt (self-digest mismatch)", async () => {
-  const text = serializeManifest(await sampleManifest()).replace(
-    '"size": 8',
-    '"size": 9',
-  )
+  const text = serializeManifest(await sampleManifest()).replace('"size":8', '"size":9')
     .replace('"total_bytes": 10', '"total_bytes": 11');
+  assert.ok(text.includes('"size":9') && text.includes('"total_bytes": 11'));
   const parsed = await parseManifest(text);
   assert.equal(parsed.manifest, undefined);
   assert.equal(parsed.problems[0].reason, "manifest_corrupt");
@@ -77,7 +82,7 @@ Deno.test("parseManifest reports broken JSON, a missing field and a wrong type a
 
 Deno.test("parseManifest reports a newer format version as manifest_unsupported", async () => {
   const raw = JSON.parse(serializeManifest(await sampleManifest()));
-  raw.format_version = 2;
+  raw.format_version = MANIFEST_VERSION + 1;
   const parsed = await parseManifest(await resign(raw));
   assert.equal(parsed.problems[0].reason, "manifest_unsupported");
 });

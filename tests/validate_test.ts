@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { commitCheckpoint } from "../src/commit.ts";
 import { CkptkitError } from "../src/errors.ts";
 import { HashPool } from "../src/hash_pool.ts";
+import type { RegionDigest } from "../src/hashing.ts";
 import { MANIFEST_NAME } from "../src/layout.ts";
 import { manifestDigest } from "../src/manifest.ts";
 import type { ProblemReason } from "../src/problems.ts";
@@ -150,7 +151,7 @@ Deno.test("a damaged manifest is manifest_corrupt and nothing in it is trusted",
   const text = await Deno.readTextFile(`${path}/${MANIFEST_NAME}`);
   await Deno.writeTextFile(
     `${path}/${MANIFEST_NAME}`,
-    text.replace('"size": 1165', '"size": 1166'),
+    text.replace('"size":1165', '"size":1166'),
   );
   const result = await validateCheckpoint(path);
   assert.ok(result.problems.length > 0);
@@ -342,8 +343,10 @@ Deno.test("full validation checks the sampled digests it reads anyway: one verdi
   await using tmp = await tempDir();
   const path = await committedFixture(tmp.path);
   await rewriteManifest(path, (raw) => {
-    const files = raw.files as { path: string; samples: { digest: string }[] }[];
+    const files = raw.files as { path: string; size: number; samples?: RegionDigest[] }[];
     const model = files.find((f) => f.path === "model.pt")!;
+    // A file within one region has no samples (format 2): its region is recorded here explicitly, and wrongly.
+    model.samples ??= [{ offset: 0, length: model.size, digest: "" }];
     model.samples[0].digest = "0".repeat(64);
   });
   const sampled = await validateCheckpoint(path, { depth: "sample" });
