@@ -13,7 +13,11 @@
  *   their string values) and runs `deno check` on it: literal types, enum
  *   values, required keys and excess property checks, panel by panel. A
  *   spoiled copy must fail the same check, so the types cannot silently
- *   decay to `any`.
+ *   decay to `any`. Panel `options` and `fieldConfig.defaults.custom` are
+ *   `Record<string, unknown>` in `Dashboard` and stay unchecked: the 13.x
+ *   per-panel types (`.../panelcfg/x/*PanelCfg_types.gen`) describe the newest
+ *   panels and reject options Grafana 10/11 still use (the table's `footer`),
+ *   which newer Grafana migrates on load.
  * - Every datasource reference is the `datasource` template variable: file and
  *   sidecar provisioning do not substitute `__inputs` (`${DS_PROMETHEUS}`
  *   would show "Datasource ${DS_PROMETHEUS} was not found").
