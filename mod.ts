@@ -206,7 +206,13 @@ export { exportSums, formatSumsLine, ManifestProblemError } from "./src/export_s
 export { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_BYTES, withHasher } from "./src/hash_pool.ts";
 export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";
-export { collectMetrics, type CollectOptions, freeBytes, type MetricsPass } from "./src/metrics/collect.ts";
+export {
+  collectMetrics,
+  type CollectOptions,
+  freeBytes,
+  lastCheckpointBytes,
+  type MetricsPass,
+} from "./src/metrics/collect.ts";
 export { writeTextfile } from "./src/metrics/textfile.ts";
 export { deleteMetrics, pushMetrics, type PushOptions, pushUrl } from "./src/metrics/pushgateway.ts";
 export { type ExporterOptions, parseListen, runExporter } from "./src/metrics/exporter.ts";

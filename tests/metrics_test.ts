@@ -38,11 +38,27 @@ Deno.test("metrics describe a root with valid, corrupt and quarantined checkpoin
   assert.deepEqual(value(text, /^checkpoint_latest_valid\{/), [0]);
   assert.ok(value(text, /^checkpoint_write_bytes_total\{/)[0] >= 4 * 2 * 4096);
   assert.ok(value(text, /^checkpoint_directory_free_bytes\{/)[0] > 0);
+  assert.deepEqual(value(text, new RegExp(`^checkpoint_last_size_bytes\\{${labels}\\}`)), [2 * 4096]);
   const age = value(text, /^checkpoint_newest_valid_age_seconds\{/)[0];
   assert.ok(age >= 0 && age < 60, String(age));
   assert.match(text, /^# TYPE checkpoint_write_bytes_total counter$/m);
   assert.match(text, /^# TYPE checkpoint_validation_failures_total counter$/m);
   assert.match(text, /^# HELP checkpoint_corrupt_detected /m);
+});
+
+Deno.test("checkpoint_last_size_bytes is the total_bytes of the newest checkpoint whose manifest is intact", async () => {
+  await using tmp = await tempDir();
+  const root = tmp.path;
+  const size = async () =>
+    value(await renderMetrics((await collectMetrics(root)).snapshot), /^checkpoint_last_size_bytes\{/);
+  assert.deepEqual(await size(), [], "no checkpoint yet: no series");
+  await writeStep(root, 10, 2);
+  const step20 = await writeStep(root, 20, 3);
+  assert.deepEqual(await size(), [3 * 4096]);
+  await flipByte(`${step20}/shard-1.bin`, 5);
+  assert.deepEqual(await size(), [3 * 4096], "a corrupt file does not change what the next save needs");
+  await flipByte(`${await writeStep(root, 30, 1)}/ckptkit.manifest.json`, 40);
+  assert.deepEqual(await size(), [3 * 4096], "a damaged manifest is not trusted: the next newest one counts");
 });
 
 Deno.test("checkpoint_corrupt_detected is capped, and the inventory still counts everything", async () => {

@@ -177,9 +177,11 @@ function vectorOperands(expr: string): string[] {
     .filter((part) => part !== "" && !/^[\d\s.*+\-/^()eE]+$/.test(part));
 }
 
-/** Metric names an expression reads (checkpoint_* and ckptkit_*). */
+/** Metric names an expression reads (checkpoint_* and ckptkit_*; label values such as "ckptkit_serve" aside). */
 function metricNames(expr: string): string[] {
-  return [...expr.matchAll(/\b(checkpoint_[a-z_]+|ckptkit_[a-z_]+)\b/g)].map((m) => m[1]);
+  return [...expr.replace(/"(?:[^"\\]|\\.)*"/g, '""').matchAll(/\b(checkpoint_[a-z_]+|ckptkit_[a-z_]+)\b/g)].map((m) =>
+    m[1]
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -307,6 +309,20 @@ async function until<T>(what: string, deadline: number, check: () => Promise<T |
   }
 }
 
+interface Alert {
+  labels: Record<string, string>;
+  state: "pending" | "firing";
+  annotations: Record<string, string>;
+}
+
+/** Prometheus's pending and firing alerts. */
+async function activeAlerts(base: string): Promise<Alert[]> {
+  const { status, body } = await get(`${base}/api/v1/alerts`);
+  const doc = JSON.parse(body);
+  assert.equal(doc.status, "success", `alerts failed (HTTP ${status}): ${body}`);
+  return doc.data.alerts;
+}
+
 interface Sample {
   metric: Record<string, string>;
   value: [number, string];
@@ -389,14 +405,28 @@ Deno.test("the Grafana dashboard is importable and every query is filtered by jo
 Deno.test("the alert rules read only ckptkit's metrics and label their alerts", async () => {
   const rules = await loadRules();
   assert.deepEqual(rules.map((rule) => rule.alert).sort(), Object.keys(EXPECTED_ALERTS).sort());
+  const config = parseYaml(await Deno.readTextFile(PROMETHEUS_YML)) as { scrape_configs: { job_name: string }[] };
+  const jobNames = config.scrape_configs.map((job) => job.job_name);
   for (const rule of rules) {
     for (const name of metricNames(rule.expr)) {
       assert.ok((METRIC_NAMES as readonly string[]).includes(name), `${rule.alert}: unknown metric ${name}`);
     }
     assert.ok(["warning", "critical"].includes(rule.labels?.severity ?? ""), `${rule.alert}: severity`);
-    assert.match(rule.annotations?.summary ?? "", /\$labels\.job_id/, `${rule.alert}: summary`);
-    assert.match(rule.annotations?.description ?? "", /\$labels\.run_id/, `${rule.alert}: description`);
+    assert.ok(rule.annotations?.summary && rule.annotations?.description, `${rule.alert}: annotations`);
     assert.ok(vectorOperands(rule.expr).length > 0, rule.alert);
+    if (rule.alert in SOURCE_ALERTS) {
+      // about a target, a textfile or every source: no job_id to name, but what to look at
+      for (const label of SOURCE_ALERTS[rule.alert]) {
+        assert.ok(rule.annotations!.summary.includes(`$labels.${label}`), `${rule.alert}: summary names ${label}`);
+      }
+      for (const [, jobs] of rule.expr.matchAll(/\bjob=~?"([^"]*)"/g)) {
+        for (const job of jobs.split("|")) assert.ok(jobNames.includes(job), `${rule.alert}: no scrape job ${job}`);
+      }
+    } else {
+      assert.match(rule.expr, /by \(job_id, run_id\b/, `${rule.alert}: one alert per job and run`);
+      assert.match(rule.annotations!.summary, /\$labels\.job_id/, `${rule.alert}: summary`);
+      assert.match(rule.annotations!.description, /\$labels\.run_id/, `${rule.alert}: description`);
+    }
   }
   assert.deepEqual(vectorOperands('time() - max by (job_id) (m{a=~"x|y"}) > 2 * 3600'), [
     'time() - max by (job_id) (m{a=~"x|y"})',
@@ -419,7 +449,7 @@ Deno.test({
     for (const config of [PROMETHEUS_YML, `${tmp.path}/prometheus.yml`]) {
       const checked = await run("promtool", ["check", "config", config]);
       assert.equal(checked.code, 0, describe("promtool check config", checked));
-      assert.match(checked.stdout, /SUCCESS: 6 rules found/);
+      assert.match(checked.stdout, new RegExp(`SUCCESS: ${Object.keys(EXPECTED_ALERTS).length} rules found`));
     }
     const rules = await run("promtool", ["check", "rules", ALERTS_YML]);
     assert.equal(rules.code, 0, describe("promtool check rules", rules));
@@ -505,6 +535,20 @@ const EXPECTED_ALERTS: Record<string, boolean | null> = {
   CheckpointLatestInvalid: true,
   CheckpointDiskSpaceLow: null,
   CheckpointValidationStale: false,
+  CheckpointDiskFullPredicted: null,
+  CheckpointExporterDown: false,
+  CheckpointTextfileStale: false,
+  CheckpointMetricsAbsent: false,
+};
+
+/**
+ * The alerts about the metrics' sources rather than one job's checkpoints,
+ * each with the labels its summary names.
+ */
+const SOURCE_ALERTS: Record<string, string[]> = {
+  CheckpointExporterDown: ["job", "instance"],
+  CheckpointTextfileStale: ["file", "instance"],
+  CheckpointMetricsAbsent: [],
 };
 
 Deno.test({
@@ -722,7 +766,8 @@ Deno.test({
       for (const rule of await loadRules()) {
         const firing = await query(prom, rule.expr);
         for (const operand of vectorOperands(rule.expr)) {
-          const samples = await query(prom, operand);
+          // absent_over_time(x[w]) is empty exactly when x has data: ask for that data instead
+          const samples = await query(prom, operand.replace(/^absent_over_time\(/, "present_over_time("));
           assert.ok(samples.length > 0, `${rule.alert}: no data for ${operand}`);
         }
         const expected = EXPECTED_ALERTS[rule.alert];
@@ -748,12 +793,7 @@ Deno.test({
       assert.deepEqual(loaded.map((r: { name: string }) => r.name).sort(), Object.keys(EXPECTED_ALERTS).sort());
       for (const rule of loaded) assert.notEqual(rule.health, "err", `${rule.name}: ${rule.lastError}`);
       const alert = await until("CheckpointCorruptDetected in /api/v1/alerts", deadline, async () => {
-        const alerts = JSON.parse((await get(`${prom}/api/v1/alerts`)).body).data.alerts as {
-          labels: Record<string, string>;
-          state: string;
-          annotations: Record<string, string>;
-        }[];
-        return alerts.find((a) => a.labels.alertname === "CheckpointCorruptDetected");
+        return (await activeAlerts(prom)).find((a) => a.labels.alertname === "CheckpointCorruptDetected");
       });
       assert.ok(["pending", "firing"].includes(alert.state), alert.state);
       assert.equal(alert.labels.job_id, JOB);
@@ -769,6 +809,192 @@ Deno.test({
       console.log(
         `servers ready in ${((readyAt - started) / 1000).toFixed(1)} s, data in Prometheus after ` +
           `${((dataAt - readyAt) / 1000).toFixed(1)} s, all checks in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+    } catch (err) {
+      for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);
+      throw err;
+    } finally {
+      for (const server of servers.reverse()) await stopServer(server);
+    }
+  },
+});
+
+/**
+ * examples/alerts.yml for a test on 1 s intervals: every `for` cut to 1 s and
+ * the window of absent_over_time to 5 s; the expressions are otherwise
+ * unchanged.
+ */
+async function quickRules(): Promise<string> {
+  const doc = parseYaml(await Deno.readTextFile(ALERTS_YML)) as { groups: { rules: Rule[] }[] };
+  for (const rule of doc.groups.flatMap((group) => group.rules)) {
+    if (rule.for) rule.for = "1s";
+    rule.expr = rule.expr.replace(/\babsent_over_time\((\w+)\[\w+\]\)/g, "absent_over_time($1[5s])");
+  }
+  assert.match(stringifyYaml(doc), /absent_over_time\(\w+\[5s\]\)/);
+  return stringifyYaml(doc);
+}
+
+Deno.test({
+  name: "a dead exporter alerts: ckptkit serve killed, the textfile no longer rewritten, then no series at all",
+  ignore: skipServers,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    assertTools(["prometheus", "prometheus-node-exporter"]);
+    const started = Date.now();
+    const deadline = started + 5 * 60_000; // a backstop against hanging, not a timing requirement
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    const textDir = `${tmp.path}/textfile`;
+    const textfile = `${textDir}/ckptkit.prom`;
+    const logs = `${tmp.path}/logs`;
+    await Deno.mkdir(textDir);
+    await Deno.mkdir(logs);
+    for (const [step, files] of [[10, 2], [20, 3]]) {
+      const written = await runCli([
+        "write",
+        "--root",
+        root,
+        "--job-id",
+        "demo",
+        "--run-id",
+        "run-1",
+        "--step",
+        String(step),
+        "--files",
+        String(files),
+        "--file-size",
+        "4KiB",
+        "--log-level",
+        "warn",
+      ]);
+      assert.equal(written.code, 0, written.stderr);
+    }
+    const newestBytes = JSON.parse(await Deno.readTextFile(`${root}/step-20/ckptkit.manifest.json`)).total_bytes;
+    assert.ok(newestBytes > 3 * 4096, String(newestBytes)); // three 4 KiB shards and the write command's extras
+
+    // the example config without the Pushgateway: serve and node_exporter are the only sources
+    const [nodePort, servePort, promPort] = freePorts(3);
+    const prom = `http://127.0.0.1:${promPort}`;
+    const config = parseYaml(await Deno.readTextFile(PROMETHEUS_YML)) as {
+      global: Record<string, string>;
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    const ports: Record<string, number> = { "127.0.0.1:9100": nodePort, "127.0.0.1:9478": servePort };
+    config.global = { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" };
+    config.scrape_configs = config.scrape_configs.filter((job) =>
+      job.static_configs.every((group) => group.targets.every((target) => target in ports))
+    );
+    for (const job of config.scrape_configs) {
+      for (const group of job.static_configs) group.targets = group.targets.map((t) => `127.0.0.1:${ports[t]}`);
+    }
+    const jobOf = (port: number) =>
+      config.scrape_configs.find((job) => job.static_configs.some((g) => g.targets.includes(`127.0.0.1:${port}`)))!
+        .job_name;
+    const [nodeJob, serveJob] = [jobOf(nodePort), jobOf(servePort)];
+    await Deno.writeTextFile(`${tmp.path}/prometheus.yml`, stringifyYaml(config));
+    await Deno.writeTextFile(`${tmp.path}/alerts.yml`, await quickRules());
+
+    const servers: Server[] = [];
+    try {
+      const nodeExporter = await startServer(
+        "node_exporter",
+        serverCommand("prometheus-node-exporter", [
+          `--web.listen-address=127.0.0.1:${nodePort}`,
+          "--collector.disable-defaults",
+          "--collector.textfile",
+          `--collector.textfile.directory=${textDir}`,
+        ]),
+        logs,
+      );
+      servers.push(nodeExporter);
+      const serve = await startServer(
+        "ckptkit_serve",
+        cliCommand(["serve", root, "--listen", `127.0.0.1:${servePort}`, "--interval", "2s", "--log-level", "warn"]),
+        logs,
+      );
+      servers.push(serve);
+      servers.push(
+        await startServer(
+          "prometheus",
+          serverCommand("prometheus", [
+            `--config.file=${tmp.path}/prometheus.yml`,
+            `--storage.tsdb.path=${tmp.path}/tsdb`,
+            `--web.listen-address=127.0.0.1:${promPort}`,
+          ]),
+          logs,
+        ),
+      );
+      const emitted = await runCli(["emit-metrics", root, "--textfile", textfile, "--log-level", "error"]);
+      assert.equal(emitted.code, 0, describe("emit-metrics", emitted));
+
+      // healthy: both sources scraped, the new gauge arrives through both, no source alert
+      await until("checkpoint_last_size_bytes from serve and node_exporter", deadline, async () => {
+        const exited = servers.find((s) => s.exitCode !== null);
+        if (exited) throw new Fatal(`${exited.name} exited with ${exited.exitCode}`);
+        const sizes = await query(prom, "checkpoint_last_size_bytes");
+        const jobs = sizes.map((sample) => sample.metric.job).sort();
+        if (JSON.stringify(jobs) !== JSON.stringify([nodeJob, serveJob].sort())) return undefined;
+        for (const sample of sizes) {
+          assert.equal(Number(sample.value[1]), newestBytes, JSON.stringify(sample));
+          assert.deepEqual([sample.metric.job_id, sample.metric.run_id], ["demo", "run-1"]);
+        }
+        return true;
+      });
+      const sourceAlerts = async () =>
+        (await activeAlerts(prom)).filter((alert) => alert.labels.alertname in SOURCE_ALERTS);
+      // (before the first scrape CheckpointMetricsAbsent may have fired: wait for it to resolve)
+      await until("no source alert while both sources are healthy", deadline, async () => {
+        const active = await sourceAlerts();
+        if (active.some((a) => a.labels.alertname !== "CheckpointMetricsAbsent")) {
+          throw new Fatal(`source alert while healthy: ${JSON.stringify(active)}`);
+        }
+        return active.length === 0 ? true : undefined;
+      });
+      const healthyAt = Date.now();
+
+      // kill serve (the process this test started): only `up` is left of it
+      serve.child.kill("SIGKILL");
+      await serve.child.status;
+      const firing = (name: string, match: (alert: Alert) => boolean = () => true) => async () =>
+        (await activeAlerts(prom)).find((a) => a.labels.alertname === name && a.state === "firing" && match(a));
+      const down = await until("CheckpointExporterDown for ckptkit serve", deadline, firing("CheckpointExporterDown"));
+      assert.deepEqual(down.labels, {
+        alertname: "CheckpointExporterDown",
+        severity: "warning",
+        job: serveJob,
+        instance: `127.0.0.1:${servePort}`,
+      });
+      assert.match(down.annotations.summary, new RegExp(`^Prometheus cannot scrape ${serveJob} target `));
+      const downAt = Date.now();
+      const stillActive = (await sourceAlerts()).map((a) => `${a.labels.alertname} ${a.labels.job ?? ""}`);
+      assert.deepEqual(stillActive, [`CheckpointExporterDown ${serveJob}`], "node_exporter still serves the textfile");
+
+      // the textfile stops being rewritten: backdate it two hours
+      const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+      await Deno.utime(textfile, twoHoursAgo, twoHoursAgo);
+      const stale = await until("CheckpointTextfileStale", deadline, firing("CheckpointTextfileStale"));
+      assert.match(stale.labels.file, /(^|\/)ckptkit\.prom$/);
+      assert.equal(stale.labels.instance, `127.0.0.1:${nodePort}`);
+      const staleAt = Date.now();
+
+      // the textfile goes too: no ckptkit series at all
+      await Deno.remove(textfile);
+      const absent = await until("CheckpointMetricsAbsent", deadline, firing("CheckpointMetricsAbsent"));
+      assert.deepEqual(absent.labels, { alertname: "CheckpointMetricsAbsent", severity: "warning" });
+      assert.ok(
+        !(await activeAlerts(prom)).some((a) =>
+          a.labels.alertname === "CheckpointExporterDown" && a.labels.job === nodeJob
+        ),
+        "node_exporter itself is up",
+      );
+      const s = (from: number, to: number) => `${((to - from) / 1000).toFixed(1)} s`;
+      console.log(
+        `healthy after ${s(started, healthyAt)}; after the kill CheckpointExporterDown fired in ${
+          s(healthyAt, downAt)
+        }, ` +
+          `CheckpointTextfileStale ${s(downAt, staleAt)} after the backdating, CheckpointMetricsAbsent ` +
+          `${s(staleAt, Date.now())} after the removal (1 s scrapes, for: 1s, absent window 5 s)`,
       );
     } catch (err) {
       for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);

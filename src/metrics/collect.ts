@@ -8,6 +8,7 @@
 
 import { statfs } from "node:fs/promises";
 import { CORRUPT_DIR } from "../layout.ts";
+import { readManifestFile } from "../manifest.ts";
 import { type ScanOptions, type ScanResult, scanRoot } from "../scan.ts";
 import { readState } from "../state.ts";
 import { buildSnapshot, type MetricsSnapshot } from "./snapshot.ts";
@@ -51,7 +52,7 @@ export async function collectMetrics(root: string, options: CollectOptions = {})
 /**
  * The metrics snapshot of a finished scan (one process's, or shards' merged):
  * adds what the scan does not carry, read now from the root: its state, its
- * quarantined checkpoints and free space.
+ * quarantined checkpoints, free space and the newest checkpoint's size.
  *
  * Requires `--allow-read` and `--allow-sys` (free space).
  */
@@ -64,6 +65,7 @@ export async function snapshotOfScan(
     state,
     quarantined: await quarantinedNames(scan.root),
     freeBytes: await freeBytes(scan.root),
+    lastSizeBytes: await lastCheckpointBytes(scan),
     now: new Date(),
     jobId: labels.jobId,
     runId: labels.runId,
@@ -88,6 +90,42 @@ export async function freeBytes(path: string): Promise<number | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * `total_bytes` of the newest checkpoint of `scan` whose manifest was intact
+ * (valid or not: its size is what the next save needs, about), or null when
+ * there is none. The manifest is read again and used only while its digest
+ * is still the one the scan checked.
+ *
+ * Requires `--allow-read`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { lastCheckpointBytes } from "./collect.ts";
+ * import { scanRoot } from "../scan.ts";
+ * const root = await Deno.makeTempDir();
+ * assert.equal(await lastCheckpointBytes(await scanRoot(root, { record: false })), null);
+ * await Deno.remove(root, { recursive: true });
+ * ```
+ */
+export async function lastCheckpointBytes(scan: ScanResult): Promise<number | null> {
+  for (const checkpoint of scan.checkpoints) {
+    if (checkpoint.manifest_digest === null) continue;
+    const read = await readManifestFile(checkpoint.path);
+    if ("problem" in read) continue;
+    try {
+      const manifest = JSON.parse(read.text);
+      const total = manifest?.total_bytes;
+      if (manifest?.manifest_digest === checkpoint.manifest_digest && Number.isSafeInteger(total) && total >= 0) {
+        return total;
+      }
+    } catch {
+      // replaced since the scan: try the next one
+    }
+  }
+  return null;
 }
 
 async function quarantinedNames(root: string): Promise<string[]> {

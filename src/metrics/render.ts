@@ -20,6 +20,7 @@ export const METRIC_NAMES = [
   "checkpoint_corrupt_detected",
   "checkpoint_resume_selected_step",
   "checkpoint_directory_free_bytes",
+  "checkpoint_last_size_bytes",
   "checkpoint_inventory",
   "checkpoint_newest_valid_age_seconds",
   "checkpoint_latest_valid",
@@ -91,6 +92,12 @@ export async function renderMetrics(snapshot: MetricsSnapshot): Promise<string> 
   if (snapshot.free_bytes !== null) {
     gauge("checkpoint_directory_free_bytes", "Free bytes of the checkpoint root's file system (statfs, unprivileged).")
       .set(labels, snapshot.free_bytes);
+  }
+  if (snapshot.last_size_bytes !== null) {
+    gauge(
+      "checkpoint_last_size_bytes",
+      "Bytes of the newest checkpoint (total_bytes of its manifest): about what the next save needs.",
+    ).set(labels, snapshot.last_size_bytes);
   }
   const count = gauge("checkpoint_inventory", "Checkpoints in the root by status.", [...base, "status"]);
   for (const [status, value] of Object.entries(snapshot.counts)) count.set({ ...labels, status }, value);

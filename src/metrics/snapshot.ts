@@ -36,6 +36,8 @@ export interface MetricsSnapshot {
   resume_selected_step: number | null;
   /** Free bytes of the root's file system for unprivileged users, or null when unknown. */
   free_bytes: number | null;
+  /** `total_bytes` of the newest checkpoint's manifest (about what the next save needs), or null when none. */
+  last_size_bytes: number | null;
   /** Checkpoints by status. */
   counts: { valid: number; invalid: number; quarantined: number; stale_staging: number };
   /** Seconds since the newest valid checkpoint was committed. */
@@ -54,6 +56,8 @@ export interface SnapshotInput {
   quarantined: string[];
   /** Free bytes, or null. */
   freeBytes: number | null;
+  /** `total_bytes` of the newest checkpoint with an intact manifest (default null: unknown). */
+  lastSizeBytes?: number | null;
   /** The time of the snapshot. */
   now: Date;
   /** Overrides of the job and run labels. */
@@ -117,6 +121,7 @@ export function buildSnapshot(scan: ScanResult, input: SnapshotInput): MetricsSn
     corrupt,
     resume_selected_step: decision.chosen?.step ?? null,
     free_bytes: input.freeBytes,
+    last_size_bytes: input.lastSizeBytes ?? null,
     counts: {
       valid: valid.length,
       invalid: invalid.length,
