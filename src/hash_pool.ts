@@ -9,6 +9,7 @@
  * @module
  */
 
+import { mapConcurrent } from "./concurrency.ts";
 import { CkptkitError, type ErrorReason } from "./errors.ts";
 import {
   type FileDigest,
@@ -16,29 +17,39 @@ import {
   hashFile,
   type HashFileOptions,
   hashRegions,
+  hashSmallFiles,
   type Region,
   type RegionDigest,
+  SMALL_FILE_BYTES,
+  type SmallFileJob,
+  type SmallFileOptions,
+  type SmallFileResult,
 } from "./hashing.ts";
 
 /** A message to a worker. */
 export type WorkerRequest =
   | { id: number; kind: "file"; path: string; options: Omit<HashFileOptions, "onProgress" | "signal"> }
-  | { id: number; kind: "regions"; path: string; regions: Region[]; algorithm: HashAlgorithm };
+  | { id: number; kind: "regions"; path: string; regions: Region[]; algorithm: HashAlgorithm }
+  | { id: number; kind: "batch"; jobs: SmallFileJob[]; options: SmallFileOptions };
+
+/** An error as it crosses from a worker: rebuilt with its type on the main thread. */
+export interface WorkerError {
+  kind: "CkptkitError" | "NotFound" | "PermissionDenied" | "Error";
+  message: string;
+  reason?: string;
+  path?: string;
+}
+
+/** One file of a batch as a worker replies: its digests, or its error. */
+export type BatchReplyItem = { file: FileDigest } | { error: WorkerError };
 
 /** A message from a worker. */
 export type WorkerReply =
   | { id: number; progress: number }
   | { id: number; file: FileDigest }
   | { id: number; regions: RegionDigest[] }
-  | {
-    id: number;
-    error: {
-      kind: "CkptkitError" | "NotFound" | "PermissionDenied" | "Error";
-      message: string;
-      reason?: string;
-      path?: string;
-    };
-  };
+  | { id: number; batch: BatchReplyItem[] }
+  | { id: number; error: WorkerError };
 
 /** What hashes files: the pool, or the main thread. */
 export interface FileHasher {
@@ -46,13 +57,28 @@ export interface FileHasher {
   hashFile(path: string, options: HashFileOptions): Promise<FileDigest>;
   /** Hashes the given regions of a file. */
   hashRegions(path: string, regions: readonly Region[], algorithm: HashAlgorithm): Promise<RegionDigest[]>;
+  /**
+   * Hashes a batch of small files with blocking calls (see `hashSmallFiles`); one result per job, in order, each
+   * the digests or the typed error. Optional: {@linkcode hashAll} hashes file by file without it.
+   */
+  hashBatch?(jobs: readonly SmallFileJob[], options: SmallFileOptions): Promise<SmallFileResult[]>;
 }
 
 /** Hashing on the calling thread. */
-export const mainThreadHasher: FileHasher = { hashFile, hashRegions };
+export const mainThreadHasher: FileHasher = {
+  hashFile,
+  hashRegions,
+  hashBatch: (jobs, options) => hashSmallFiles(jobs, options),
+};
 
-/** Below this many bytes to hash, starting workers costs more than it saves. */
+/** Below this many bytes to hash, starting workers costs more than it saves... */
 export const POOL_MIN_BYTES = 64 * 1024 * 1024;
+/** ...unless there are at least this many files: then the per-file system calls are worth spreading over cores. */
+export const POOL_MIN_FILES = 4096;
+/** Most files in one batch: enough to make a worker message's cost vanish, few enough to balance the workers. */
+export const BATCH_FILES = 256;
+/** Most bytes in one batch. */
+export const BATCH_BYTES = 8 * 1024 * 1024;
 
 interface Pending {
   request: WorkerRequest;
@@ -109,6 +135,14 @@ export class HashPool implements FileHasher, Disposable {
   async hashRegions(path: string, regions: readonly Region[], algorithm: HashAlgorithm): Promise<RegionDigest[]> {
     const reply = await this.#submit({ id: this.#nextId++, kind: "regions", path, regions: [...regions], algorithm });
     return (reply as { regions: RegionDigest[] }).regions;
+  }
+
+  /** Hashes a batch of small files in one worker, with one message each way. */
+  async hashBatch(jobs: readonly SmallFileJob[], options: SmallFileOptions): Promise<SmallFileResult[]> {
+    const reply = await this.#submit({ id: this.#nextId++, kind: "batch", jobs: [...jobs], options });
+    return (reply as { batch: BatchReplyItem[] }).batch.map((item) =>
+      "error" in item ? { error: rehydrate(item.error) } : item
+    );
   }
 
   /** Stops every worker; pending tasks fail. */
@@ -176,7 +210,23 @@ export class HashPool implements FileHasher, Disposable {
   }
 }
 
-function rehydrate(error: Extract<WorkerReply, { error: unknown }>["error"]): Error {
+/** An error as it crosses to the main thread (see {@linkcode WorkerError}). */
+export function serializeError(err: unknown): WorkerError {
+  return {
+    kind: err instanceof CkptkitError
+      ? "CkptkitError"
+      : err instanceof Deno.errors.NotFound
+      ? "NotFound"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "PermissionDenied"
+      : "Error",
+    message: err instanceof Error ? err.message : String(err),
+    reason: err instanceof CkptkitError ? err.reason : undefined,
+    path: err instanceof CkptkitError ? err.path : undefined,
+  };
+}
+
+function rehydrate(error: WorkerError): Error {
   switch (error.kind) {
     case "CkptkitError":
       return new CkptkitError(error.reason as ErrorReason, error.message, { path: error.path });
@@ -207,7 +257,94 @@ export async function withHasher<T>(
   fn: (hasher: FileHasher) => Promise<T>,
 ): Promise<T> {
   if (work.hasher) return await fn(work.hasher);
-  if (work.files < 2 || work.concurrency < 2 || work.bytes < POOL_MIN_BYTES) return await fn(mainThreadHasher);
+  if (work.files < 2 || work.concurrency < 2 || (work.bytes < POOL_MIN_BYTES && work.files < POOL_MIN_FILES)) {
+    return await fn(mainThreadHasher);
+  }
   using pool = new HashPool(Math.min(work.concurrency, work.files));
   return await fn(pool);
+}
+
+/** One file for {@linkcode hashAll}. */
+export interface HashJob {
+  /** Absolute path. */
+  path: string;
+  /** The size expected (listing or manifest): it chooses batch or stream, and another size is not read in a batch. */
+  size: number;
+  /** The regions to digest instead of those `sampleBytes` picks. */
+  regions?: readonly Region[];
+  /** Relative path choosing a format checker (deep validation). */
+  formatPath?: string;
+}
+
+/** Options for {@linkcode hashAll}. */
+export interface HashAllOptions extends SmallFileOptions {
+  /** Files (or batches) in flight at once. */
+  concurrency: number;
+  /** Called with the number of bytes read: per chunk for big files, per batch for small ones. */
+  onProgress?: (bytes: number) => void;
+  /** Stops starting files (and big files mid-read) when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Hashes many files with `hasher`: files above `SMALL_FILE_BYTES` one by one in streaming reads, in the order
+ * given (callers pass the largest first), then the small ones in batches of up to {@linkcode BATCH_FILES}, each
+ * batch one worker message whose files are opened, read and closed with blocking calls. Returns one result per
+ * job, in order: the digests or the error hashing threw (never thrown). A `FileDigest` whose size is not the
+ * job's and whose digest is empty was not read (a batch reads nothing of a file whose size changed).
+ */
+export async function hashAll(
+  hasher: FileHasher,
+  jobs: readonly HashJob[],
+  options: HashAllOptions,
+): Promise<SmallFileResult[]> {
+  const results: SmallFileResult[] = new Array(jobs.length);
+  const { concurrency, onProgress, signal, ...batchOptions } = options;
+  // A task is one big file's index, or the [start, end) of a run of small files' indexes.
+  const tasks: (number | [number, number])[] = [];
+  const small: number[] = [];
+  for (let i = 0; i < jobs.length; i++) {
+    if (jobs[i].size > SMALL_FILE_BYTES || !hasher.hashBatch) tasks.push(i);
+    else small.push(i);
+  }
+  for (let start = 0; start < small.length;) {
+    let end = start;
+    let bytes = 0;
+    while (end < small.length && end - start < BATCH_FILES && (end === start || bytes < BATCH_BYTES)) {
+      bytes += jobs[small[end]].size;
+      end++;
+    }
+    tasks.push([start, end]);
+    start = end;
+  }
+  await mapConcurrent(tasks, concurrency, async (task) => {
+    signal?.throwIfAborted();
+    if (typeof task === "number") {
+      const job = jobs[task];
+      try {
+        results[task] = {
+          file: await hasher.hashFile(job.path, {
+            ...batchOptions,
+            expectedSize: job.size,
+            ...(job.regions && { regions: job.regions }),
+            ...(job.formatPath !== undefined && { formatPath: job.formatPath }),
+            onProgress,
+            signal,
+          }),
+        };
+      } catch (err) {
+        results[task] = { error: err };
+      }
+      return;
+    }
+    const indexes = small.slice(task[0], task[1]);
+    const batch = await hasher.hashBatch!(indexes.map((i) => jobs[i]), batchOptions);
+    let bytes = 0;
+    batch.forEach((result, k) => {
+      results[indexes[k]] = result;
+      if ("file" in result && result.file.digest) bytes += result.file.size;
+    });
+    if (bytes > 0) onProgress?.(bytes);
+  });
+  return results;
 }
