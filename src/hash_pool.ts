@@ -106,10 +106,11 @@ interface Pending {
  */
 export class HashPool implements FileHasher, Disposable {
   readonly #size: number;
-  readonly #idle: Worker[] = [];
-  readonly #busy = new Map<Worker, Pending>();
+  /** Every live worker with the number of requests it holds. */
+  readonly #load = new Map<Worker, number>();
+  /** Requests sent, by id, with the worker holding each. */
+  readonly #sent = new Map<number, Pending & { worker: Worker }>();
   readonly #queue: Pending[] = [];
-  #started = 0;
   #nextId = 1;
   #closed = false;
 
@@ -148,12 +149,12 @@ export class HashPool implements FileHasher, Disposable {
   /** Stops every worker; pending tasks fail. */
   close(): void {
     this.#closed = true;
-    for (const worker of [...this.#idle, ...this.#busy.keys()]) worker.terminate();
-    for (const pending of [...this.#busy.values(), ...this.#queue]) {
+    for (const worker of this.#load.keys()) worker.terminate();
+    for (const pending of [...this.#sent.values(), ...this.#queue]) {
       pending.reject(new CkptkitError("io_error", "The hash pool was closed"));
     }
-    this.#idle.length = 0;
-    this.#busy.clear();
+    this.#load.clear();
+    this.#sent.clear();
     this.#queue.length = 0;
   }
 
@@ -170,40 +171,54 @@ export class HashPool implements FileHasher, Disposable {
     });
   }
 
+  /**
+   * Sends queued requests: a file to an idle worker, a batch also to a worker holding one request, so that the
+   * next batch is already there when it replies (a batch takes about as long as the round trip to the main thread,
+   * which would otherwise leave the worker idle between batches).
+   */
   #dispatch(): void {
     while (this.#queue.length > 0) {
-      const worker = this.#idle.pop() ?? (this.#started < this.#size ? this.#spawn() : undefined);
+      const depth = this.#queue[0].request.kind === "batch" ? 2 : 1;
+      let worker: Worker | undefined;
+      let least = depth;
+      for (const [candidate, load] of this.#load) {
+        if (load < least) [worker, least] = [candidate, load];
+      }
+      if (least > 0 && this.#load.size < this.#size) worker = this.#spawn();
       if (!worker) return;
       const pending = this.#queue.shift()!;
-      this.#busy.set(worker, pending);
+      this.#load.set(worker, this.#load.get(worker)! + 1);
+      this.#sent.set(pending.request.id, { ...pending, worker });
       worker.postMessage(pending.request);
     }
   }
 
   #spawn(): Worker {
-    this.#started++;
     const worker = new Worker(new URL("./hash_worker.ts", import.meta.url), { type: "module" });
+    this.#load.set(worker, 0);
     worker.onmessage = (event: MessageEvent<WorkerReply>) => {
-      const pending = this.#busy.get(worker);
-      if (!pending) return;
       const reply = event.data;
+      const pending = this.#sent.get(reply.id);
+      if (!pending) return;
       if ("progress" in reply) {
         pending.onProgress?.(reply.progress);
         return;
       }
-      this.#busy.delete(worker);
-      this.#idle.push(worker);
+      this.#sent.delete(reply.id);
+      this.#load.set(worker, this.#load.get(worker)! - 1);
       if ("error" in reply) pending.reject(rehydrate(reply.error));
       else pending.resolve(reply);
       this.#dispatch();
     };
     worker.onerror = (event) => {
       event.preventDefault();
-      const pending = this.#busy.get(worker);
-      this.#busy.delete(worker);
-      this.#started--;
+      this.#load.delete(worker);
       worker.terminate();
-      pending?.reject(new CkptkitError("io_error", `A hashing worker failed: ${event.message}`));
+      for (const [id, pending] of this.#sent) {
+        if (pending.worker !== worker) continue;
+        this.#sent.delete(id);
+        pending.reject(new CkptkitError("io_error", `A hashing worker failed: ${event.message}`));
+      }
       this.#dispatch();
     };
     return worker;
@@ -317,7 +332,8 @@ export async function hashAll(
     tasks.push([start, end]);
     start = end;
   }
-  await mapConcurrent(tasks, concurrency, async (task) => {
+  // Twice the files in flight: the pool keeps a second batch waiting at each worker.
+  await mapConcurrent(tasks, small.length > 0 ? 2 * concurrency : concurrency, async (task) => {
     signal?.throwIfAborted();
     if (typeof task === "number") {
       const job = jobs[task];

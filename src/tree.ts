@@ -119,7 +119,8 @@ export async function listTree(
     const absolute = relative ? `${dir}/${relative}` : dir;
     let entries: Deno.DirEntry[];
     try {
-      entries = await Array.fromAsync(Deno.readDir(absolute));
+      // Blocking: one call per folder, where the async iterator is a round trip per batch of entries.
+      entries = [...Deno.readDirSync(absolute)];
     } catch (err) {
       if (err instanceof Deno.errors.NotFound && relative.includes("\uFFFD")) {
         tree.oddities.push({ path: relative, kind: "undecodable" });

@@ -261,8 +261,8 @@ export async function inspectCheckpoint(
   result.created_at = manifest.manifest.created_at;
   result.write_duration_s = manifest.manifest.write_duration_s;
 
-  // Types from the folder entries, no lstat per file: reading finds each file's size (fstat of the open file), and
-  // the metadata-only depths stat the manifest's files, once each, below.
+  // Types from the folder entries, no lstat per file listed: the manifest's files are stat'ed once each below, the
+  // others are unexpected whatever their size.
   const tree = await listTree(path, {
     skipTopLevel: (name) => name === MANIFEST_NAME,
     fileStats: false,
@@ -273,7 +273,6 @@ export async function inspectCheckpoint(
   const listed = new Set<string>();
   const safe: { file: ManifestFile; readable: boolean }[] = [];
   const manifestFiles = new Map<string, ManifestFile>();
-  const statSizes = depth === "fast" || depth === "sample";
   manifest.manifest.files.forEach((file, index) => {
     if (manifest.unsafePaths.has(index)) return;
     listed.add(file.path);
@@ -292,7 +291,7 @@ export async function inspectCheckpoint(
       return;
     }
     let size = found.size;
-    if (size < 0 && statSizes) {
+    if (size < 0) {
       // A blocking lstat: the call costs a microsecond, an awaited one a round trip to another thread.
       try {
         size = Deno.lstatSync(`${path}/${file.path}`).size;
@@ -306,8 +305,9 @@ export async function inspectCheckpoint(
         return;
       }
     }
-    // Not stat'ed (full, deep): reading compares the size of the open file, and reads nothing when it differs.
-    if (size >= 0 && size !== file.size) {
+    // Sizes are judged here, before any read: sharded validation leaves them to shard 0, which reads no file of
+    // another shard. Reading checks the size of the open file again, and reads nothing when it differs.
+    if (size !== file.size) {
       safe.push({ file, readable: false });
       result.problems.push({
         reason: "size_mismatch",
