@@ -56,6 +56,12 @@ export interface ValidateOptions {
    * default a pool of `concurrency` workers when there is enough to hash.
    */
   hasher?: FileHasher;
+  /**
+   * Stat every file the manifest lists before any is read, so that the inspection reports every size mismatch
+   * (sharded validation: shard 0 reports them, whoever reads the file). Default: only at `fast` and `sample`
+   * depth; `full` and `deep` learn each size from the read itself, without a system call more per file.
+   */
+  sizesBeforeReading?: boolean;
 }
 
 /** The result of validating one checkpoint; also its `--json` document. */
@@ -261,8 +267,8 @@ export async function inspectCheckpoint(
   result.created_at = manifest.manifest.created_at;
   result.write_duration_s = manifest.manifest.write_duration_s;
 
-  // Types from the folder entries, no lstat per file listed: the manifest's files are stat'ed once each below, the
-  // others are unexpected whatever their size.
+  // Types from the folder entries, no lstat per file listed: the manifest's files are stat'ed once each below
+  // (full and deep read their sizes instead), the others are unexpected whatever their size.
   const tree = await listTree(path, {
     skipTopLevel: (name) => name === MANIFEST_NAME,
     fileStats: false,
@@ -273,6 +279,7 @@ export async function inspectCheckpoint(
   const listed = new Set<string>();
   const safe: { file: ManifestFile; readable: boolean }[] = [];
   const manifestFiles = new Map<string, ManifestFile>();
+  const statSizes = options.sizesBeforeReading ?? (depth === "fast" || depth === "sample");
   manifest.manifest.files.forEach((file, index) => {
     if (manifest.unsafePaths.has(index)) return;
     listed.add(file.path);
@@ -291,7 +298,7 @@ export async function inspectCheckpoint(
       return;
     }
     let size = found.size;
-    if (size < 0) {
+    if (size < 0 && statSizes) {
       // A blocking lstat: the call costs a microsecond, an awaited one a round trip to another thread.
       try {
         size = Deno.lstatSync(`${path}/${file.path}`).size;
@@ -305,9 +312,8 @@ export async function inspectCheckpoint(
         return;
       }
     }
-    // Sizes are judged here, before any read: sharded validation leaves them to shard 0, which reads no file of
-    // another shard. Reading checks the size of the open file again, and reads nothing when it differs.
-    if (size !== file.size) {
+    // Not stat'ed (full, deep): the read finds the size, and hashes nothing when it differs.
+    if (size >= 0 && size !== file.size) {
       safe.push({ file, readable: false });
       result.problems.push({
         reason: "size_mismatch",
