@@ -305,15 +305,16 @@ export interface HashAllOptions extends SmallFileOptions {
  * Hashes many files with `hasher`: files above `SMALL_FILE_BYTES` one by one in streaming reads, in the order
  * given (callers pass the largest first), then the small ones in batches of up to {@linkcode BATCH_FILES}, each
  * batch one worker message whose files are opened, read and closed with blocking calls. Returns one result per
- * job, in order: the digests or the error hashing threw (never thrown). A `FileDigest` whose size is not the
- * job's and whose digest is empty was not read (a batch reads nothing of a file whose size changed).
+ * job to `onResult` with the job's index, as each file or batch is done (so that 100,000 digests are not held
+ * until the last): the digests or the error hashing threw (never thrown). A `FileDigest` whose size is not the
+ * job's and whose digest is empty was not read.
  */
 export async function hashAll(
   hasher: FileHasher,
   jobs: readonly HashJob[],
   options: HashAllOptions,
-): Promise<SmallFileResult[]> {
-  const results: SmallFileResult[] = new Array(jobs.length);
+  onResult: (index: number, result: SmallFileResult) => void,
+): Promise<void> {
   const { concurrency, onProgress, signal, ...batchOptions } = options;
   // A task is one big file's index, or the [start, end) of a run of small files' indexes.
   const tasks: (number | [number, number])[] = [];
@@ -337,8 +338,9 @@ export async function hashAll(
     signal?.throwIfAborted();
     if (typeof task === "number") {
       const job = jobs[task];
+      let result: SmallFileResult;
       try {
-        results[task] = {
+        result = {
           file: await hasher.hashFile(job.path, {
             ...batchOptions,
             expectedSize: job.size,
@@ -349,18 +351,18 @@ export async function hashAll(
           }),
         };
       } catch (err) {
-        results[task] = { error: err };
+        result = { error: err };
       }
+      onResult(task, result);
       return;
     }
     const indexes = small.slice(task[0], task[1]);
     const batch = await hasher.hashBatch!(indexes.map((i) => jobs[i]), batchOptions);
     let bytes = 0;
     batch.forEach((result, k) => {
-      results[indexes[k]] = result;
       if ("file" in result && result.file.digest) bytes += result.file.size;
+      onResult(indexes[k], result);
     });
     if (bytes > 0) onProgress?.(bytes);
   });
-  return results;
 }

@@ -396,7 +396,7 @@ export async function readCheckpointFiles(
   await withHasher(
     { files: batched.length, bytes, concurrency, hasher: reads || depth === "sample" ? options.hasher : undefined },
     async (hasher) => {
-      const results = await hashAll(
+      await hashAll(
         hasher,
         batched.map((i) => {
           const file = inspection.manifestFiles.get(toRead[i].path)!;
@@ -404,7 +404,7 @@ export async function readCheckpointFiles(
             path: `${path}/${file.path}`,
             size: file.size,
             // The recorded regions, hashed in the same pass: full validation must not pass what sample fails.
-            regions: sampledRegions(file, sampleBytes).map(({ offset, length }) => ({ offset, length })),
+            regions: sampledRegions(file, sampleBytes),
             ...(depth === "deep" && { formatPath: file.path }),
           };
         }),
@@ -415,11 +415,13 @@ export async function readCheckpointFiles(
           onProgress: reads ? options.onProgress : undefined,
           signal: options.signal,
         },
+        (k, result) => {
+          const file = inspection.manifestFiles.get(toRead[batched[k]].path)!;
+          checks[batched[k]] = reads
+            ? checkWholeFile(file, manifest, result)
+            : checkSmallSamples(file, manifest, result);
+        },
       );
-      results.forEach((result, k) => {
-        const file = inspection.manifestFiles.get(toRead[batched[k]].path)!;
-        checks[batched[k]] = reads ? checkWholeFile(file, manifest, result) : checkSmallSamples(file, manifest, result);
-      });
     },
   );
   await mapConcurrent(regionsAlone, concurrency, async (i) => {
