@@ -39,10 +39,15 @@ export {
   hashFile,
   type HashFileOptions,
   hashRegions,
+  hashSmallFiles,
   MAX_SAMPLE_REGIONS,
   type Region,
   type RegionDigest,
   sampleRegions,
+  SMALL_FILE_BYTES,
+  type SmallFileJob,
+  type SmallFileOptions,
+  type SmallFileResult,
 } from "./src/hashing.ts";
 export {
   createManifest,
@@ -203,7 +208,19 @@ export {
   readLayoutContents,
 } from "./src/formats/mod.ts";
 export { exportSums, formatSumsLine, ManifestProblemError } from "./src/export_sums.ts";
-export { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_BYTES, withHasher } from "./src/hash_pool.ts";
+export {
+  BATCH_BYTES,
+  BATCH_FILES,
+  type FileHasher,
+  hashAll,
+  type HashAllOptions,
+  type HashJob,
+  HashPool,
+  mainThreadHasher,
+  POOL_MIN_BYTES,
+  POOL_MIN_FILES,
+  withHasher,
+} from "./src/hash_pool.ts";
 export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";
 export {

@@ -145,23 +145,23 @@ export async function readFileLimited(
   try {
     const info = await file.stat();
     if (info.size > limit) return undefined;
-    const chunks: Uint8Array[] = [];
+    // One buffer of the size at open (plus one byte to see growth): a manifest of 100,000 files is tens of MB, and
+    // 64 KiB reads would each be a round trip. A file that grows is read on in chunks, still within the limit.
+    let out = new Uint8Array(Math.min(info.size, limit) + 1);
     let total = 0;
-    const buffer = new Uint8Array(64 * 1024);
     while (true) {
-      const n = await file.read(buffer);
+      if (total === out.length) {
+        if (total > limit) return undefined;
+        const bigger = new Uint8Array(Math.min(out.length * 2, limit + 1));
+        bigger.set(out);
+        out = bigger;
+      }
+      const n = await file.read(out.subarray(total));
       if (n === null) break;
       total += n;
       if (total > limit) return undefined;
-      chunks.push(buffer.slice(0, n));
     }
-    const out = new Uint8Array(total);
-    let offset = 0;
-    for (const chunk of chunks) {
-      out.set(chunk, offset);
-      offset += chunk.length;
-    }
-    return out;
+    return out.subarray(0, total);
   } finally {
     file.close();
   }

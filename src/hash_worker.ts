@@ -8,9 +8,8 @@
 
 /// <reference lib="deno.worker" />
 
-import { CkptkitError } from "./errors.ts";
-import { hashFile, hashRegions } from "./hashing.ts";
-import type { WorkerReply, WorkerRequest } from "./hash_pool.ts";
+import { hashFile, hashRegions, hashSmallFiles } from "./hashing.ts";
+import { serializeError, type WorkerReply, type WorkerRequest } from "./hash_pool.ts";
 
 const PROGRESS_EVERY = 8 * 1024 * 1024;
 
@@ -33,24 +32,17 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
       });
       if (unreported > 0) reply({ id: request.id, progress: unreported });
       reply({ id: request.id, file: result });
+    } else if (request.kind === "batch") {
+      // Blocking calls on this thread, one message back for the whole batch: no round trip per file.
+      const results = await hashSmallFiles(request.jobs, request.options);
+      reply({
+        id: request.id,
+        batch: results.map((result) => "error" in result ? { error: serializeError(result.error) } : result),
+      });
     } else {
       reply({ id: request.id, regions: await hashRegions(request.path, request.regions, request.algorithm) });
     }
   } catch (err) {
-    reply({
-      id: request.id,
-      error: {
-        kind: err instanceof CkptkitError
-          ? "CkptkitError"
-          : err instanceof Deno.errors.NotFound
-          ? "NotFound"
-          : err instanceof Deno.errors.PermissionDenied
-          ? "PermissionDenied"
-          : "Error",
-        message: err instanceof Error ? err.message : String(err),
-        reason: err instanceof CkptkitError ? err.reason : undefined,
-        path: err instanceof CkptkitError ? err.path : undefined,
-      },
-    });
+    reply({ id: request.id, error: serializeError(err) });
   }
 };

@@ -108,8 +108,10 @@ export async function scanRoot(
   using pool = options.hasher || !reads || concurrency < 2 ? undefined : new HashPool(concurrency);
   const validateOptions = { ...options, hasher: options.hasher ?? pool };
   // Metadata first, newest first, two checkpoints at a time; files in parallel within each.
-  // Metadata-only passes are bound by syscalls, not bandwidth: more checkpoints in flight.
-  const inFlight = reads ? 2 : 16;
+  // Metadata-only passes wait on a few round trips per checkpoint (the manifest's open and read): a few more in
+  // flight hide them. Not many more: the per-file stats are blocking calls that share this thread anyway, and each
+  // checkpoint in flight holds its parsed manifest (hundreds of MB at 100,000 files).
+  const inFlight = reads ? 2 : 4;
   // With quarantine: each checkpoint's fingerprint before it is validated, to tell under the lock whether it changed.
   const fingerprints = new Map<string, string | undefined>();
   const validated = await mapConcurrent(listing.checkpoints, inFlight, async (checkpoint) => {

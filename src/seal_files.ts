@@ -7,11 +7,11 @@
  * @module
  */
 
-import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
+import { defaultConcurrency } from "./concurrency.ts";
 import { removeLeftoverTemps } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
-import { withHasher } from "./hash_pool.ts";
-import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "./hashing.ts";
+import { hashAll, withHasher } from "./hash_pool.ts";
+import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm, type SmallFileResult } from "./hashing.ts";
 import { MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";
 import { type ManifestFile, parseManifest, readManifestFile } from "./manifest.ts";
 import { exists } from "./publish.ts";
@@ -211,43 +211,53 @@ export async function hashTreeFiles(
   const concurrency = options.concurrency ?? defaultConcurrency();
   const bytes = found.reduce((sum, file) => sum + file.size, 0);
   options.onPlan?.({ path: dir, bytes });
-  return await withHasher({ files: found.length, bytes, concurrency }, (hasher) =>
-    mapConcurrent(
-      found,
-      concurrency,
-      async (file): Promise<HashedFile> => {
-        const path = `${dir}/${file.path}`;
+  const hashed: HashedFile[] = new Array(found.length);
+  let failure: { index: number; error: CkptkitError } | undefined;
+  await withHasher(
+    { files: found.length, bytes, concurrency },
+    (hasher) =>
+      hashAll(hasher, found.map((file) => ({ path: `${dir}/${file.path}`, size: file.size })), {
+        algorithm,
+        sampleBytes,
+        // fsync through the descriptor that read the file (in the worker, for batches): no second open, no round trip.
+        sync: true,
+        concurrency,
+        onProgress: options.onProgress,
+      }, (index, result) => {
         try {
-          const digest = await hasher.hashFile(path, {
-            algorithm,
-            sampleBytes,
-            sync: true,
-            onProgress: options.onProgress,
-          });
-          if (digest.size !== file.size) {
-            throw new CkptkitError(
-              "file_changed",
-              `${path} changed while it was committed: ${file.size} bytes listed, ${digest.size} read`,
-              { path },
-            );
-          }
-          return {
-            path: file.path,
-            size: digest.size,
-            digest: digest.digest,
-            samples: digest.samples,
-            mtimeMs: digest.mtimeMs,
-          };
+          hashed[index] = hashedFile(dir, found[index], result);
         } catch (err) {
-          if (err instanceof Deno.errors.NotFound) {
-            throw new CkptkitError(
-              "file_changed",
-              `${path} disappeared while it was hashed`,
-              { path, cause: err },
-            );
-          }
-          throw asCkptkitError(err, `Hashing ${path}`, path);
+          // The first failure in the order files are hashed in (largest first), as when they were hashed one by one.
+          if (!failure || index < failure.index) failure = { index, error: err as CkptkitError };
         }
-      },
-    ));
+      }),
+  );
+  if (failure) throw failure.error;
+  return hashed;
+}
+
+function hashedFile(dir: string, file: TreeFile, result: SmallFileResult): HashedFile {
+  const path = `${dir}/${file.path}`;
+  if ("error" in result) {
+    const err = result.error;
+    if (err instanceof Deno.errors.NotFound) {
+      throw new CkptkitError("file_changed", `${path} disappeared while it was hashed`, { path, cause: err });
+    }
+    throw asCkptkitError(err, `Hashing ${path}`, path);
+  }
+  const digest = result.file;
+  if (digest.size !== file.size) {
+    throw new CkptkitError(
+      "file_changed",
+      `${path} changed while it was committed: ${file.size} bytes listed, ${digest.size} read`,
+      { path },
+    );
+  }
+  return {
+    path: file.path,
+    size: digest.size,
+    digest: digest.digest,
+    samples: digest.samples,
+    mtimeMs: digest.mtimeMs,
+  };
 }

@@ -71,7 +71,7 @@ export interface ShardOptions extends ValidateOptions {
 export async function validateShard(path: string, options: ShardOptions): Promise<ShardReport> {
   const startedAt = new Date();
   const started = performance.now();
-  const inspection = await inspectCheckpoint(path, options);
+  const inspection = await inspectCheckpoint(path, { ...options, sizesBeforeReading: true });
   const target = await Deno.realPath(path);
   const { plan, covered, parts } = await runParts(
     [{ name: basename(target), path, inspection }],
@@ -107,7 +107,7 @@ export async function scanShard(root: string, options: ShardOptions): Promise<Sh
       return {
         name: checkpoint.name,
         path: checkpoint.path,
-        inspection: await inspectCheckpoint(checkpoint.path, options),
+        inspection: await inspectCheckpoint(checkpoint.path, { ...options, sizesBeforeReading: true }),
       };
     } catch (err) {
       if (err instanceof CkptkitError && err.reason === "not_found") {

@@ -13,9 +13,9 @@ import { mountPointsUnder, rmdirSaysMountPoint } from "./mounts.ts";
 export interface TreeFile {
   /** Path relative to the folder, `/`-separated. */
   path: string;
-  /** Size in bytes (lstat). */
+  /** Size in bytes (lstat); -1 when listed with `fileStats: false`. */
   size: number;
-  /** Modification time in ms since the epoch (0 when unknown). */
+  /** Modification time in ms since the epoch (0 when unknown or not stat'ed). */
   mtimeMs: number;
 }
 
@@ -66,12 +66,19 @@ export interface ListTreeOptions {
    * committed by ckptkit, never for validation.
    */
   probeMounts?: boolean;
+  /**
+   * lstat every regular file for its size and mtime (default true). False lists files from their folder entries'
+   * types alone (size -1), for callers that learn sizes otherwise (validation: from the manifest and the reads).
+   */
+  fileStats?: boolean;
 }
 
 /**
- * Lists every regular file under `dir` with lstat, never following a symlink.
- * Errors are collected, not thrown, so one unreadable folder does not hide
- * the rest.
+ * Lists every regular file under `dir`, never following a symlink. Types come
+ * from the folder entries; files are lstat'ed (blocking calls: one round trip
+ * each would cost more than the call) unless `fileStats` is false, folders
+ * once each for their device (a mount point is a folder). Errors are
+ * collected, not thrown, so one unreadable folder does not hide the rest.
  *
  * Requires `--allow-read`.
  *
@@ -104,13 +111,16 @@ export async function listTree(
   const mountPoints = await mountPointsUnder(dir);
   const mounted = (path: string, info: Deno.FileInfo | undefined) =>
     mountPoints.has(path) || (device !== null && info?.dev != null && info.dev !== device);
+  const statFiles = options.fileStats ?? true;
   const pending: string[] = [""];
-  while (pending.length > 0) {
-    const relative = pending.shift()!;
+  // An index, not shift(): shifting a queue of thousands of folders is quadratic.
+  for (let next = 0; next < pending.length; next++) {
+    const relative = pending[next];
     const absolute = relative ? `${dir}/${relative}` : dir;
     let entries: Deno.DirEntry[];
     try {
-      entries = await Array.fromAsync(Deno.readDir(absolute));
+      // Blocking: one call per folder, where the async iterator is a round trip per batch of entries.
+      entries = [...Deno.readDirSync(absolute)];
     } catch (err) {
       if (err instanceof Deno.errors.NotFound && relative.includes("\uFFFD")) {
         tree.oddities.push({ path: relative, kind: "undecodable" });
@@ -132,7 +142,12 @@ export async function listTree(
         const target = await Deno.readLink(`${dir}/${path}`).catch(() => "?");
         tree.oddities.push({ path, kind: "symlink", target });
       } else if (entry.isDirectory) {
-        const info = await Deno.lstat(`${dir}/${path}`).catch(() => undefined);
+        let info: Deno.FileInfo | undefined;
+        try {
+          info = Deno.lstatSync(`${dir}/${path}`);
+        } catch {
+          info = undefined;
+        }
         if (mounted(path, info)) {
           tree.oddities.push({ path, kind: "mount_point" });
           continue;
@@ -140,16 +155,22 @@ export async function listTree(
         tree.dirs.push(path);
         pending.push(path);
       } else if (entry.isFile) {
+        // A name that is not UTF-8 reaches Deno with U+FFFD and no longer names the file: only a stat tells.
+        if (!statFiles && !entry.name.includes("\uFFFD")) {
+          if (mountPoints.has(path)) tree.oddities.push({ path, kind: "mount_point" });
+          else tree.files.set(path, { path, size: -1, mtimeMs: 0 });
+          continue;
+        }
         try {
-          const info = await Deno.lstat(`${dir}/${path}`);
+          const info = Deno.lstatSync(`${dir}/${path}`);
           if (mounted(path, info)) {
             tree.oddities.push({ path, kind: "mount_point" });
             continue;
           }
           tree.files.set(path, {
             path,
-            size: info.size,
-            mtimeMs: info.mtime?.getTime() ?? 0,
+            size: statFiles ? info.size : -1,
+            mtimeMs: statFiles ? info.mtime?.getTime() ?? 0 : 0,
           });
         } catch (err) {
           if (err instanceof Deno.errors.NotFound && entry.name.includes("\uFFFD")) {

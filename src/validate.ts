@@ -10,8 +10,8 @@ import { createHash } from "node:crypto";
 import { defaultConcurrency, mapConcurrent } from "./concurrency.ts";
 import { CkptkitError } from "./errors.ts";
 import { requireFolder } from "./folder.ts";
-import { type FileHasher, withHasher } from "./hash_pool.ts";
-import { hashRegions, type RegionDigest } from "./hashing.ts";
+import { type FileHasher, hashAll, withHasher } from "./hash_pool.ts";
+import { hashRegions, type RegionDigest, SMALL_FILE_BYTES, type SmallFileResult } from "./hashing.ts";
 import type { FormatFact } from "./formats/checker.ts";
 import { checkFileFormat, type FileFormatResult, readLayoutContents } from "./formats/files.ts";
 import { formatCheckerFor } from "./formats/dispatch.ts";
@@ -56,6 +56,12 @@ export interface ValidateOptions {
    * default a pool of `concurrency` workers when there is enough to hash.
    */
   hasher?: FileHasher;
+  /**
+   * Stat every file the manifest lists before any is read, so that the inspection reports every size mismatch
+   * (sharded validation: shard 0 reports them, whoever reads the file). Default: only at `fast` and `sample`
+   * depth; `full` and `deep` learn each size from the read itself, without a system call more per file.
+   */
+  sizesBeforeReading?: boolean;
 }
 
 /** The result of validating one checkpoint; also its `--json` document. */
@@ -261,8 +267,11 @@ export async function inspectCheckpoint(
   result.created_at = manifest.manifest.created_at;
   result.write_duration_s = manifest.manifest.write_duration_s;
 
+  // Types from the folder entries, no lstat per file listed: the manifest's files are stat'ed once each below
+  // (full and deep read their sizes instead), the others are unexpected whatever their size.
   const tree = await listTree(path, {
     skipTopLevel: (name) => name === MANIFEST_NAME,
+    fileStats: false,
   });
   result.problems.push(...treeProblems(tree));
   const blocked = new Set(tree.oddities.map((o) => o.path));
@@ -270,6 +279,7 @@ export async function inspectCheckpoint(
   const listed = new Set<string>();
   const safe: { file: ManifestFile; readable: boolean }[] = [];
   const manifestFiles = new Map<string, ManifestFile>();
+  const statSizes = options.sizesBeforeReading ?? (depth === "fast" || depth === "sample");
   manifest.manifest.files.forEach((file, index) => {
     if (manifest.unsafePaths.has(index)) return;
     listed.add(file.path);
@@ -287,12 +297,28 @@ export async function inspectCheckpoint(
       }
       return;
     }
-    if (found.size !== file.size) {
+    let size = found.size;
+    if (size < 0 && statSizes) {
+      // A blocking lstat: the call costs a microsecond, an awaited one a round trip to another thread.
+      try {
+        size = Deno.lstatSync(`${path}/${file.path}`).size;
+      } catch (err) {
+        safe.push({ file, readable: false });
+        result.problems.push(
+          err instanceof Deno.errors.NotFound
+            ? { reason: "file_missing", path: file.path, detail: "disappeared while it was being validated" }
+            : { reason: "io_error", path: file.path, detail: `cannot stat: ${(err as Error).message}` },
+        );
+        return;
+      }
+    }
+    // Not stat'ed (full, deep): the read finds the size, and hashes nothing when it differs.
+    if (size >= 0 && size !== file.size) {
       safe.push({ file, readable: false });
       result.problems.push({
         reason: "size_mismatch",
         path: file.path,
-        detail: `size is ${found.size} bytes, manifest says ${file.size}`,
+        detail: `size is ${size} bytes, manifest says ${file.size}`,
       });
       return;
     }
@@ -360,16 +386,46 @@ export async function readCheckpointFiles(
   const reads = depth === "full" || depth === "deep";
   const bytes = reads ? toRead.reduce((sum, unit) => sum + unit.size, 0) : 0;
   options.onPlan?.({ path, bytes });
-  const checks = await withHasher(
-    { files: toRead.length, bytes, concurrency, hasher: reads ? options.hasher : undefined },
-    (hasher) =>
-      mapConcurrent(toRead, concurrency, (unit) => {
-        const file = inspection.manifestFiles.get(unit.path)!;
-        return reads
-          ? checkWholeFile(path, file, manifest, options, hasher, depth === "deep")
-          : checkSamples(path, file, manifest);
-      }),
+  const checks: FileCheck[] = new Array(toRead.length);
+  // Whole files (full, deep), or at sample depth the small files: their sampled regions cover most of them, so they
+  // are read whole in batches like full validation's; the regions of big files are read alone.
+  const batched: number[] = [];
+  const regionsAlone: number[] = [];
+  toRead.forEach((unit, i) => (reads || unit.size <= SMALL_FILE_BYTES ? batched : regionsAlone).push(i));
+  await withHasher(
+    { files: batched.length, bytes, concurrency, hasher: reads || depth === "sample" ? options.hasher : undefined },
+    async (hasher) => {
+      await hashAll(
+        hasher,
+        batched.map((i) => {
+          const file = inspection.manifestFiles.get(toRead[i].path)!;
+          return {
+            path: `${path}/${file.path}`,
+            size: file.size,
+            // The recorded regions, hashed in the same pass: full validation must not pass what sample fails.
+            regions: fileSamples(file),
+            ...(depth === "deep" && { formatPath: file.path }),
+          };
+        }),
+        {
+          algorithm: manifest.hash.algorithm,
+          sampleBytes: 0,
+          concurrency,
+          onProgress: reads ? options.onProgress : undefined,
+          signal: options.signal,
+        },
+        (k, result) => {
+          const file = inspection.manifestFiles.get(toRead[batched[k]].path)!;
+          checks[batched[k]] = reads
+            ? checkWholeFile(file, manifest, result)
+            : checkSmallSamples(file, manifest, result);
+        },
+      );
+    },
   );
+  await mapConcurrent(regionsAlone, concurrency, async (i) => {
+    checks[i] = await checkSamples(path, inspection.manifestFiles.get(toRead[i].path)!, manifest);
+  });
   return checks.map((check, i) => ({
     order: toRead[i].order,
     path: toRead[i].path,
@@ -588,50 +644,55 @@ async function readStructure(dir: string, units: readonly ReadUnit[], concurrenc
   return outcomes;
 }
 
-async function checkWholeFile(
-  dir: string,
-  file: ManifestFile,
-  manifest: Manifest,
-  options: ValidateOptions,
-  hasher: FileHasher,
-  deep: boolean,
-): Promise<FileCheck> {
-  try {
-    const found = await hasher.hashFile(`${dir}/${file.path}`, {
-      algorithm: manifest.hash.algorithm,
-      sampleBytes: 0,
-      // The recorded regions, hashed in the same pass: full validation must not pass what --sample-bytes fails.
-      // Left out (a small file whose one region is the whole file), the whole digest covers them.
-      regions: (file.samples ?? []).map(({ offset, length }) => ({ offset, length })),
-      onProgress: options.onProgress,
-      signal: options.signal,
-      ...(deep && { formatPath: file.path }),
+function checkWholeFile(file: ManifestFile, manifest: Manifest, result: SmallFileResult): FileCheck {
+  if ("error" in result) return { bytes: 0, problems: [readProblem(file, result.error)] };
+  const found = result.file;
+  // Another size: nothing was read.
+  if (found.size !== file.size) return { bytes: 0, problems: [sizeMismatch(file, found.size)] };
+  const problems: Problem[] = [];
+  if (found.digest !== file.digest) {
+    problems.push({
+      reason: "hash_mismatch",
+      path: file.path,
+      detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
     });
-    if (found.size !== file.size) {
-      return { bytes: found.size, problems: [sizeMismatch(file, found.size)] };
-    }
-    const problems: Problem[] = [];
-    if (found.digest !== file.digest) {
-      problems.push({
-        reason: "hash_mismatch",
-        path: file.path,
-        detail: `${manifest.hash.algorithm} is ${found.digest}, manifest says ${file.digest}`,
-      });
-    } else {
-      // Whole file as recorded, yet a recorded region differs: the manifest contradicts itself.
-      problems.push(...sampleMismatches(file, found.samples, manifest));
-    }
-    // Format findings are reported next to a hash mismatch too: they say what the damage is.
-    problems.push(...formatProblems(file.path, found.format));
-    return {
-      bytes: found.size,
-      problems,
-      note: found.format?.notes.length ? found.format.notes.map((n) => `${file.path}: ${n}`).join("; ") : undefined,
-      facts: found.format?.facts,
-    };
-  } catch (err) {
-    return { bytes: 0, problems: [readProblem(file, err)] };
+  } else {
+    // Whole file as recorded, yet a recorded region differs: the manifest contradicts itself.
+    problems.push(...sampleMismatches(file, found.samples, manifest));
   }
+  // Format findings are reported next to a hash mismatch too: they say what the damage is.
+  problems.push(...formatProblems(file.path, found.format));
+  return {
+    bytes: found.size,
+    problems,
+    note: found.format?.notes.length ? found.format.notes.map((n) => `${file.path}: ${n}`).join("; ") : undefined,
+    facts: found.format?.facts,
+  };
+}
+
+/** Sample depth for a small file read whole: only its sampled regions are judged, as when they are read alone. */
+function checkSmallSamples(file: ManifestFile, manifest: Manifest, result: SmallFileResult): FileCheck {
+  const regions = fileSamples(file);
+  if (file.size > 0 && regions.length === 0) {
+    return { bytes: 0, problems: [], note: `${file.path}: no sampled digests recorded; only its size was checked` };
+  }
+  if ("error" in result) return { bytes: 0, problems: [readProblem(file, result.error)] };
+  const found = result.file;
+  // Another size: nothing was read; a region past the new end is what reading it alone finds.
+  if (found.size !== file.size) {
+    return {
+      bytes: 0,
+      problems: [{
+        reason: "file_changed",
+        path: file.path,
+        detail: `size is now ${found.size} bytes, manifest says ${file.size}`,
+      }],
+    };
+  }
+  return {
+    bytes: regions.reduce((sum, r) => sum + r.length, 0),
+    problems: sampleMismatches(file, found.samples, manifest),
+  };
 }
 
 async function checkSamples(
@@ -639,8 +700,8 @@ async function checkSamples(
   file: ManifestFile,
   manifest: Manifest,
 ): Promise<FileCheck> {
-  const samples = fileSamples(file);
-  if (file.size > 0 && samples.length === 0) {
+  const regions = fileSamples(file);
+  if (file.size > 0 && regions.length === 0) {
     return {
       bytes: 0,
       problems: [],
@@ -650,7 +711,7 @@ async function checkSamples(
   try {
     const found = await hashRegions(
       `${dir}/${file.path}`,
-      samples,
+      regions,
       manifest.hash.algorithm,
     );
     return {

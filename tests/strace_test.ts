@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { POOL_MIN_FILES } from "../src/hash_pool.ts";
 import { ckptkitFlags, flipByte, REPO, tempDir, writeStep } from "./_helpers.ts";
 
 const HAVE_STRACE = await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).output()
@@ -123,6 +124,45 @@ Deno.test({
       events.some((e) => e.call === "fsync" && e.path === root && e.index > latest.index),
       "root fsynced after latest",
     );
+  },
+});
+
+Deno.test({
+  name: "strace: a commit of thousands of small files (batched in workers) fsyncs every one before the manifest",
+  ignore: !HAVE_STRACE,
+  async fn() {
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    const staging = `${root}/.staging-step-8`;
+    const files: string[] = [];
+    for (let i = 0; i < POOL_MIN_FILES + 100; i++) {
+      const dir = `${staging}/d${Math.floor(i / 500)}`;
+      if (i % 500 === 0) await Deno.mkdir(dir, { recursive: true });
+      files.push(`${dir}/f${i}.bin`);
+      Deno.writeTextFileSync(files.at(-1)!, `file ${i}`);
+    }
+    const events = await trace(["commit", staging, "--root", root, "--step", "8"]);
+    const manifest = find(
+      events,
+      (e) => e.call === "rename" && e.to === `${staging}/ckptkit.manifest.json`,
+      "manifest rename",
+    );
+    const publish = find(
+      events,
+      (e) => e.call === "rename" && e.path === staging && e.to === `${root}/step-8`,
+      "rename into place",
+    );
+    const synced = new Set(events.filter((e) => e.call === "fsync" && e.index < manifest.index).map((e) => e.path));
+    const unsynced = files.filter((file) => !synced.has(file));
+    assert.deepEqual(unsynced.slice(0, 5), [], `${unsynced.length} files not fsynced before the manifest rename`);
+    for (const dir of [staging, `${staging}/d0`, `${staging}/d8`]) {
+      const folder = lastFsyncBefore(events, dir, publish.index);
+      assert.ok(folder && folder.index > manifest.index, `${dir} fsynced after the manifest and before the rename`);
+    }
+    // Folders are fsynced once each, not once per file.
+    const folderSyncs = events.filter((e) => e.call === "fsync" && e.path === `${staging}/d0`).length;
+    assert.ok(folderSyncs <= 2, `${staging}/d0 fsynced ${folderSyncs} times`);
+    assert.ok(events.some((e) => e.call === "fsync" && e.path === root && e.index > publish.index));
   },
 });
 
