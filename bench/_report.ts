@@ -249,8 +249,8 @@ function describeData(f: Report["fixtures"]): string {
       } folders (written in ${m.writeSeconds.toFixed(1)} s, committed by \`ckptkit commit\` in ${
         m.commitSeconds.toFixed(1)
       } s); a checkpoint of ${count(o.hugeEntries)} empty files in ${count(o.folders)} folders whose manifest (${
-        formatBytes(m.hugeManifestBytes)
-      }, sample_bytes 0) was written by the library's ` +
+        (m.hugeManifestBytes / 1e6).toFixed(0)
+      } MB, sample_bytes 0) was written by the library's ` +
         `\`createManifest\` (built in ${m.hugeSeconds.toFixed(1)} s); 4 hard-linked copies of the ${
           count(o.files)
         }-file checkpoint for \`scan\` (${m.scanSeconds.toFixed(1)} s)`,
@@ -278,10 +278,15 @@ export function renderReport(report: Report): string {
     `- Versions: ${machine.versions.join("; ")}`,
     `- Data: ${describeData(f)}`,
     `- Timing: ${report.timer}. Warm page cache: the files are read once before each group, and every command ` +
-    `runs once untimed before its first timed run (except the slow \`sha256sum\` rows). Each group runs in ` +
-    `${report.options.runs} interleaved rounds, every command once per round (commands of a few ms 2–10 times), ` +
-    "so that a shared VM slowing down or speeding up affects all of them alike; the commit's `sha256sum` row and " +
-    `the copied-staging commits take part in ${report.slowRounds} rounds. Within a round, the commands a target ` +
+    "runs once untimed before its first timed run (except the slow `sha256sum` rows). " +
+    (f.shards
+      ? `Each group runs in ${report.options.runs} interleaved rounds, every command once per round (commands of a ` +
+        "few ms 2–10 times), so that a shared VM slowing down or speeding up affects all of them alike; the " +
+        `commit's \`sha256sum\` row, the copied-staging commits${f.many ? " and the many-file groups" : ""} take ` +
+        `part in ${report.slowRounds} rounds. `
+      : `Each group runs in ${report.slowRounds} interleaved rounds, every command once per round (\`--fast\` and ` +
+        "`find` 3 times), so that a shared VM slowing down or speeding up affects all of them alike. ") +
+    "Within a round, the commands a target " +
     "compares run back to back. Medians are over every timed run. The targets' ratios are medians of per-round " +
     "ratios (this round's time of one command over this round's time of the other), which a machine whose speed " +
     "drifts between rounds disturbs less than a ratio of overall medians; the tables' “× row 1” column is the " +
@@ -307,11 +312,14 @@ export function renderReport(report: Report): string {
     if (pool) lines.push(pool, "");
   }
   lines.push(
-    "MB/s is bytes hashed ÷ median wall time ÷ 10⁶, given only for commands that read every byte. CPU is user + " +
-      "system seconds per run (hyperfine). “× row 1” divides each median by the first row's of its table. Every " +
-      "ckptkit row includes Deno's start-up; the prototype rows run `bench/proto_validate.ts --load-cli`, which loads " +
-      "the CLI's modules (the same start-up) and then only compares file digests with the manifest, hashing with " +
-      "the loop proposed below: they show what that change alone would do.",
+    "MB/s is bytes hashed ÷ median wall time ÷ 10⁶, given only for commands that read every byte (not for 64-byte " +
+      "files, whose cost is per file). CPU is user + system seconds per run (hyperfine). “× row 1” divides each " +
+      "median by the first row's of its table. Every ckptkit row includes Deno's start-up." +
+      (f.shards
+        ? " The prototype rows run `bench/proto_validate.ts --load-cli`, which loads the CLI's modules (the same " +
+          "start-up) and then only compares file digests with the manifest, hashing with the loop proposed below: " +
+          "they show what that change alone would do."
+        : ""),
     "",
   );
   if (report.rss.length > 0) {

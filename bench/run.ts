@@ -899,8 +899,8 @@ async function runMany(
         rows: huge,
         note:
           `The checkpoint is real: ${count(o.hugeEntries)} empty files in ${count(o.folders)} folders, its manifest (${
-            formatBytes(many.hugeManifestBytes)
-          }) written by the library's \`createManifest\` (a \`ckptkit commit\` of a million files would take ` +
+            (many.hugeManifestBytes / 1e6).toFixed(0)
+          } MB) written by the library's \`createManifest\` (a \`ckptkit commit\` of a million files would take ` +
           `minutes; the commit rows time 100,000). Outcome of \`validate --fast --json\` (run once untimed, as ` +
           `the warm-up): ${
             outcome.ok ? "valid" : `not ok: ${outcome.summary}${outcome.detail ? ` (${outcome.detail})` : ""}`
