@@ -38,6 +38,22 @@ export interface Diagnostics {
   scanStrace?: StraceSummary;
   scanProfile?: string;
   helpProfile?: string;
+  /** Many-file section: in-process times and syscall summaries of the commands whose targets missed. */
+  manyValidate?: InProcess;
+  manyValidateStrace?: StraceSummary;
+  manyFast?: InProcess;
+  manyFastStrace?: StraceSummary;
+  manyCommit?: CommitBreakdown;
+  manyCommitStrace?: StraceSummary;
+  hugeFast?: InProcess;
+}
+
+/** What the targets need to know about the data beyond the measurements. */
+export interface TargetContext {
+  /** Checkpoints of the scan root of the big-file section. */
+  scanCheckpoints?: number;
+  /** The many-file section's sizes, and what `validate --fast` made of the huge manifest. */
+  many?: { files: number; hugeEntries: number; hugeOutcome: { ok: boolean; summary: string } | null };
 }
 
 /** A peak-RSS measurement. */
@@ -47,6 +63,12 @@ export interface RssRow {
   /** Median peak RSS in KiB, or null when GNU time printed none. */
   kib: number | null;
   command: string;
+  /** Runs the median is taken over (default 3). */
+  runs?: number;
+  /** Files the command handles, for the per-file column (many-file rows). */
+  files?: number;
+  /** Shell command run before each run (a fresh staging folder for commit). */
+  prepare?: string;
 }
 
 /** One target of the issue, checked. */
@@ -98,8 +120,9 @@ export function evaluateTargets(
   m: Map<string, Measurement>,
   rss: RssRow[],
   d: Diagnostics,
-  scanCheckpoints: number,
+  context: TargetContext = {},
 ): Target[] {
+  const scanCheckpoints = context.scanCheckpoints ?? 1000;
   const targets: Target[] = [];
   const full = m.get("v_full");
   const sha = m.get("v_sha256sum");
@@ -198,7 +221,183 @@ export function evaluateTargets(
       finding: d.startup ? startupFinding(m, d) : [],
     });
   }
+  if (context.many) targets.push(...manyTargets(m, rss, d, context.many));
   return targets;
+}
+
+/** Bound of the many-file RSS target, in MiB. */
+const MANY_RSS_MIB = 250;
+/** Bound of time(2N)/time(N) for `scan`. */
+const SCAN_LINEAR = 2.3;
+
+/** `(this run: 2,000 files)` when the run's size differs from the issue's. */
+function thisRun(actual: number, issue: number, unit: string): string {
+  return actual === issue ? "" : ` (this run: ${actual.toLocaleString("en-US")} ${unit})`;
+}
+
+/** The many-file targets of issue #14, each checked when its rows were measured. */
+function manyTargets(
+  m: Map<string, Measurement>,
+  rss: RssRow[],
+  d: Diagnostics,
+  many: NonNullable<TargetContext["many"]>,
+): Target[] {
+  const targets: Target[] = [];
+  const files = thisRun(many.files, 100000, "files");
+  const full = m.get("mv_full");
+  const sha = m.get("mv_sha256sum");
+  const find = m.get("mv_find");
+  if (full && sha) {
+    const ratio = pairedRatio(full, sha);
+    targets.push({
+      id: "many_sha256sum",
+      goal: `full validation of 100,000 small files ≤ 2× \`sha256sum -c\`${files}`,
+      measured: `${seconds(full.median)} vs ${seconds(sha.median)}`,
+      value: `${ratio.toFixed(2)}×`,
+      pass: ratio <= 2,
+      finding: d.manyValidate ? perFileFinding(full, many.files, d.manyValidate, d.manyValidateStrace, sha) : [],
+    });
+  }
+  const fast = m.get("mv_fast");
+  if (fast) {
+    targets.push({
+      id: "many_fast",
+      goal: `\`validate --fast\` of 100,000 files ≤ 1 s${files}`,
+      measured: seconds(fast.median),
+      value: seconds(fast.median),
+      pass: fast.median <= 1,
+      finding: d.manyFast ? perFileFinding(fast, many.files, d.manyFast, d.manyFastStrace, find) : [],
+    });
+  }
+  const huge = m.get("mh_fast");
+  if (huge) {
+    const outcome = many.hugeOutcome;
+    targets.push({
+      id: "huge_fast",
+      goal: `a 1,000,000-entry manifest checked (or refused) by \`validate --fast\` ≤ 10 s${
+        thisRun(many.hugeEntries, 1000000, "entries")
+      }`,
+      measured: `${seconds(huge.median)}${
+        outcome ? `, ${outcome.ok ? "checked: valid" : `refused/failed: ${outcome.summary}`}` : ""
+      }`,
+      value: seconds(huge.median),
+      pass: huge.median <= 10,
+      finding: d.hugeFast ? perFileFinding(huge, many.hugeEntries, d.hugeFast, undefined, m.get("mh_find")) : [],
+    });
+  }
+  const commit = m.get("mc_commit");
+  const base = m.get("mc_baseline");
+  if (commit && base) {
+    const ratio = pairedRatio(commit, base);
+    targets.push({
+      id: "many_commit",
+      goal: `\`commit\` of 100,000 small files ≤ 3× (parallel \`sha256sum\` + fsync of every file)${files}`,
+      measured: `${seconds(commit.median)} vs ${seconds(base.median)}`,
+      value: `${ratio.toFixed(2)}×`,
+      pass: ratio <= 3,
+      finding: d.manyCommit ? manyCommitFinding(commit, base, many.files, d) : [],
+    });
+  }
+  const rssRows = rss.filter((row) => ["rss_many_validate", "rss_many_fast", "rss_many_commit"].includes(row.id));
+  const measuredRss = rssRows.filter((row): row is RssRow & { kib: number } => row.kib !== null);
+  if (measuredRss.length > 0) {
+    const worst = measuredRss.reduce((a, b) => (b.kib > a.kib ? b : a));
+    targets.push({
+      id: "many_rss",
+      goal: `peak RSS ≤ ${MANY_RSS_MIB} MiB at 100,000 files (validate, \`--fast\`, commit)${files}`,
+      measured: measuredRss.map((row) => `${row.id.replace("rss_many_", "")} ${(row.kib / 1024).toFixed(0)}`).join(
+        ", ",
+      ) + " MiB",
+      value: `${(worst.kib / 1024).toFixed(0)} MiB`,
+      pass: worst.kib <= MANY_RSS_MIB * 1024,
+      finding: manyRssFinding(rss),
+    });
+  }
+  const scans = [1, 2, 4].map((n) => m.get(`ms_scan${n}`));
+  if (scans.every((row) => row !== undefined)) {
+    const [one, two, four] = scans as Measurement[];
+    const r12 = pairedRatio(two, one);
+    const r24 = pairedRatio(four, two);
+    targets.push({
+      id: "many_scan",
+      goal: `\`scan --fast\` linear in checkpoints: time(2N)/time(N) ≤ ${SCAN_LINEAR} (1, 2, 4 × ${
+        many.files.toLocaleString("en-US")
+      } files)`,
+      measured: `${seconds(one.median)}, ${seconds(two.median)}, ${seconds(four.median)}`,
+      value: `${r12.toFixed(2)}×, ${r24.toFixed(2)}×`,
+      pass: Math.max(r12, r24) <= SCAN_LINEAR,
+      finding: [],
+    });
+  }
+  return targets;
+}
+
+/** Where a many-file command's time goes: start-up, per-file cost, syscalls, and the C reference. */
+function perFileFinding(
+  row: Measurement,
+  files: number,
+  inside: InProcess,
+  strace: StraceSummary | undefined,
+  reference: Measurement | undefined,
+): string[] {
+  const startup = Math.max(0, inside.wall - inside.inProcess);
+  const perFile = inside.inProcess / files * 1e6;
+  const out = [
+    `**Where the time goes.** \`${row.name}\` takes ${seconds(row.median)} in the table; of a \`--json\` run's ${
+      seconds(inside.wall)
+    } (wall), ${seconds(inside.inProcess)} is inside ckptkit (\`duration_s\`) and ${
+      seconds(startup)
+    } start-up and exit: ${perFile.toFixed(1)} µs per file in process` +
+    (reference
+      ? `, against ${(reference.median / files * 1e6).toFixed(1)} µs per file for \`${reference.name}\` (${
+        seconds(reference.median)
+      } in all, process included).`
+      : "."),
+  ];
+  if (strace) out.push(`${straceLine(strace)}.`);
+  return out;
+}
+
+function manyCommitFinding(commit: Measurement, base: Measurement, files: number, d: Diagnostics): string[] {
+  const c = d.manyCommit!;
+  const rest = Math.max(0, c.inProcess - c.hashing);
+  const out = [
+    `**Where the time goes** (one \`commit --json\` run on a fresh hard-linked staging folder): ${
+      seconds(c.wall)
+    } wall = ${seconds(Math.max(0, c.wall - c.inProcess))} start-up and exit + ${
+      seconds(c.hashing)
+    } listing, hashing and fsyncing the files (\`write_duration_s\`, ${
+      (c.hashing / files * 1e6).toFixed(0)
+    } µs per file) + ${
+      seconds(rest)
+    } for the manifest, folder fsyncs, lock, rename, \`latest\` and state. The baseline takes ${
+      seconds(base.median)
+    } (${(base.median / files * 1e6).toFixed(0)} µs per file), ckptkit ${seconds(commit.median)} in the table.`,
+  ];
+  if (d.manyCommitStrace) {
+    const fsync = d.manyCommitStrace.rows.find((row) => row.syscall === "fsync");
+    out.push(
+      `${straceLine(d.manyCommitStrace, 6)}${
+        fsync ? `: ${fsync.calls} fsyncs waiting ${seconds(fsync.seconds)} in all (summed over threads)` : ""
+      }.`,
+    );
+  }
+  return out;
+}
+
+function manyRssFinding(rss: RssRow[]): string[] {
+  const help = rss.find((row) => row.id === "rss_help")?.kib ?? null;
+  const rows = rss.filter((row) => row.files !== undefined && row.kib !== null);
+  if (rows.length === 0) return [];
+  return [
+    `Above the runtime with the CLI's modules (\`--help\`${
+      help !== null ? `, ${(help / 1024).toFixed(0)} MiB` : ""
+    }): ${
+      rows.map((row) =>
+        `${row.name}: ${help !== null ? `${((row.kib! - help) * 1024 / row.files!).toFixed(0)} bytes per file` : "?"}`
+      ).join("; ")
+    }.`,
+  ];
 }
 
 /** Full validation against the hashing tools: where a hashing stream's time goes. */

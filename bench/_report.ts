@@ -7,6 +7,7 @@
  */
 
 import type { Checkpoint, ScanRoot } from "./_fixtures.ts";
+import { count, type ManyFixtures } from "./_many.ts";
 import { formatBytes } from "./_fixtures.ts";
 import { type Diagnostics, type RssRow, seconds, type Target } from "./_findings.ts";
 import { describeLoad, type LoadWatch } from "./_load.ts";
@@ -20,6 +21,8 @@ export interface Section {
   title: string;
   /** The rows; the first is the one "× row 1" divides by. */
   rows: Measurement[];
+  /** A paragraph printed under the table. */
+  note?: string;
 }
 
 /** What the numbers depend on, for the report header. */
@@ -137,8 +140,24 @@ export function renderTargets(targets: Target[]): string {
 }
 
 function renderRss(rss: RssRow[]): string {
-  const cells = rss.map((row) => [row.name, row.kib === null ? "unknown" : (row.kib / 1024).toFixed(1)]);
-  return alignTable(["Command", "Peak RSS (MiB)"], cells);
+  const help = rss.find((row) => row.id === "rss_help")?.kib ?? null;
+  const perFile = rss.some((row) => row.files !== undefined);
+  const cells = rss.map((row) => [
+    row.name,
+    String(row.runs ?? 3),
+    row.kib === null ? "unknown" : (row.kib / 1024).toFixed(1),
+    ...(perFile
+      ? [
+        row.files === undefined || row.kib === null || help === null
+          ? "—"
+          : ((row.kib - help) * 1024 / row.files).toFixed(0),
+      ]
+      : []),
+  ]);
+  return alignTable(
+    ["Command", "Runs", "Peak RSS (MiB)", ...(perFile ? ["Bytes per file above `--help`"] : [])],
+    cells,
+  );
 }
 
 /** Replaces machine-specific paths so the listed commands read as they would be typed. */
@@ -160,7 +179,8 @@ export interface Report {
   /** Rounds of the slow baselines and of the copied-staging commits. */
   slowRounds: number;
   machine: Machine;
-  fixtures: { shards: Checkpoint; big: Checkpoint; tiny: Checkpoint; scan: ScanRoot };
+  /** The data of the sections that ran (`--only` leaves some out). */
+  fixtures: { shards?: Checkpoint; big?: Checkpoint; tiny?: Checkpoint; scan?: ScanRoot; many?: ManyFixtures };
   sections: Section[];
   rss: RssRow[];
   targets: Target[];
@@ -203,6 +223,42 @@ function driftNote(sections: Section[]): string | null {
     "single-threaded ones when it slows, so the ratios of the targets are taken round by round.";
 }
 
+/** The data line of the header, for the sections that ran. */
+function describeData(f: Report["fixtures"]): string {
+  const parts: string[] = [];
+  if (f.shards && f.big && f.tiny) {
+    parts.push(
+      `random bytes committed with \`ckptkit commit\`: ${f.shards.files.length} × ${formatBytes(f.shards.fileSize)} = ${
+        formatBytes(f.shards.totalBytes)
+      }; 1 × ${formatBytes(f.big.fileSize)}; a tiny checkpoint of 1 × ${formatBytes(f.tiny.fileSize)}`,
+    );
+  }
+  if (f.scan) {
+    parts.push(
+      `a root of ${f.scan.checkpoints} checkpoints × ${f.scan.filesPerCheckpoint} files of ${
+        formatBytes(f.scan.fileBytes)
+      } written by \`openCheckpointWriter\` (sampleBytes 0) in one process in ${f.scan.seconds.toFixed(1)} s`,
+    );
+  }
+  const m = f.many;
+  if (m) {
+    const o = m.options;
+    parts.push(
+      `many files: ${count(o.files)} random files of ${formatBytes(o.fileBytes)} in ${
+        count(o.folders)
+      } folders (written in ${m.writeSeconds.toFixed(1)} s, committed by \`ckptkit commit\` in ${
+        m.commitSeconds.toFixed(1)
+      } s); a checkpoint of ${count(o.hugeEntries)} empty files in ${count(o.folders)} folders whose manifest (${
+        (m.hugeManifestBytes / 1e6).toFixed(0)
+      } MB, sample_bytes 0) was written by the library's ` +
+        `\`createManifest\` (built in ${m.hugeSeconds.toFixed(1)} s); 4 hard-linked copies of the ${
+          count(o.files)
+        }-file checkpoint for \`scan\` (${m.scanSeconds.toFixed(1)} s)`,
+    );
+  }
+  return parts.join("; ");
+}
+
 /** Renders the whole report. */
 export function renderReport(report: Report): string {
   const { machine, fixtures: f, work } = report;
@@ -220,18 +276,17 @@ export function renderReport(report: Report): string {
     `- Machine load: ${load.line}`,
     `- ckptkit measured: ${machine.source}`,
     `- Versions: ${machine.versions.join("; ")}`,
-    `- Data (random bytes, committed with \`ckptkit commit\`): ${f.shards.files.length} × ${
-      formatBytes(f.shards.fileSize)
-    } = ${formatBytes(f.shards.totalBytes)}; 1 × ${formatBytes(f.big.fileSize)}; a tiny checkpoint of 1 × ${
-      formatBytes(f.tiny.fileSize)
-    }; a root of ${f.scan.checkpoints} checkpoints × ${f.scan.filesPerCheckpoint} files of ${
-      formatBytes(f.scan.fileBytes)
-    } written by \`openCheckpointWriter\` (sampleBytes 0) in one process in ${f.scan.seconds.toFixed(1)} s`,
+    `- Data: ${describeData(f)}`,
     `- Timing: ${report.timer}. Warm page cache: the files are read once before each group, and every command ` +
-    `runs once untimed before its first timed run (except the slow \`sha256sum\` rows). Each group runs in ` +
-    `${report.options.runs} interleaved rounds, every command once per round (commands of a few ms 2–10 times), ` +
-    "so that a shared VM slowing down or speeding up affects all of them alike; the commit's `sha256sum` row and " +
-    `the copied-staging commits take part in ${report.slowRounds} rounds. Within a round, the commands a target ` +
+    "runs once untimed before its first timed run (except the slow `sha256sum` rows). " +
+    (f.shards
+      ? `Each group runs in ${report.options.runs} interleaved rounds, every command once per round (commands of a ` +
+        "few ms 2–10 times), so that a shared VM slowing down or speeding up affects all of them alike; the " +
+        `commit's \`sha256sum\` row, the copied-staging commits${f.many ? " and the many-file groups" : ""} take ` +
+        `part in ${report.slowRounds} rounds. `
+      : `Each group runs in ${report.slowRounds} interleaved rounds, every command once per round (\`--fast\` and ` +
+        "`find` 3 times), so that a shared VM slowing down or speeding up affects all of them alike. ") +
+    "Within a round, the commands a target " +
     "compares run back to back. Medians are over every timed run. The targets' ratios are medians of per-round " +
     "ratios (this round's time of one command over this round's time of the other), which a machine whose speed " +
     "drifts between rounds disturbs less than a ratio of overall medians; the tables' “× row 1” column is the " +
@@ -252,19 +307,31 @@ export function renderReport(report: Report): string {
   if (drift) lines.push(drift, "");
   for (const section of report.sections) {
     lines.push(`## ${section.title}`, "", renderSection(section), "");
+    if (section.note) lines.push(section.note, "");
     const pool = poolSentence(section, machine.nproc);
     if (pool) lines.push(pool, "");
   }
   lines.push(
-    "MB/s is bytes hashed ÷ median wall time ÷ 10⁶, given only for commands that read every byte. CPU is user + " +
-      "system seconds per run (hyperfine). “× row 1” divides each median by the first row's of its table. Every " +
-      "ckptkit row includes Deno's start-up; the prototype rows run `bench/proto_validate.ts --load-cli`, which loads " +
-      "the CLI's modules (the same start-up) and then only compares file digests with the manifest, hashing with " +
-      "the loop proposed below: they show what that change alone would do.",
+    "MB/s is bytes hashed ÷ median wall time ÷ 10⁶, given only for commands that read every byte (not for 64-byte " +
+      "files, whose cost is per file). CPU is user + system seconds per run (hyperfine). “× row 1” divides each " +
+      "median by the first row's of its table. Every ckptkit row includes Deno's start-up." +
+      (f.shards
+        ? " The prototype rows run `bench/proto_validate.ts --load-cli`, which loads the CLI's modules (the same " +
+          "start-up) and then only compares file digests with the manifest, hashing with the loop proposed below: " +
+          "they show what that change alone would do."
+        : ""),
     "",
   );
   if (report.rss.length > 0) {
-    lines.push("## Peak RSS", "", renderRss(report.rss), "", "Median of 3 runs of `/usr/bin/time -v`.", "");
+    lines.push(
+      "## Peak RSS",
+      "",
+      renderRss(report.rss),
+      "",
+      "Median of the runs of `/usr/bin/time -v` (each commit on a fresh hard-linked staging folder). Bytes per " +
+        "file: (peak − peak of `ckptkit --help`) ÷ files the command handles.",
+      "",
+    );
   }
   lines.push("## Findings and proposals", "");
   if (explained.length === 0) {
@@ -295,7 +362,10 @@ export function renderReport(report: Report): string {
   if (report.rss.length > 0) {
     lines.push("Peak RSS:", "");
     for (const row of report.rss) {
-      lines.push(`- ${row.name}: \`/usr/bin/time -v ${displayCommand(row.command, work)}\``);
+      lines.push(
+        `- ${row.name}: \`/usr/bin/time -v ${displayCommand(row.command, work)}\`` +
+          (row.prepare ? ` (before each run: \`${displayCommand(row.prepare, work)}\`)` : ""),
+      );
     }
     lines.push("");
   }

@@ -205,13 +205,21 @@ export function pairedRatio(a: Measurement, b: Measurement): number {
 
 /**
  * Peak resident set size in KiB of `argv` under GNU time (`-v`): the median
- * of `repeats` runs, or null when the output has no such line.
+ * of `repeats` runs, each after the shell command `prepare` if given, or null
+ * when the output has no such line. An exit code outside `okCodes` is an error.
  */
-export async function peakRssKib(time: string, argv: string[], repeats = 3): Promise<number | null> {
+export async function peakRssKib(
+  time: string,
+  argv: string[],
+  repeats = 3,
+  prepare?: string,
+  okCodes: number[] = [0],
+): Promise<number | null> {
   const values: number[] = [];
   for (let i = 0; i < repeats; i++) {
+    if (prepare) await mustRun("sh", ["-c", prepare]);
     const out = await capture(time, ["-v", ...argv]);
-    if (out.code !== 0) throw new Error(`${argv.join(" ")} exited ${out.code}\n${out.stderr}`);
+    if (!okCodes.includes(out.code)) throw new Error(`${argv.join(" ")} exited ${out.code}\n${out.stderr}`);
     const match = /Maximum resident set size \(kbytes\): (\d+)/.exec(out.stderr);
     if (!match) return null;
     values.push(Number(match[1]));

@@ -23,7 +23,18 @@
  * 5. `scan --fast` of the many-checkpoint root;
  * 6. peak RSS of `validate` on the big file and on the 8-file checkpoint;
  * 7. start-up: `ckptkit --help`, `validate` of the tiny checkpoint,
- *    `sha256sum` of its file, and Deno alone.
+ *    `sha256sum` of its file, and Deno alone;
+ * 8. many files (issue #14, `bench/_many.ts`): a checkpoint of `--many-files`
+ *    × 64 B in `--many-folders` folders (100,000 in 1,000) committed by
+ *    `ckptkit commit`: full `validate` against `sha256sum -c`, `validate
+ *    --fast`, `commit` of the same files staged by hard links against parallel
+ *    `sha256sum` + an fsync of every file (`xargs -0 sync`); `validate --fast`
+ *    of a checkpoint of `--huge-manifest-entries` (1,000,000) empty files;
+ *    `scan --fast` of a root holding 1, 2 and 4 copies of the 100,000-file
+ *    checkpoint; peak RSS of validate, `--fast` and commit at 100,000 files.
+ *
+ * `--only big-files` runs sections 1–7, `--only many-files` section 8 alone
+ * (a few minutes).
  *
  * Before every round the benchmark watches the machine for a second and, when
  * other work is using the CPU, waits for it to stop (at most
@@ -36,6 +47,7 @@
  * ```sh
  * deno task bench                          # the full run → bench/RESULTS.md (about 10 minutes)
  * deno task bench -- --quick               # smoke test → $TMPDIR/ckptkit-bench-quick.md
+ * deno task bench -- --only many-files     # the many-file section alone → bench/RESULTS-many-files.md
  * deno task bench -- --files 4 --file-size 1GiB --dir /scratch --out /tmp/r.md
  * ```
  *
@@ -58,7 +70,7 @@ import {
   straceSummary,
   workerProbe,
 } from "./_diagnose.ts";
-import { type Diagnostics, evaluateTargets, type Target } from "./_findings.ts";
+import { type Diagnostics, evaluateTargets, type Target, type TargetContext } from "./_findings.ts";
 import {
   capture,
   ckptkitArgv,
@@ -75,8 +87,21 @@ import {
   which,
 } from "./_process.ts";
 import { LoadWatch } from "./_load.ts";
+import {
+  buildManyFixtures,
+  count,
+  hugeCases,
+  type HugeOutcome,
+  hugeOutcome,
+  manyCommitCases,
+  type ManyFixtures,
+  manyScanCases,
+  manyStaging,
+  manyValidationCases,
+  measureManyRss,
+} from "./_many.ts";
 import { describeMachine, renderReport, type RssRow, type Section, summaryText } from "./_report.ts";
-import { type Case, type Measurement, peakRssKib, timeGroup, type Timer } from "./_timing.ts";
+import { type Case, type Measurement, pairedRatio, peakRssKib, timeGroup, type Timer } from "./_timing.ts";
 
 const MIB = 1024 * 1024;
 /** Region size recorded by `commit` by default, so `--sample-bytes` matches it. */
@@ -88,6 +113,13 @@ const TINY_BYTES = 4096;
 
 /** The default report of a full run; `--quick` writes elsewhere so it never replaces it. */
 const DEFAULT_OUT = join(REPO, "bench", "RESULTS.md");
+/** The default report of `--only many-files`, so it does not replace the full run's. */
+const MANY_OUT = join(REPO, "bench", "RESULTS-many-files.md");
+/** Size of each file of the many-file checkpoint. */
+const MANY_FILE_BYTES = 64;
+/** The benchmark's sections, for `--only`. */
+const SECTIONS = ["big-files", "many-files"] as const;
+type SectionName = typeof SECTIONS[number];
 const QUICK_OUT = join(tmpdir(), "ckptkit-bench-quick.md");
 
 const USAGE = `Usage: deno task bench -- [options]
@@ -98,12 +130,21 @@ const USAGE = `Usage: deno task bench -- [options]
   --big-file-size <bytes>   size of the single-file checkpoint (default 4GiB)
   --scan-checkpoints <n>    checkpoints in the root that scan --fast reads (default 1000)
   --scan-files <n>          files per such checkpoint, ${SCAN_FILE_BYTES} bytes each (default 16)
-  --runs <n>                interleaved rounds per group; medians over every run (default 5)
-  --out <path>              Markdown report (default bench/RESULTS.md; with --quick ${QUICK_OUT})
+  --many-files <n>          files of ${MANY_FILE_BYTES} B in the many-file checkpoint (default 100000)
+  --many-folders <n>        folders they (and the huge manifest's files) are spread over (default 1000)
+  --huge-manifest-entries <n>
+                            empty files listed by the huge manifest (default 1000000)
+  --only <sections>         run only these, comma-separated: big-files (8 × 512 MiB, 4 GiB, scan of 1,000
+                            checkpoints, start-up), many-files (the many-file section alone, a few minutes)
+  --runs <n>                interleaved rounds per group; medians over every run (default 5; the many-file
+                            groups take part in at most 3)
+  --out <path>              Markdown report (default bench/RESULTS.md; with --only many-files
+                            bench/RESULTS-many-files.md; with --quick ${QUICK_OUT})
   --diagnose <when>         auto: explain missed targets (default); all: every target; none
   --max-idle-wait <s>       before every round, wait for other work on the machine to stop, at most this many
                             seconds over the whole run (default 1200; with --quick 60)
-  --quick                   smoke test: 4 × 4 MiB, one 16 MiB file, 50 checkpoints, 2 rounds (explicit flags win)
+  --quick                   smoke test: 4 × 4 MiB, one 16 MiB file, 50 checkpoints, 1,000 small files in 10
+                            folders, 10,000 entries, 2 rounds (explicit flags win)
   --no-install              do not apt-get install missing tools (hyperfine, b3sum, time, strace)
   --no-hyperfine            time with the built-in timer even when hyperfine is installed
   -h, --help                show this help
@@ -117,6 +158,12 @@ export interface Options {
   bigFileSize: number;
   scanCheckpoints: number;
   scanFiles: number;
+  /** Many-file section: files of the small-file checkpoint, their folders, entries of the huge manifest. */
+  manyFiles: number;
+  manyFolders: number;
+  hugeEntries: number;
+  /** The sections to run. */
+  only: Set<SectionName>;
   runs: number;
   out: string;
   diagnose: "auto" | "all" | "none";
@@ -171,6 +218,10 @@ export function parseOptions(args: string[]): Options | null {
       "big-file-size": { type: "string" },
       "scan-checkpoints": { type: "string" },
       "scan-files": { type: "string" },
+      "many-files": { type: "string" },
+      "many-folders": { type: "string" },
+      "huge-manifest-entries": { type: "string" },
+      only: { type: "string" },
       runs: { type: "string" },
       out: { type: "string" },
       diagnose: { type: "string" },
@@ -195,6 +246,14 @@ export function parseOptions(args: string[]): Options | null {
     const text = (values as Record<string, unknown>)[flag];
     return typeof text === "string" ? parsePositive(flag, text) : fallback;
   };
+  const only = new Set<SectionName>();
+  for (const name of (values.only ?? SECTIONS.join(",")).split(",").map((part) => part.trim())) {
+    if (!(SECTIONS as readonly string[]).includes(name)) {
+      throw new Error(`--only takes ${SECTIONS.join(", ")} (comma-separated): ${values.only}`);
+    }
+    only.add(name as SectionName);
+  }
+  const manyOnly = !only.has("big-files");
   return {
     dir: resolve(values.dir ?? tmpdir()),
     files: count("files", quick ? 4 : 8),
@@ -202,8 +261,12 @@ export function parseOptions(args: string[]): Options | null {
     bigFileSize: size("big-file-size", (quick ? 16 : 4096) * MIB),
     scanCheckpoints: count("scan-checkpoints", quick ? 50 : 1000),
     scanFiles: count("scan-files", 16),
+    manyFiles: count("many-files", quick ? 1000 : 100000),
+    manyFolders: count("many-folders", quick ? 10 : 1000),
+    hugeEntries: count("huge-manifest-entries", quick ? 10000 : 1000000),
+    only,
     runs: count("runs", quick ? 2 : 5),
-    out: values.out ? resolve(values.out) : quick ? QUICK_OUT : DEFAULT_OUT,
+    out: values.out ? resolve(values.out) : quick ? QUICK_OUT : manyOnly ? MANY_OUT : DEFAULT_OUT,
     diagnose,
     maxIdleWait: values["max-idle-wait"] === undefined
       ? quick ? 60 : 1200
@@ -242,14 +305,27 @@ async function findTools(options: Options, notes: string[]): Promise<Tools> {
 
 /** Refuses to start when the work folder's file system cannot hold the data. */
 async function checkSpace(options: Options): Promise<void> {
-  // The multi-file checkpoint, its copy for the dirty commit, the big file, small change.
-  const needed = 2 * options.files * options.fileSize + options.bigFileSize + 256 * MIB;
-  const out = await capture("df", ["-B1", "--output=avail", options.dir]);
-  const available = Number(out.stdout.trim().split("\n").at(-1));
+  let needed = 256 * MIB;
+  let inodes = 0;
+  if (options.only.has("big-files")) {
+    // The multi-file checkpoint, its copy for the dirty commit, the big file.
+    needed += 2 * options.files * options.fileSize + options.bigFileSize;
+    inodes += options.scanCheckpoints * (options.scanFiles + 2);
+  }
+  if (options.only.has("many-files")) {
+    // A block per small file, 2 manifests of ~330 B per file (one per commit), ~130 B per huge entry.
+    needed += options.manyFiles * (4096 + 700) + options.hugeEntries * 200;
+    inodes += 2 * options.manyFiles + options.hugeEntries + 4 * options.manyFolders + 16;
+  }
+  const out = await capture("df", ["-B1", "--output=avail,iavail", options.dir]);
+  const [available, iavail] = (out.stdout.trim().split("\n").at(-1) ?? "").trim().split(/\s+/).map(Number);
   if (out.code === 0 && Number.isFinite(available) && available < needed) {
     throw new Error(
       `${options.dir} has ${formatBytes(available)} free; the benchmark needs about ${formatBytes(needed)}`,
     );
+  }
+  if (out.code === 0 && Number.isFinite(iavail) && iavail > 0 && iavail < inodes) {
+    throw new Error(`${options.dir} has ${iavail} free inodes; the benchmark needs about ${inodes}`);
   }
 }
 
@@ -475,11 +551,15 @@ async function buildFixtures(options: Options, work: string): Promise<Fixtures> 
   return { shards, big, tiny, scan, commitSource, commitRoot, dirtyRoot, empty };
 }
 
-async function measureRss(time: string | null, f: Fixtures, tools: Tools): Promise<RssRow[]> {
+async function measureRss(time: string | null, f: Fixtures | null, tools: Tools): Promise<RssRow[]> {
   if (!time) return [];
   progress("measuring peak RSS");
   const ck = ckptkitArgv();
-  const rows: [string, string, string[]][] = [
+  const help: [string, string, string[]] = ["rss_help", "ckptkit --help (the runtime and modules alone)", [
+    ...ck,
+    "--help",
+  ]];
+  const rows: [string, string, string[]][] = !f ? [help] : [
     ["rss_big", `ckptkit validate, 1 × ${formatBytes(f.big.fileSize)} (main thread)`, [...ck, "validate", f.big.step]],
     [
       "rss_shards",
@@ -493,7 +573,7 @@ async function measureRss(time: string | null, f: Fixtures, tools: Tools): Promi
       "1",
       f.shards.step,
     ]],
-    ["rss_help", "ckptkit --help (the runtime and modules alone)", [...ck, "--help"]],
+    help,
     ["rss_openssl", `openssl dgst -sha256, 1 × ${formatBytes(f.big.fileSize)}`, [
       tools.openssl,
       "dgst",
@@ -508,22 +588,22 @@ async function measureRss(time: string | null, f: Fixtures, tools: Tools): Promi
   return result;
 }
 
+/** Runs one diagnostic; one that fails (the CLI changed, a tool is missing) costs its paragraph, not the report. */
+type Attempt = <T>(what: string, measure: () => Promise<T | null>) => Promise<T | undefined>;
+
 /** Runs the measurements that explain the targets `wanted` says to explain; each is best-effort. */
 async function diagnose(
   wanted: (id: string) => boolean,
-  f: Fixtures,
+  f: Fixtures | null,
+  many: ManyFixtures | null,
   tools: Tools,
   timer: Timer,
   options: Options,
   notes: string[],
 ): Promise<Diagnostics> {
   const d: Diagnostics = {};
-  const scratch = timer.scratch;
-  const ck = ckptkitArgv();
-  const strace = tools.strace;
-  if (!strace && options.diagnose !== "none") notes.push("strace is missing: no syscall summaries.");
-  // A diagnostic that fails (the CLI changed, a tool is missing) costs its paragraph, not the report.
-  const attempt = async <T>(what: string, measure: () => Promise<T | null>): Promise<T | undefined> => {
+  if (!tools.strace && options.diagnose !== "none") notes.push("strace is missing: no syscall summaries.");
+  const attempt: Attempt = async (what, measure) => {
     try {
       return (await measure()) ?? undefined;
     } catch (err) {
@@ -531,6 +611,86 @@ async function diagnose(
       return undefined;
     }
   };
+  if (f) await diagnoseBig(d, wanted, f, tools, timer, options, attempt);
+  if (many) await diagnoseMany(d, wanted, many, tools, timer, attempt);
+  return d;
+}
+
+/** The many-file targets' diagnostics: in-process time of each missed command and its syscalls. */
+async function diagnoseMany(
+  d: Diagnostics,
+  wanted: (id: string) => boolean,
+  many: ManyFixtures,
+  tools: Tools,
+  timer: Timer,
+  attempt: Attempt,
+): Promise<void> {
+  const ck = ckptkitArgv();
+  const strace = tools.strace;
+  const scratch = timer.scratch;
+  if (wanted("many_sha256sum")) {
+    progress("diagnosing: full validation of many files");
+    d.manyValidate = await attempt(
+      "validate --json (many files)",
+      () => inProcessSeconds(["validate", many.step], (doc) => doc.duration_s, 1),
+    );
+    if (strace) {
+      d.manyValidateStrace = await attempt(
+        "strace of validate (many files)",
+        () => straceSummary(strace, [...ck, "validate", many.step], scratch),
+      );
+    }
+  }
+  if (wanted("many_fast")) {
+    progress("diagnosing: validate --fast of many files");
+    d.manyFast = await attempt(
+      "validate --fast --json (many files)",
+      () => inProcessSeconds(["validate", "--fast", many.step], (doc) => doc.duration_s, 3),
+    );
+    if (strace) {
+      d.manyFastStrace = await attempt(
+        "strace of validate --fast (many files)",
+        () => straceSummary(strace, [...ck, "validate", "--fast", many.step], scratch),
+      );
+    }
+  }
+  if (wanted("huge_fast")) {
+    progress("diagnosing: validate --fast of the huge manifest");
+    d.hugeFast = await attempt(
+      "validate --fast --json (huge manifest)",
+      () => inProcessSeconds(["validate", "--fast", many.hugeStep], (doc) => doc.duration_s, 1),
+    );
+  }
+  if (wanted("many_commit")) {
+    progress("diagnosing: where a many-file commit's time goes");
+    const { staging, prepare } = manyStaging(many);
+    const args = ["commit", staging, "--root", many.commitRoot, "--step", "2"];
+    d.manyCommit = await attempt(
+      "commit --json (many files)",
+      () => commitBreakdown(args, prepare, join(many.commitRoot, "step-2", "ckptkit.manifest.json"), 1),
+    );
+    if (strace) {
+      d.manyCommitStrace = await attempt("strace of commit (many files)", async () => {
+        await mustShell(prepare);
+        return await straceSummary(strace, [...ck, ...args], scratch, ["-w"]);
+      });
+    }
+  }
+}
+
+/** The big-file targets' diagnostics. */
+async function diagnoseBig(
+  d: Diagnostics,
+  wanted: (id: string) => boolean,
+  f: Fixtures,
+  tools: Tools,
+  timer: Timer,
+  options: Options,
+  attempt: Attempt,
+): Promise<void> {
+  const scratch = timer.scratch;
+  const ck = ckptkitArgv();
+  const strace = tools.strace;
   if (wanted("sha256sum") || wanted("openssl") || wanted("commit")) {
     progress("diagnosing: one hashing stream, in process");
     await warmCache([f.shards.files[0]]);
@@ -619,23 +779,16 @@ async function diagnose(
       () => cpuProfileTop(["scan", "--fast", f.scan.root, "--log-level", "warn"], scratch),
     );
   }
-  return d;
 }
 
-async function run(options: Options, work: string): Promise<string> {
-  const started = performance.now();
-  const notes: string[] = [];
-  await checkSpace(options);
-  const tools = await findTools(options, notes);
-  if (!tools.b3sum) notes.push("b3sum row skipped.");
-  const scratch = join(work, "scratch");
-  await Deno.mkdir(scratch);
-  const watch = new LoadWatch(options.maxIdleWait);
-  const timer: Timer = { hyperfine: tools.hyperfine, scratch, beforeRound: (label) => watch.beforeRound(label) };
-  const f = await buildFixtures(options, work);
-  const rounds = options.runs;
-  const slowRounds = Math.min(rounds, 3);
-
+/** The big-file sections' timings (1–7 of the header). */
+async function runBig(
+  f: Fixtures,
+  tools: Tools,
+  timer: Timer,
+  rounds: number,
+  slowRounds: number,
+): Promise<Section[]> {
   await warmCache(f.shards.files);
   // Back to back within a round: the prototype, openssl, ckptkit and sha256sum (the targets' pairs).
   const validation = await timeGroup("validation", validationCases(f, tools), rounds, timer, [
@@ -666,21 +819,7 @@ async function run(options: Options, work: string): Promise<string> {
   const scan = await timeGroup("scan --fast", scanCases(f), rounds, timer);
   await warmCache(f.tiny.files);
   const startup = await timeGroup("start-up", startupCases(f), rounds, timer);
-  await watch.beforeRound("peak RSS");
-  const rss = await measureRss(tools.time, f, tools);
-  if (!tools.time) notes.push("GNU time is missing: peak RSS not measured.");
-
-  const measured = new Map<string, Measurement>(
-    [...validation, ...bigFile, ...commit, ...dirty, ...scan, ...startup].map((m) => [m.id, m]),
-  );
-  const firstTargets = evaluateTargets(measured, rss, {}, f.scan.checkpoints);
-  const missed = new Set(firstTargets.filter((t) => !t.pass).map((t) => t.id));
-  const wanted = (id: string) => options.diagnose === "all" || (options.diagnose === "auto" && missed.has(id));
-  await watch.beforeRound("diagnostics");
-  const diagnostics = await diagnose(wanted, f, tools, timer, options, notes);
-  const targets: Target[] = evaluateTargets(measured, rss, diagnostics, f.scan.checkpoints);
-
-  const sections: Section[] = [
+  return [
     {
       title: `Full validation: ${f.shards.files.length} × ${formatBytes(f.shards.fileSize)} = ${
         formatBytes(f.shards.totalBytes)
@@ -704,6 +843,133 @@ async function run(options: Options, work: string): Promise<string> {
     { title: "scan --fast", rows: scan },
     { title: "Start-up", rows: startup },
   ];
+}
+
+/**
+ * The many-file section's timings (8 of the header). Every group takes part
+ * in `rounds` interleaved rounds (at most 3: a commit of 100,000 files and its
+ * prepare take many seconds); the huge manifest's outcome run is its warm-up.
+ */
+async function runMany(
+  many: ManyFixtures,
+  timer: Timer,
+  rounds: number,
+): Promise<{ sections: Section[]; outcome: HugeOutcome }> {
+  const o = many.options;
+  const label = `${count(o.files)} × ${formatBytes(o.fileBytes)} in ${count(o.folders)} folders`;
+  // The files were just written and committed: their pages, inodes and dentries are cached.
+  const validation = await timeGroup("many files: validation", manyValidationCases(many), rounds, timer, [
+    "mv_fast",
+    "mv_find",
+    "mv_full",
+    "mv_sha256sum",
+  ]);
+  const commit = await timeGroup("many files: commit (hard-linked staging)", manyCommitCases(many), rounds, timer);
+  const outcome = await hugeOutcome(many);
+  const huge = await timeGroup("many files: huge manifest", hugeCases(many), rounds, timer);
+  const scan = await timeGroup("many files: scan scaling", manyScanCases(many), rounds, timer);
+  const rows = (id: string) => scan.find((row) => row.id === id)!;
+  const r12 = pairedRatio(rows("ms_scan2"), rows("ms_scan1"));
+  const r24 = pairedRatio(rows("ms_scan4"), rows("ms_scan2"));
+  return {
+    outcome,
+    sections: [
+      {
+        title: `Many small files: validation of ${label}`,
+        rows: validation,
+        note:
+          `Each group of the many-file section takes part in ${rounds} interleaved rounds. \`sha256sum -c\` reads ` +
+          "a SHA256SUMS naming each file by absolute path (written with the data, outside the checkpoint); `find " +
+          "-printf '%s'` lstats every file in C: the floor for a metadata-only check.",
+      },
+      {
+        title: `Many small files: commit of ${label}, hard-linked staging`,
+        rows: commit,
+        note: "Each run (warm-up included) starts on a fresh staging folder of hard links to the committed files, " +
+          "made by hyperfine `--prepare` (which also removes the previous run's `step-2`): the prepare takes a few " +
+          "seconds instead of the tens of seconds a copy of 100,000 files takes, and only the commit is timed. " +
+          "The files then have no dirty data pages, but every link dirtied its inode, so each fsync still commits " +
+          "metadata to the journal; with copies, both commands would in addition write every file's data back, " +
+          "the same for both, which would dilute ckptkit's own per-file cost that the target is about. The " +
+          "baseline hashes with one `sha256sum` process per core over batches of files, then fsyncs every file " +
+          "(coreutils `sync FILE…` calls fsync on each file it names).",
+      },
+      {
+        title: `A manifest of ${count(o.hugeEntries)} entries: validate --fast`,
+        rows: huge,
+        note:
+          `The checkpoint is real: ${count(o.hugeEntries)} empty files in ${count(o.folders)} folders, its manifest (${
+            (many.hugeManifestBytes / 1e6).toFixed(0)
+          } MB) written by the library's \`createManifest\` (a \`ckptkit commit\` of a million files would take ` +
+          `minutes; the commit rows time 100,000). Outcome of \`validate --fast --json\` (run once untimed, as ` +
+          `the warm-up): ${
+            outcome.ok ? "valid" : `not ok: ${outcome.summary}${outcome.detail ? ` (${outcome.detail})` : ""}`
+          }. ` +
+          "The timed command accepts exit 0 (checked) and 1 (refused or problems found).",
+      },
+      {
+        title: `scan --fast of a root holding 1, 2 and 4 checkpoints of ${count(o.files)} files`,
+        rows: scan,
+        note:
+          `time(2)/time(1) = ${r12.toFixed(2)}, time(4)/time(2) = ${
+            r24.toFixed(2)
+          } (medians of per-round ratios; 2 would be exactly linear, start-up pulls it below). The checkpoints are ` +
+          "hard-linked copies of the committed one, each manifest rewritten for its step; each run's `--prepare` " +
+          "moves (renames) the ones it needs into the root and the others out.",
+      },
+    ],
+  };
+}
+
+async function run(options: Options, work: string): Promise<string> {
+  const started = performance.now();
+  const notes: string[] = [];
+  await checkSpace(options);
+  const tools = await findTools(options, notes);
+  if (!tools.b3sum && options.only.has("big-files")) notes.push("b3sum row skipped.");
+  const scratch = join(work, "scratch");
+  await Deno.mkdir(scratch);
+  const watch = new LoadWatch(options.maxIdleWait);
+  const timer: Timer = { hyperfine: tools.hyperfine, scratch, beforeRound: (label) => watch.beforeRound(label) };
+  const rounds = options.runs;
+  const slowRounds = Math.min(rounds, 3);
+
+  const sections: Section[] = [];
+  let f: Fixtures | null = null;
+  if (options.only.has("big-files")) {
+    f = await buildFixtures(options, work);
+    sections.push(...await runBig(f, tools, timer, rounds, slowRounds));
+  }
+  let many: ManyFixtures | null = null;
+  let outcome: HugeOutcome | null = null;
+  if (options.only.has("many-files")) {
+    many = await buildManyFixtures(work, {
+      files: options.manyFiles,
+      fileBytes: MANY_FILE_BYTES,
+      folders: options.manyFolders,
+      hugeEntries: options.hugeEntries,
+    });
+    const result = await runMany(many, timer, slowRounds);
+    outcome = result.outcome;
+    sections.push(...result.sections);
+  }
+  await watch.beforeRound("peak RSS");
+  const rss = await measureRss(tools.time, f, tools);
+  if (tools.time && many) rss.push(...await measureManyRss(tools.time, many));
+  if (!tools.time) notes.push("GNU time is missing: peak RSS not measured.");
+
+  const measured = new Map<string, Measurement>(sections.flatMap((section) => section.rows).map((m) => [m.id, m]));
+  const context: TargetContext = {
+    scanCheckpoints: f?.scan.checkpoints,
+    many: many ? { files: many.options.files, hugeEntries: many.options.hugeEntries, hugeOutcome: outcome } : undefined,
+  };
+  const firstTargets = evaluateTargets(measured, rss, {}, context);
+  const missed = new Set(firstTargets.filter((t) => !t.pass).map((t) => t.id));
+  const wanted = (id: string) => options.diagnose === "all" || (options.diagnose === "auto" && missed.has(id));
+  await watch.beforeRound("diagnostics");
+  const diagnostics = await diagnose(wanted, f, many, tools, timer, options, notes);
+  const targets: Target[] = evaluateTargets(measured, rss, diagnostics, context);
+
   const machine = await describeMachine(work, {
     hyperfine: tools.hyperfine,
     sha256sum: tools.sha256sum,
@@ -714,7 +980,7 @@ async function run(options: Options, work: string): Promise<string> {
   const report = renderReport({
     options,
     machine,
-    fixtures: f,
+    fixtures: { shards: f?.shards, big: f?.big, tiny: f?.tiny, scan: f?.scan, many: many ?? undefined },
     sections,
     rss,
     targets,
