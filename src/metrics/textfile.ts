@@ -19,8 +19,8 @@ import { asCkptkitError, CkptkitError } from "../errors.ts";
  * The textfile name of a root in a collector folder:
  * `ckptkit-<slug of the root label>-<first 10 hex digits of the SHA-256 of the root's real path>.prom`.
  * The slug keeps the name readable (the label's letters, digits, `.`, `_`
- * and `-`, at most 40 of them); the hash keeps it unique per root, whatever
- * the label.
+ * and `-`, other characters as `-`, its last 40 characters: a path's end
+ * tells most); the hash keeps it unique per root, whatever the label.
  *
  * @example
  * ```ts
@@ -28,11 +28,12 @@ import { asCkptkitError, CkptkitError } from "../errors.ts";
  * import { textfileName } from "./textfile.ts";
  * const name = textfileName("/mnt/ckpts/llama-7b");
  * assert.match(name, /^ckptkit-mnt-ckpts-llama-7b-[0-9a-f]{10}\.prom$/);
- * assert.notEqual(textfileName("/a/x"), textfileName("/b/x", "x"));
+ * assert.match(textfileName("/a/x", "llama 7b"), /^ckptkit-llama-7b-[0-9a-f]{10}\.prom$/);
+ * assert.notEqual(textfileName("/a/x", "x"), textfileName("/b/x", "x"));
  * ```
  */
 export function textfileName(root: string, label: string = root): string {
-  const slug = label.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+|-+$/g, "").slice(0, 40).replace(/-+$/, "");
+  const slug = label.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/-+$/, "").slice(-40).replace(/^[-.]+/, "");
   const hash = createHash("sha256").update(root).digest("hex").slice(0, 10);
   return `ckptkit-${slug || "root"}-${hash}.prom`;
 }
