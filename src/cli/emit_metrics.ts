@@ -58,8 +58,8 @@ export function emitMetricsCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--delete",
-        "delete this root's group (job_id, root, instance) from the Pushgateway instead of pushing (at the end of a run, so its last values " +
-          "are not scraped forever)",
+        "delete this root's group (job_id, root, instance) from the Pushgateway instead of pushing (at the end " +
+          "of a run, so its last values are not scraped forever)",
       ),
     )
     .addOption(fast)

@@ -47,7 +47,8 @@ export function reportCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--root-label <name>",
-        "root label of every series, e.g. a short name (default: the reports' root, its real path; config: metrics.root_label)",
+        "root label of every series, e.g. a short name (default: the reports' root, its real path; config: " +
+          "metrics.root_label)",
       ),
     )
     .addOption(new Option("--instance <name>", "instance label of the Pushgateway group (default: host name)"))
