@@ -221,7 +221,13 @@ export {
   POOL_MIN_FILES,
   withHasher,
 } from "./src/hash_pool.ts";
-export { buildSnapshot, MAX_CORRUPT_SERIES, type MetricsSnapshot, type SnapshotInput } from "./src/metrics/snapshot.ts";
+export {
+  buildSnapshot,
+  MAX_CORRUPT_SERIES,
+  type MetricsLabels,
+  type MetricsSnapshot,
+  type SnapshotInput,
+} from "./src/metrics/snapshot.ts";
 export { METRIC_NAMES, renderMetrics } from "./src/metrics/render.ts";
 export {
   collectMetrics,
@@ -230,6 +236,6 @@ export {
   lastCheckpointBytes,
   type MetricsPass,
 } from "./src/metrics/collect.ts";
-export { writeTextfile } from "./src/metrics/textfile.ts";
-export { deleteMetrics, pushMetrics, type PushOptions, pushUrl } from "./src/metrics/pushgateway.ts";
+export { resolveTextfile, textfileName, writeTextfile } from "./src/metrics/textfile.ts";
+export { deleteMetrics, groupingKey, pushMetrics, type PushOptions, pushUrl } from "./src/metrics/pushgateway.ts";
 export { type ExporterOptions, parseListen, runExporter } from "./src/metrics/exporter.ts";

@@ -43,7 +43,8 @@ Options:
   --interval <duration>  time between the starts of two passes: 30, 30s, 5m, 1h (default 300s)
   --fast                 check manifests, presence and sizes only (reads no file data)
   --sample-bytes <n>     check the sampled regions recorded at commit instead of every byte
-  --textfile <path>      node_exporter textfile to write on each pass (must end in .prom)
+  --textfile <path>      node_exporter textfile to write on each pass (must end in .prom), or
+                         the collector's folder: one ckptkit-<slug>-<hash>.prom per root
   --pushgateway <url>    Pushgateway to push to on each pass
   --once                 run one pass, then exit with its exit code
   --max-runs <n>         stop after n passes, exiting with the last pass's exit code
@@ -145,9 +146,9 @@ export async function parseLoopArgs(
     : flagValue("--max-runs", values["max-runs"], parsePositiveInteger);
 
   const textfile = values.textfile;
-  if (textfile !== undefined && !textfile.endsWith(".prom")) {
+  if (textfile !== undefined && !textfile.endsWith(".prom") && !textfile.endsWith("/") && !isFolder(textfile)) {
     // node_exporter ignores other names; emit-metrics would refuse it on every pass.
-    throw new UsageError(`--textfile ${JSON.stringify(textfile)}: must end in .prom.`);
+    throw new UsageError(`--textfile ${JSON.stringify(textfile)}: must end in .prom, or be the collector's folder.`);
   }
   const pushgateway = values.pushgateway;
   if (pushgateway !== undefined && !/^https?:$/.test(URL.parse(pushgateway)?.protocol ?? "")) {
@@ -169,6 +170,14 @@ export async function parseLoopArgs(
     );
   }
   return { root, configPath, intervalS, depthArgs, maxRuns, textfile, pushgateway };
+}
+
+function isFolder(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
 }
 
 /** The raw flags; node:util's errors become a one-line {@linkcode UsageError}. */

@@ -12,6 +12,7 @@
  * metrics:
  *   textfile: /var/lib/node_exporter/ckptkit.prom
  *   pushgateway: http://pushgateway:9091/metrics
+ *   root_label: llama-7b
  * ```
  *
  * @module
@@ -62,6 +63,8 @@ export interface Config {
     textfile?: string;
     /** Pushgateway URL. */
     pushgateway?: string;
+    /** Value of the `root` label of every series (default: the root's real path). */
+    root_label?: string;
   };
 }
 
@@ -83,6 +86,7 @@ const configSchema: z.ZodType<Config> = z.strictObject({
   metrics: z.strictObject({
     textfile: text.optional(),
     pushgateway: z.url().optional(),
+    root_label: text.optional(),
   }).optional(),
 });
 

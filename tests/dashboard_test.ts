@@ -136,6 +136,49 @@ Deno.test("every datasource reference is the datasource template variable; no im
   );
 });
 
+Deno.test('every panel query filters root=~"$root" and keeps roots apart; the root variable lists them', async () => {
+  const dashboard = await readJson(DASHBOARD);
+  const variables: Json[] = dashboard.templating.list;
+  const root = variables.find((v) => v.name === "root");
+  assert.ok(root, "a root template variable");
+  assert.equal(root.type, "query");
+  assert.deepEqual(root.datasource, DS_REF);
+  assert.match(
+    root.query.query,
+    /^label_values\(checkpoint_last_validation_timestamp(\{[^}]*\})?, root\)$/,
+    "every source exports checkpoint_last_validation_timestamp, whatever the root holds",
+  );
+  assert.equal(root.multi, true);
+  assert.equal(root.includeAll, true);
+  assert.equal(root.allValue, ".*");
+  assert.ok(
+    variables.findIndex((v) => v.name === "root") > variables.findIndex((v) => v.name === "run_id"),
+    "after job_id and run_id, which narrow it",
+  );
+  const panels = allPanels(dashboard).filter((panel) => panel.type !== "row");
+  let selectors = 0;
+  for (const panel of panels) {
+    for (const target of panel.targets) {
+      const where = `${panel.title} ${target.refId}: ${target.expr}`;
+      for (const [selector, matchers] of target.expr.matchAll(/\b(?:checkpoint|ckptkit)_[a-z_]+(\{[^}]*\})?/g)) {
+        assert.ok(matchers?.includes('root=~"$root"'), `${selector} lacks root=~"$root" in ${where}`);
+        selectors++;
+      }
+      for (const [, by] of target.expr.matchAll(/\bby \(([^)]*)\)/g)) {
+        // an aggregation over job and run keeps the root too, so two roots of one job never merge
+        if (by.includes("job_id")) assert.match(by, /^root, job_id, run_id\b/, where);
+      }
+      if (/\{\{job_id\}\}/.test(target.legendFormat ?? "")) {
+        assert.match(target.legendFormat, /\{\{root\}\}/, `the legend tells roots apart: ${where}`);
+      }
+    }
+  }
+  assert.ok(selectors >= panels.length, String(selectors));
+  const table = panels.find((panel) => panel.type === "table");
+  const organize = table.transformations.find((t: Json) => t.id === "organize");
+  assert.equal(organize.options.indexByName.root, 0, "the corrupt-checkpoints table shows the root first");
+});
+
 Deno.test("the dashboard's panels have unique ids and non-overlapping places on the 24-column grid", async () => {
   const dashboard = await readJson(DASHBOARD);
   const panels = allPanels(dashboard);

@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
 import { collectMetrics } from "../src/metrics/collect.ts";
-import { pushMetrics, pushUrl } from "../src/metrics/pushgateway.ts";
-import { renderMetrics } from "../src/metrics/render.ts";
+import { groupingKey, pushMetrics, pushUrl } from "../src/metrics/pushgateway.ts";
+import { METRIC_NAMES, renderMetrics } from "../src/metrics/render.ts";
 import { MAX_CORRUPT_SERIES } from "../src/metrics/snapshot.ts";
-import { writeTextfile } from "../src/metrics/textfile.ts";
+import { textfileName, writeTextfile } from "../src/metrics/textfile.ts";
 import { PROBLEM_REASONS } from "../src/problems.ts";
 import { quarantineCheckpoint } from "../src/quarantine.ts";
 import { cliCommand, flipByte, names, runCli, samples, tempDir, writeStep } from "./_helpers.ts";
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
 
 function value(text: string, pattern: RegExp): number[] {
   return [...samples(text)].filter(([key]) => pattern.test(key)).map(([, v]) => v);
@@ -23,7 +27,7 @@ Deno.test("metrics describe a root with valid, corrupt and quarantined checkpoin
   const { snapshot, scan } = await collectMetrics(root);
   assert.equal(scan.ok, false);
   const text = await renderMetrics(snapshot);
-  const labels = 'job_id="job",run_id="run"';
+  const labels = `root="${escapeRegExp(root)}",job_id="job",run_id="run"`;
   assert.deepEqual(value(text, /^checkpoint_last_success_step\{/), [20]);
   assert.deepEqual(value(text, /^checkpoint_resume_selected_step\{/), [20], "latest names step-30, which is corrupt");
   assert.deepEqual(value(text, new RegExp(`^checkpoint_inventory\\{${labels},status="valid"\\}`)), [2]);
@@ -215,7 +219,17 @@ Deno.test("serve exports /metrics and /healthz, revalidates when a checkpoint ap
   const root = tmp.path;
   await writeStep(root, 10);
   const port = freePort();
-  const child = cliCommand(["serve", root, "--listen", `127.0.0.1:${port}`, "--interval", "1h"]).spawn();
+  const child = cliCommand([
+    "serve",
+    root,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--interval",
+    "1h",
+    "--root-label",
+    "served",
+  ])
+    .spawn();
   try {
     const url = `http://127.0.0.1:${port}`;
     const first = await poll("first metrics", async () => {
@@ -223,7 +237,7 @@ Deno.test("serve exports /metrics and /healthz, revalidates when a checkpoint ap
       const text = await response.text();
       return response.ok ? text : undefined;
     });
-    assert.match(first, /^checkpoint_last_success_step\{.*\} 10$/m);
+    assert.match(first, /^checkpoint_last_success_step\{root="served",job_id="job",run_id="run"\} 10$/m);
     const health = await fetch(`${url}/healthz`);
     assert.equal(health.status, 200);
     assert.match(await health.text(), /^ok, last pass /);
@@ -263,7 +277,7 @@ Deno.test("serve on a port in use exits 4 with a clear message", async () => {
   assert.match(bad.stderr, /expected host:port/);
 });
 
-Deno.test("emit-metrics --delete removes this job's group from the Pushgateway", async () => {
+Deno.test("emit-metrics --delete removes this root's group from the Pushgateway", async () => {
   await using tmp = await tempDir();
   await writeStep(tmp.path, 1);
   const seen: string[] = [];
@@ -274,8 +288,141 @@ Deno.test("emit-metrics --delete removes this job's group from the Pushgateway",
   const base = `http://127.0.0.1:${server.addr.port}/metrics`;
   const run = await runCli(["emit-metrics", tmp.path, "--pushgateway", base, "--delete", "--instance", "n1"]);
   assert.equal(run.code, 0, run.stderr);
-  assert.deepEqual(seen, ["DELETE /metrics/job/ckptkit/job_id@base64/am9i/instance@base64/bjE"]);
+  const root = `root@base64/${btoa(tmp.path).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}`;
+  assert.deepEqual(seen, [`DELETE /metrics/job/ckptkit/job_id@base64/am9i/${root}/instance@base64/bjE`]);
+  seen.length = 0;
+  const named = await runCli(["emit-metrics", "--pushgateway", base, "--delete", "--job-id", "j", "--root-label", "r"]);
+  assert.equal(named.code, 0, named.stderr);
+  assert.deepEqual(seen, [
+    `DELETE /metrics/job/ckptkit/job_id@base64/ag/root@base64/cg/instance@base64/${
+      btoa(Deno.hostname()).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")
+    }`,
+  ], "with both labels given, no root is needed");
   const missing = await runCli(["emit-metrics", tmp.path, "--delete"]);
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /--delete needs --pushgateway/);
+});
+
+Deno.test("every series carries the root label and no label is ever empty", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await Deno.mkdir(root);
+  const check = (text: string, expectJob: boolean) => {
+    const series = [...samples(text).keys()];
+    assert.ok(series.length >= METRIC_NAMES.length - 5, String(series.length));
+    for (const key of series) {
+      assert.ok(!key.includes('=""'), `empty label: ${key}`);
+      assert.ok(key.includes(`{root="${root}"`), `root label first: ${key}`);
+      assert.equal(/[{,]job_id="/.test(key), expectJob, key);
+      assert.equal(/[{,]run_id="/.test(key), expectJob, key);
+    }
+  };
+  // an empty root: no job or run known, so those labels are left out
+  const empty = await runCli(["emit-metrics", root, "--log-level", "silent"]);
+  assert.equal(empty.code, 0, empty.stderr);
+  check(empty.stdout, false);
+  const blank = await runCli(["emit-metrics", root, "--job-id", "", "--run-id", "", "--log-level", "silent"]);
+  check(blank.stdout, false);
+  await writeStep(root, 1);
+  const written = await runCli(["emit-metrics", root, "--log-level", "silent"]);
+  assert.equal(written.code, 0, written.stderr);
+  check(written.stdout, true);
+  await flipByte(`${await writeStep(root, 2)}/shard-0.bin`, 1);
+  const corrupt = await runCli(["emit-metrics", root, "--log-level", "silent"]);
+  assert.equal(corrupt.code, 1, corrupt.stderr);
+  check(corrupt.stdout, true);
+  assert.match(
+    corrupt.stdout,
+    /^checkpoint_corrupt_detected\{root="[^"]+",job_id="job",run_id="run",checkpoint="step-2"/m,
+  );
+});
+
+Deno.test("--root-label and metrics.root_label name the root; the root's real path otherwise", async () => {
+  await using tmp = await tempDir();
+  const root = `${tmp.path}/root`;
+  await writeStep(root, 1);
+  await Deno.symlink(root, `${tmp.path}/link`);
+  const rootOf = (text: string) =>
+    new Set([...samples(text).keys()].map((key) => /^\w+\{root="([^"]*)"/.exec(key)?.[1]));
+  const viaLink = await runCli(["emit-metrics", `${tmp.path}/link`, "--log-level", "silent"]);
+  assert.deepEqual(rootOf(viaLink.stdout), new Set([root]), "the real path, however the root was named");
+  const flag = await runCli(["emit-metrics", root, "--root-label", "llama-7b", "--log-level", "silent"]);
+  assert.deepEqual(rootOf(flag.stdout), new Set(["llama-7b"]));
+  await Deno.writeTextFile(`${tmp.path}/c.yaml`, `metrics:\n  root_label: from-config\n`);
+  const config = await runCli(["--config", `${tmp.path}/c.yaml`, "emit-metrics", root, "--log-level", "silent"]);
+  assert.deepEqual(rootOf(config.stdout), new Set(["from-config"]));
+  const both = await runCli(["--config", `${tmp.path}/c.yaml`, "emit-metrics", root, "--root-label", "flag"]);
+  assert.deepEqual(rootOf(both.stdout), new Set(["flag"]), "the flag wins over the config");
+  await Deno.writeTextFile(`${tmp.path}/bad.yaml`, `metrics:\n  root_label: ""\n`);
+  const bad = await runCli(["--config", `${tmp.path}/bad.yaml`, "emit-metrics", root]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /metrics\.root_label/);
+});
+
+Deno.test("--textfile naming a folder writes one file per root, named after it; a file path works as before", async () => {
+  await using tmp = await tempDir();
+  const folder = `${tmp.path}/collector`;
+  await Deno.mkdir(folder);
+  const roots = [`${tmp.path}/one/ckpts`, `${tmp.path}/two/ckpts`];
+  for (const root of roots) await writeStep(root, 1); // the same job_id and run_id in both
+  const emit = async (args: string[]) => {
+    const run = await runCli(["emit-metrics", ...args, "--json", "--log-level", "silent"]);
+    assert.equal(run.code, 0, run.stderr);
+    return JSON.parse(run.stdout).textfile as string;
+  };
+  const files = [await emit([roots[0], "--textfile", folder]), await emit([roots[1], "--textfile", `${folder}/`])];
+  assert.deepEqual(files, roots.map((root) => `${folder}/${textfileName(root)}`));
+  assert.notEqual(files[0], files[1], "two roots never share a file");
+  assert.match(files[0], /\/ckptkit-[\w.-]*one-ckpts-[0-9a-f]{10}\.prom$/);
+  assert.equal(await emit([roots[0], "--textfile", folder]), files[0], "rewritten in place on the next pass");
+  const named = await emit([roots[0], "--textfile", folder, "--root-label", "llama 7b/main"]);
+  assert.match(named, /\/ckptkit-llama-7b-main-[0-9a-f]{10}\.prom$/);
+  assert.deepEqual((await names(folder)).sort(), [...files, named].map((f) => f.slice(folder.length + 1)).sort());
+  for (const [i, file] of files.entries()) {
+    assert.match(
+      await Deno.readTextFile(file),
+      new RegExp(`^checkpoint_latest_valid\\{root="${escapeRegExp(roots[i])}",`, "m"),
+    );
+  }
+  // an explicit file path, as before
+  assert.equal(await emit([roots[0], "--textfile", `${tmp.path}/explicit.prom`]), `${tmp.path}/explicit.prom`);
+  const missing = await runCli(["emit-metrics", roots[0], "--textfile", `${tmp.path}/nowhere/`]);
+  assert.equal(missing.code, 2, missing.stderr);
+  assert.match(missing.stderr, /Writing the metrics textfile .*\/nowhere\/ckptkit-.*\.prom failed: No such file/);
+  assert.equal(textfileName("/x", ""), textfileName("/x", "///"), "a label without letters still gives a name");
+  assert.match(textfileName("/x", "///"), /^ckptkit-root-[0-9a-f]{10}\.prom$/);
+});
+
+Deno.test("the Pushgateway group is the root on the host: two roots of one job push to two groups", async () => {
+  await using tmp = await tempDir();
+  const roots = [`${tmp.path}/a`, `${tmp.path}/b`];
+  for (const root of roots) await writeStep(root, 1);
+  const seen: string[] = [];
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    seen.push(`${request.method} ${new URL(request.url).pathname}`);
+    await request.body?.cancel();
+    return new Response("", { status: 200 });
+  });
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  for (const root of roots) {
+    const run = await runCli([
+      "emit-metrics",
+      root,
+      "--pushgateway",
+      base,
+      "--instance",
+      "n1",
+      "--log-level",
+      "silent",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+  }
+  assert.equal(new Set(seen).size, 2, seen.join("\n"));
+  for (const [i, root] of roots.entries()) {
+    assert.equal(
+      seen[i],
+      `PUT ${pushUrl("http://x", groupingKey({ root, job_id: "job" }, "n1")).slice("http://x".length)}`,
+    );
+  }
+  assert.deepEqual(groupingKey({ root: "/r" }, "n1"), { root: "/r", instance: "n1" }, "no job_id: left out");
 });

@@ -14,6 +14,7 @@
 import assert from "node:assert/strict";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { METRIC_NAMES } from "../src/metrics/render.ts";
+import { textfileName } from "../src/metrics/textfile.ts";
 import { cliCommand, flipByte, REPO, runCli, tempDir } from "./_helpers.ts";
 
 const DASHBOARD = `${REPO}/dashboards/grafana_checkpoint_health.json`;
@@ -115,7 +116,7 @@ async function loadRules(): Promise<Rule[]> {
 
 /**
  * A dashboard expression as Grafana would send it with "All" selected:
- * `$job_id`/`$run_id` become `.*` (the variables' allValue), the interval
+ * `$job_id`/`$run_id`/`$root` become `.*` (the variables' allValue), the interval
  * variables become durations a 1 s scrape fills.
  */
 function grafanaExpr(expr: string): string {
@@ -125,7 +126,7 @@ function grafanaExpr(expr: string): string {
     .replace(/\$\{?__range_s\}?/g, "300")
     .replace(/\$\{?__range_ms\}?/g, "300000")
     .replace(/\$\{?__range\}?/g, "5m")
-    .replace(/\$\{?(job_id|run_id)(:\w+)?\}?/g, ".*");
+    .replace(/\$\{?(job_id|run_id|root)(:\w+)?\}?/g, ".*");
   assert.ok(!out.includes("$"), `unhandled Grafana variable in ${expr}`);
   return out;
 }
@@ -340,7 +341,7 @@ async function query(base: string, expr: string): Promise<Sample[]> {
 // ---------------------------------------------------------------------------
 // Static checks: no tools needed
 
-Deno.test("the Grafana dashboard is importable and every query is filtered by job_id and run_id", async () => {
+Deno.test("the Grafana dashboard is importable and every query is filtered by job_id, run_id and root", async () => {
   const dashboard = await loadDashboard();
   assert.ok(dashboard.uid && dashboard.title);
   // the data source is the `datasource` template variable (tests/dashboard_test.ts checks it and the provisioning)
@@ -353,13 +354,13 @@ Deno.test("the Grafana dashboard is importable and every query is filtered by jo
     assert.ok((panel.targets ?? []).length > 0, `panel ${panel.title} has no query`);
   }
   const variables = dashboard.templating.list.filter((v) => v.type !== "datasource");
-  assert.deepEqual(variables.map((v) => v.name), ["job_id", "run_id"]);
+  assert.deepEqual(variables.map((v) => v.name), ["job_id", "run_id", "root"]);
   for (const variable of variables) {
     assert.equal(variable.type, "query");
     assert.deepEqual(variable.datasource, ds);
     assert.equal(variable.multi, true);
     assert.equal(variable.includeAll, true);
-    assert.equal(variable.allValue, ".*", "All must match series whatever their job_id");
+    assert.equal(variable.allValue, ".*", "All must match series whatever their job_id (or without one)");
     const q = typeof variable.query === "string" ? variable.query : variable.query?.query;
     assert.match(q ?? "", new RegExp(`^label_values\\(checkpoint_\\w+(\\{[^}]*\\})?, ${variable.name}\\)$`));
   }
@@ -390,11 +391,18 @@ Deno.test("the Grafana dashboard is importable and every query is filtered by jo
     const names = metricNames(target.expr);
     assert.ok(names.length > 0, where);
     for (const name of names) assert.ok((METRIC_NAMES as readonly string[]).includes(name), `unknown metric ${name}`);
-    // every selector carries both filters
+    // every selector carries the three filters, and every aggregation keeps roots apart
     const selectors = [...target.expr.matchAll(/\b(?:checkpoint|ckptkit)_[a-z_]+(\{[^}]*\})?/g)];
     for (const selector of selectors) {
-      assert.ok(selector[1]?.includes('job_id=~"$job_id"'), `${selector[0]} lacks the job_id filter in ${where}`);
-      assert.ok(selector[1]?.includes('run_id=~"$run_id"'), `${selector[0]} lacks the run_id filter in ${where}`);
+      for (const label of ["job_id", "run_id", "root"]) {
+        assert.ok(
+          selector[1]?.includes(`${label}=~"$${label}"`),
+          `${selector[0]} lacks the ${label} filter in ${where}`,
+        );
+      }
+    }
+    for (const [, by] of target.expr.matchAll(/\bby \(([^)]*)\)/g)) {
+      if (by.includes("job_id")) assert.match(by, /^root, job_id, run_id\b/, `by (${by}) in ${where}`);
     }
     for (const range of target.expr.matchAll(/\[([^\]]+)\]/g)) {
       assert.ok(["$__rate_interval", "$__range"].includes(range[1]), `fixed range [${range[1]}] in ${where}`);
@@ -423,7 +431,11 @@ Deno.test("the alert rules read only ckptkit's metrics and label their alerts", 
         for (const job of jobs.split("|")) assert.ok(jobNames.includes(job), `${rule.alert}: no scrape job ${job}`);
       }
     } else {
-      assert.match(rule.expr, /by \(job_id, run_id\b/, `${rule.alert}: one alert per job and run`);
+      assert.match(rule.expr, /by \(root, job_id, run_id\b/, `${rule.alert}: one alert per root, job and run`);
+      for (const [, by] of rule.expr.matchAll(/\b(?:by|on) \(([^)]*)\)/g)) {
+        if (by.includes("job_id")) assert.match(by, /^root, job_id, run_id\b/, `${rule.alert}: (${by})`);
+      }
+      assert.match(rule.annotations!.description, /\$labels\.root/, `${rule.alert}: description names the root`);
       assert.match(rule.annotations!.summary, /\$labels\.job_id/, `${rule.alert}: summary`);
       assert.match(rule.annotations!.description, /\$labels\.run_id/, `${rule.alert}: description`);
     }
@@ -669,7 +681,10 @@ Deno.test({
           "error",
         ]);
         assert.equal(emitted.code, 1, describe("emit-metrics", emitted));
-        assert.match(emitted.stdout, /pushed to .*\/metrics\/job\/ckptkit\/job_id@base64\/.*\/instance@base64\//);
+        assert.match(
+          emitted.stdout,
+          /pushed to .*\/metrics\/job\/ckptkit\/job_id@base64\/[^/]+\/root@base64\/[^/]+\/instance@base64\//,
+        );
       };
       await emit();
 
@@ -711,6 +726,7 @@ Deno.test({
         __name__: "checkpoint_latest_valid",
         instance: "test-node",
         job: PUSHED_JOB,
+        root,
         job_id: JOB,
         run_id: RUN,
       });
@@ -759,7 +775,7 @@ Deno.test({
           `${prom}/api/v1/label/${label}/values?match[]=${encodeURIComponent(grafanaExpr(selector))}`,
         );
         const values = JSON.parse(body).data as string[];
-        assert.ok(values.includes(label === "job_id" ? JOB : RUN), `${variable.name}: ${body}`);
+        assert.ok(values.includes({ job_id: JOB, run_id: RUN, root }[label]!), `${variable.name}: ${body}`);
       }
 
       // every alert expression parses; the data it reads exists; it is true exactly when the root says so
@@ -776,6 +792,7 @@ Deno.test({
           for (const sample of firing) {
             assert.equal(sample.metric.job_id, JOB, `${rule.alert} keeps job_id`);
             assert.equal(sample.metric.run_id, RUN, `${rule.alert} keeps run_id`);
+            assert.equal(sample.metric.root, root, `${rule.alert} keeps root`);
           }
           assert.equal(firing.length, new Set(firing.map((s) => JSON.stringify(s.metric))).size);
         } else if (expected === false) {
@@ -1008,3 +1025,199 @@ Deno.test({
 function alertExpr(rules: Rule[], name: string): string {
   return rules.find((rule) => rule.alert === name)!.expr;
 }
+
+Deno.test({
+  name: "two roots of one job and run on one node: one textfile each in the collector folder, two series sets",
+  ignore: skipServers,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    assertTools(["prometheus", "prometheus-node-exporter"]);
+    const started = Date.now();
+    const deadline = started + 2 * 60_000; // a backstop against hanging, not a timing requirement
+    await using tmp = await tempDir();
+    const [rootA, rootB, rootC] = ["a", "b", "c"].map((name) => `${tmp.path}/${name}`);
+    const textDir = `${tmp.path}/textfile`;
+    const logs = `${tmp.path}/logs`;
+    await Deno.mkdir(textDir);
+    await Deno.mkdir(logs);
+    await Deno.mkdir(rootC); // no checkpoint yet: no job_id or run_id to export
+    // a and b: the same job and run (e.g. a root on local disk and its copy on shared storage)
+    for (const [root, step] of [[rootA, 10], [rootB, 10], [rootB, 20]] as const) {
+      const written = await runCli([
+        "write",
+        "--root",
+        root,
+        "--job-id",
+        "demo",
+        "--run-id",
+        "run-1",
+        "--step",
+        String(step),
+        "--files",
+        "1",
+        "--file-size",
+        "4KiB",
+        "--log-level",
+        "warn",
+      ]);
+      assert.equal(written.code, 0, written.stderr);
+    }
+    const SCRATCH = "scratch"; // c's configured short name
+    const emit = async (root: string, ...extra: string[]) => {
+      const emitted = await runCli([
+        "emit-metrics",
+        root,
+        "--textfile",
+        textDir,
+        "--json",
+        "--log-level",
+        "error",
+        ...extra,
+      ]);
+      assert.equal(emitted.code, 0, describe("emit-metrics", emitted));
+      return JSON.parse(emitted.stdout).textfile as string;
+    };
+    const files = [await emit(rootA), await emit(rootB), await emit(rootC, "--root-label", SCRATCH)];
+    assert.deepEqual(files, [
+      `${textDir}/${textfileName(rootA)}`,
+      `${textDir}/${textfileName(rootB)}`,
+      `${textDir}/${textfileName(rootC, SCRATCH)}`,
+    ]);
+    assert.equal(await emit(rootA), files[0], "the same root, the same file");
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(textDir))).map((e) => e.name).sort(),
+      files.map((f) => f.slice(textDir.length + 1)).sort(),
+    );
+
+    // the example config with node_exporter and two `ckptkit serve` targets, one per root
+    const [nodePort, servePortA, servePortB, promPort] = freePorts(4);
+    const prom = `http://127.0.0.1:${promPort}`;
+    const config = parseYaml(await Deno.readTextFile(PROMETHEUS_YML)) as {
+      global: Record<string, string>;
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    config.global = { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" };
+    config.scrape_configs = config.scrape_configs.filter((job) => ["node", "ckptkit_serve"].includes(job.job_name));
+    assert.equal(config.scrape_configs.length, 2);
+    for (const job of config.scrape_configs) {
+      job.static_configs = [{
+        targets: job.job_name === "node"
+          ? [`127.0.0.1:${nodePort}`]
+          : [`127.0.0.1:${servePortA}`, `127.0.0.1:${servePortB}`],
+      }];
+    }
+    await Deno.writeTextFile(`${tmp.path}/prometheus.yml`, stringifyYaml(config));
+    await Deno.copyFile(ALERTS_YML, `${tmp.path}/alerts.yml`);
+
+    const servers: Server[] = [];
+    try {
+      const nodeExporter = await startServer(
+        "node_exporter",
+        serverCommand("prometheus-node-exporter", [
+          `--web.listen-address=127.0.0.1:${nodePort}`,
+          "--collector.disable-defaults",
+          "--collector.textfile",
+          `--collector.textfile.directory=${textDir}`,
+        ]),
+        logs,
+      );
+      servers.push(nodeExporter);
+      for (const [name, root, port] of [["serve_a", rootA, servePortA], ["serve_b", rootB, servePortB]] as const) {
+        servers.push(
+          await startServer(
+            name,
+            cliCommand(["serve", root, "--listen", `127.0.0.1:${port}`, "--interval", "1h", "--log-level", "warn"]),
+            logs,
+          ),
+        );
+      }
+      servers.push(
+        await startServer(
+          "prometheus",
+          serverCommand("prometheus", [
+            `--config.file=${tmp.path}/prometheus.yml`,
+            `--storage.tsdb.path=${tmp.path}/tsdb`,
+            `--web.listen-address=127.0.0.1:${promPort}`,
+          ]),
+          logs,
+        ),
+      );
+
+      // every root arrives: a and b through node_exporter and their serve, c through node_exporter only
+      const expected = { [rootA]: "2", [rootB]: "2", [SCRATCH]: "1" };
+      const counts = await until("three roots in Prometheus", deadline, async () => {
+        const exited = servers.find((s) => s.exitCode !== null);
+        if (exited) throw new Fatal(`${exited.name} exited with ${exited.exitCode}`);
+        const samples = await query(prom, "count by (root) (checkpoint_last_validation_timestamp)");
+        const byRoot = Object.fromEntries(samples.map((s) => [s.metric.root, s.value[1]]));
+        return JSON.stringify(byRoot, Object.keys(expected).sort()) ===
+            JSON.stringify(expected, Object.keys(expected).sort())
+          ? byRoot
+          : undefined;
+      });
+      assert.deepEqual(counts, expected);
+
+      // a and b share job_id and run_id, yet stay two series sets: one per root, deduplicated across the sources
+      const steps = await query(
+        prom,
+        'max by (root, job_id, run_id) (checkpoint_last_success_step{job_id="demo", run_id="run-1"})',
+      );
+      assert.deepEqual(
+        steps.map((s) => [s.metric.root, s.value[1]]).sort(),
+        [[rootA, "10"], [rootB, "20"]].sort(),
+      );
+      const dashboard = await loadDashboard();
+      const progress = dashboardTargets(dashboard).find((t) => t.panel === "Step progress")!;
+      assert.equal((await query(prom, grafanaExpr(progress.expr))).length, 2, "the dashboard plots both roots");
+      const rootVariable = dashboard.templating.list.find((v) => v.name === "root")!;
+      const [, selector] = /^label_values\((.+), root\)$/.exec(
+        typeof rootVariable.query === "string" ? rootVariable.query : rootVariable.query!.query,
+      )!;
+      const roots = JSON.parse(
+        (await get(`${prom}/api/v1/label/root/values?match[]=${encodeURIComponent(grafanaExpr(selector))}`)).body,
+      ).data;
+      assert.deepEqual(roots.sort(), [rootA, rootB, SCRATCH].sort(), "the root variable lists every root");
+
+      // node_exporter read all three files without error and dropped nothing as a duplicate
+      const errors = await query(prom, "node_textfile_scrape_error");
+      assert.deepEqual(errors.map((s) => s.value[1]), ["0"]);
+      assert.equal((await query(prom, "node_textfile_mtime_seconds")).length, 3);
+      assert.doesNotMatch(await Deno.readTextFile(nodeExporter.log), /collected before/);
+
+      // c has no job_id or run_id yet: left out, not exported empty
+      const scratch = await query(prom, `checkpoint_latest_valid{root="${SCRATCH}"}`);
+      assert.deepEqual(scratch.map((s) => Object.keys(s.metric).sort()), [["__name__", "instance", "job", "root"]]);
+
+      // no series carries an empty label, in Prometheus or on the wire
+      const series = JSON.parse(
+        (await get(`${prom}/api/v1/series?match[]=${encodeURIComponent('{__name__=~"checkpoint_.*|ckptkit_.*"}')}`))
+          .body,
+      ).data as Record<string, string>[];
+      assert.ok(series.length > 3 * METRIC_NAMES.length / 2, String(series.length));
+      for (const labels of series) {
+        assert.ok(labels.root, `no root label: ${JSON.stringify(labels)}`);
+        for (const [name, value] of Object.entries(labels)) {
+          assert.notEqual(value, "", `${name}: ${JSON.stringify(labels)}`);
+        }
+      }
+      for (const port of [nodePort, servePortA, servePortB]) {
+        const exposed = (await get(`http://127.0.0.1:${port}/metrics`)).body.split("\n")
+          .filter((line) => /^(checkpoint|ckptkit)_/.test(line));
+        assert.ok(exposed.length > 0, `port ${port}`);
+        for (const line of exposed) {
+          assert.doesNotMatch(line, /=""/, `empty label on port ${port}`);
+          assert.match(line, /[{,]root="/, `no root label on port ${port}`);
+        }
+      }
+      console.log(
+        `three roots (two of one job and run) in Prometheus after ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+    } catch (err) {
+      for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);
+      throw err;
+    } finally {
+      for (const server of servers.reverse()) await stopServer(server);
+    }
+  },
+});

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { type CliRun, decode, flipByte, names, REPO, runCli, tempDir } from "./_helpers.ts";
 import { DEFAULT_INTERVAL_S, parseLoopArgs } from "../scripts/validate_loop.ts";
+import { textfileName } from "../src/metrics/textfile.ts";
 
 type ScriptTask = "demo" | "validate-loop";
 
@@ -341,6 +342,21 @@ function inventory(text: string, status: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
+Deno.test("validate-loop --textfile <folder>: each root writes its own file in the collector folder", async () => {
+  await using tmp = await tempDir();
+  const root = await healthyRoot(tmp.path);
+  const folder = `${tmp.path}/collector`;
+  await Deno.mkdir(folder);
+  const run = await runScript("validate-loop", ["--root", root, "--textfile", folder, "--once"]);
+  assert.equal(run.code, 0, run.stderr);
+  const [line] = passLines(run.stdout);
+  assert.equal(line.textfile, `${folder}/${textfileName(await Deno.realPath(root))}`);
+  assert.deepEqual(await names(folder), [String(line.textfile).slice(folder.length + 1)]);
+  const bad = await runScript("validate-loop", ["--root", root, "--textfile", `${tmp.path}/nope.txt`, "--once"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /must end in \.prom, or be the collector's folder/);
+});
+
 Deno.test("validate-loop --textfile: each pass writes the root's metrics to the textfile", async () => {
   await using tmp = await tempDir();
   const root = await healthyRoot(tmp.path);
@@ -356,7 +372,7 @@ Deno.test("validate-loop --textfile: each pass writes the root's metrics to the 
   const text = await Deno.readTextFile(textfile);
   assert.equal(inventory(text, "valid"), 2);
   assert.equal(inventory(text, "invalid"), 0);
-  assert.match(text, /^checkpoint_last_success_step\{job_id="j",run_id="r"\} 20$/m);
+  assert.match(text, /^checkpoint_last_success_step\{root="[^"]+",job_id="j",run_id="r"\} 20$/m);
   // Written atomically: nothing but the textfile is left in its folder.
   assert.deepEqual(await names(`${tmp.path}/textfile`), ["ckptkit.prom"]);
   assert.ok(run.logs.some((l) => l.event === "metrics_written" && l.textfile === textfile), run.stderr);

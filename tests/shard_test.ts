@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { textfileName } from "../src/metrics/textfile.ts";
 import { sealCheckpoint } from "../src/seal.ts";
 import { mergeShardReports } from "../src/report_merge.ts";
 import { assignShards, MAX_SHARDS, parseShardSpec, type ShardUnit } from "../src/shard.ts";
@@ -488,11 +489,14 @@ Deno.test("merge --textfile writes the series emit-metrics writes after one scan
   await makeRoot(`${tmp.path}/a`);
   await flipByte(`${tmp.path}/a/step-20/part-2.bin`, 9);
   await copyTree(`${tmp.path}/a`, `${tmp.path}/b`);
-  const single = await runCli(["emit-metrics", `${tmp.path}/a`, "--textfile", `${tmp.path}/a.prom`]);
+  // the same root label on both, so the two roots' series compare equal
+  const label = ["--root-label", "llama"];
+  const single = await runCli(["emit-metrics", `${tmp.path}/a`, "--textfile", `${tmp.path}/a.prom`, ...label]);
   assert.equal(single.code, 1, single.stderr);
   const shards = await runShards("scan", `${tmp.path}/b`, 3, `${tmp.path}/reports`);
-  const merged = await merge(shards.paths, ["--textfile", `${tmp.path}/b.prom`]);
+  const merged = await merge(shards.paths, ["--textfile", `${tmp.path}/b.prom`, ...label]);
   assert.equal(merged.code, 1, merged.stderr);
+  assert.match(await Deno.readTextFile(`${tmp.path}/b.prom`), /^checkpoint_latest_valid\{root="llama",/m);
   // Times, ages and free space differ between two runs on two roots; every other series must not.
   const moving =
     /^(checkpoint_last_validation_timestamp|checkpoint_last_validation_duration_seconds|checkpoint_newest_valid_age_seconds|checkpoint_directory_free_bytes)\{/;
@@ -512,6 +516,12 @@ Deno.test("merge --textfile writes the series emit-metrics writes after one scan
   assert.deepEqual(Object.keys(stateB.known_good).sort(), Object.keys(stateA.known_good).sort());
   assert.ok(Object.values(stateB.known_good).every((k) => k.by === "scan"));
   assert.deepEqual(stateB.validation_failures_total, stateA.validation_failures_total);
+  // a collector folder: the file is named after the reports' root, labelled with its real path
+  await Deno.mkdir(`${tmp.path}/collector`);
+  const intoFolder = await merge(shards.paths, ["--textfile", `${tmp.path}/collector`]);
+  assert.equal(intoFolder.code, 1, intoFolder.stderr);
+  const written = `${tmp.path}/collector/${textfileName(`${tmp.path}/b`)}`;
+  assert.ok((await Deno.readTextFile(written)).includes(`\ncheckpoint_latest_valid{root="${tmp.path}/b",`), written);
 });
 
 Deno.test("merge does not record as known-good a checkpoint changed since the shards read it", async () => {

@@ -25,7 +25,11 @@ export function emitMetricsCommand(cli: CliHandle) {
     .argument("[root]", "the checkpoint root (default: --root, CKPTKIT_ROOT or the config's root)")
     .addOption(rootFallbackOption())
     .addOption(
-      new Option("--textfile <path>", "node_exporter textfile to write, ending in .prom (config: metrics.textfile)"),
+      new Option(
+        "--textfile <path>",
+        "node_exporter textfile to write, ending in .prom, or the collector's folder: then " +
+          "<folder>/ckptkit-<root slug>-<root hash>.prom, one file per root (config: metrics.textfile)",
+      ),
     )
     .addOption(
       new Option("--pushgateway <url>", "Pushgateway URL, with or without /metrics (config: metrics.pushgateway)"),
@@ -35,6 +39,12 @@ export function emitMetricsCommand(cli: CliHandle) {
     )
     .addOption(
       new Option("--run-id <id>", "run_id label (default: from the newest valid manifest)").env("CKPTKIT_RUN_ID"),
+    )
+    .addOption(
+      new Option(
+        "--root-label <name>",
+        "root label of every series, e.g. a short name (default: the root's real path; config: metrics.root_label)",
+      ),
     )
     .addOption(new Option("--instance <name>", "instance label of the Pushgateway group (default: host name)"))
     .addOption(
@@ -48,8 +58,8 @@ export function emitMetricsCommand(cli: CliHandle) {
     .addOption(
       new Option(
         "--delete",
-        "delete this job's group from the Pushgateway instead of pushing (at the end of a run, so its last values " +
-          "are not scraped forever)",
+        "delete this root's group (job_id, root, instance) from the Pushgateway instead of pushing (at the end " +
+          "of a run, so its last values are not scraped forever)",
       ),
     )
     .addOption(fast)
@@ -59,20 +69,23 @@ export function emitMetricsCommand(cli: CliHandle) {
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
         const { collectMetrics } = await import("../metrics/collect.ts");
-        const { pushMetrics } = await import("../metrics/pushgateway.ts");
+        const { groupingKey, pushMetrics } = await import("../metrics/pushgateway.ts");
         const { renderMetrics } = await import("../metrics/render.ts");
-        const { writeTextfile } = await import("../metrics/textfile.ts");
+        const { resolveTextfile, writeTextfile } = await import("../metrics/textfile.ts");
         if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
-        const textfile = opts.textfile ?? ctx.config.metrics?.textfile;
         const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
+        const rootLabel = opts.rootLabel ?? ctx.config.metrics?.root_label;
         const { scan, snapshot } = await collectMetrics(root, {
           ...resolveDepth(opts, ctx.config),
           jobId: opts.jobId ?? ctx.config.job_id,
           runId: opts.runId ?? ctx.config.run_id,
+          rootLabel,
         });
         logScan(ctx, scan);
         const text = await renderMetrics(snapshot);
+        const textfileOption = opts.textfile ?? ctx.config.metrics?.textfile;
+        const textfile = textfileOption && await resolveTextfile(textfileOption, scan.root, rootLabel);
         if (textfile) {
           await writeTextfile(textfile, text);
           ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
@@ -80,7 +93,7 @@ export function emitMetricsCommand(cli: CliHandle) {
         let pushed: { url: string; attempts: number } | null = null;
         if (pushgateway) {
           pushed = await pushMetrics(pushgateway, text, {
-            grouping: { job_id: snapshot.labels.job_id, instance: opts.instance ?? hostName() },
+            grouping: groupingKey(snapshot.labels, opts.instance ?? hostName()),
             timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
             attempts: opts.pushAttempts,
           });
@@ -110,6 +123,7 @@ async function deleteGroup(
     pushgateway?: string;
     jobId?: string;
     runId?: string;
+    rootLabel?: string;
     instance?: string;
     pushTimeout?: number;
     pushAttempts?: number;
@@ -120,15 +134,18 @@ async function deleteGroup(
     throw new CkptkitError("invalid_argument", "--delete needs --pushgateway or metrics.pushgateway in the config");
   }
   const { collectMetrics } = await import("../metrics/collect.ts");
-  const { deleteMetrics } = await import("../metrics/pushgateway.ts");
-  let jobId = opts.jobId ?? ctx.config.job_id;
-  if (jobId === undefined) {
-    // The group is keyed by the job id the pushes used: the newest valid manifest's.
+  const { deleteMetrics, groupingKey } = await import("../metrics/pushgateway.ts");
+  let jobId = opts.jobId || ctx.config.job_id;
+  let rootLabel = opts.rootLabel ?? ctx.config.metrics?.root_label;
+  if (!jobId || !rootLabel) {
+    // The group is keyed by the labels the pushes used: the newest valid manifest's job id, the root's real path.
     const root = resolveRoot(rootArg, ctx.config);
-    jobId = (await collectMetrics(root, { depth: "fast", record: false })).snapshot.labels.job_id;
+    const { snapshot } = await collectMetrics(root, { depth: "fast", record: false, jobId, rootLabel });
+    ({ job_id: jobId, root: rootLabel } = snapshot.labels);
   }
+  const labels = { root: rootLabel, job_id: jobId };
   const deleted = await deleteMetrics(pushgateway, {
-    grouping: { job_id: jobId, instance: opts.instance ?? hostName() },
+    grouping: groupingKey(labels, opts.instance ?? hostName()),
     timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
     attempts: opts.pushAttempts,
   });

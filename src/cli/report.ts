@@ -27,7 +27,11 @@ export function reportCommand(cli: CliHandle) {
     )
     .argument("<reports...>", "the report of every shard, each once, in any order")
     .addOption(
-      new Option("--textfile <path>", "scan reports: write the root's metrics to this node_exporter textfile (.prom)"),
+      new Option(
+        "--textfile <path>",
+        "scan reports: write the root's metrics to this node_exporter textfile (.prom), or into this collector " +
+          "folder as ckptkit-<root slug>-<root hash>.prom",
+      ),
     )
     .addOption(new Option("--pushgateway <url>", "scan reports: push the root's metrics to this Pushgateway"))
     .addOption(
@@ -38,6 +42,13 @@ export function reportCommand(cli: CliHandle) {
     .addOption(
       new Option("--run-id <id>", "run_id label of the metrics (default: from the newest valid manifest)").env(
         "CKPTKIT_RUN_ID",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--root-label <name>",
+        "root label of every series, e.g. a short name (default: the reports' root, its real path; config: " +
+          "metrics.root_label)",
       ),
     )
     .addOption(new Option("--instance <name>", "instance label of the Pushgateway group (default: host name)"))
@@ -94,25 +105,35 @@ export function reportCommand(cli: CliHandle) {
 async function writeMetrics(
   ctx: CommandContext,
   scan: ScanResult,
-  opts: { textfile?: string; pushgateway?: string; jobId?: string; runId?: string; instance?: string },
+  opts: {
+    textfile?: string;
+    pushgateway?: string;
+    jobId?: string;
+    runId?: string;
+    rootLabel?: string;
+    instance?: string;
+  },
 ): Promise<void> {
   // prom-client and the metrics code load only when metrics are asked for.
   const { snapshotOfScan } = await import("../metrics/collect.ts");
-  const { pushMetrics } = await import("../metrics/pushgateway.ts");
+  const { groupingKey, pushMetrics } = await import("../metrics/pushgateway.ts");
   const { renderMetrics } = await import("../metrics/render.ts");
-  const { writeTextfile } = await import("../metrics/textfile.ts");
+  const { resolveTextfile, writeTextfile } = await import("../metrics/textfile.ts");
+  const rootLabel = opts.rootLabel ?? ctx.config.metrics?.root_label;
   const snapshot = await snapshotOfScan(scan, {
     jobId: opts.jobId ?? ctx.config.job_id,
     runId: opts.runId ?? ctx.config.run_id,
+    rootLabel,
   });
   const text = await renderMetrics(snapshot);
   if (opts.textfile) {
-    await writeTextfile(opts.textfile, text);
-    ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile: opts.textfile });
+    const textfile = await resolveTextfile(opts.textfile, scan.root, rootLabel);
+    await writeTextfile(textfile, text);
+    ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
   }
   if (opts.pushgateway) {
     const pushed = await pushMetrics(opts.pushgateway, text, {
-      grouping: { job_id: snapshot.labels.job_id, instance: opts.instance ?? hostName() },
+      grouping: groupingKey(snapshot.labels, opts.instance ?? hostName()),
     });
     ctx.logger.log("info", "metrics_pushed", {
       checkpoint_path: scan.root,

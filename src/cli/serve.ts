@@ -33,6 +33,12 @@ export function serveCommand(cli: CliHandle) {
     .addOption(
       new Option("--run-id <id>", "run_id label (default: from the newest valid manifest)").env("CKPTKIT_RUN_ID"),
     )
+    .addOption(
+      new Option(
+        "--root-label <name>",
+        "root label of every series, e.g. a short name (default: the root's real path; config: metrics.root_label)",
+      ),
+    )
     .addOption(fast)
     .addOption(sampleBytes)
     .addOption(jobs)
@@ -51,6 +57,7 @@ export function serveCommand(cli: CliHandle) {
             ...resolveDepth(opts, ctx.config),
             jobId: opts.jobId ?? ctx.config.job_id,
             runId: opts.runId ?? ctx.config.run_id,
+            rootLabel: opts.rootLabel ?? ctx.config.metrics?.root_label,
             hostname,
             port,
             intervalS: opts.interval,

@@ -19,6 +19,8 @@ export interface CollectOptions extends ScanOptions {
   jobId?: string;
   /** `run_id` label (default: from the newest valid manifest). */
   runId?: string;
+  /** `root` label (default: the root's real path). */
+  rootLabel?: string;
 }
 
 /** A metrics pass: the scan behind it and the snapshot. */
@@ -58,7 +60,7 @@ export async function collectMetrics(root: string, options: CollectOptions = {})
  */
 export async function snapshotOfScan(
   scan: ScanResult,
-  labels: { jobId?: string; runId?: string } = {},
+  labels: { jobId?: string; runId?: string; rootLabel?: string } = {},
 ): Promise<MetricsSnapshot> {
   const { state } = await readState(scan.root);
   return buildSnapshot(scan, {
@@ -69,6 +71,7 @@ export async function snapshotOfScan(
     now: new Date(),
     jobId: labels.jobId,
     runId: labels.runId,
+    rootLabel: labels.rootLabel,
   });
 }
 

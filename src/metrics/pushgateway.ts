@@ -1,7 +1,9 @@
 /**
  * Pushes exposition text to a Prometheus Pushgateway with `fetch`: a PUT to
- * `/metrics/job/ckptkit/job_id/<id>/instance/<host>` that replaces the
- * group, with a timeout per attempt and retries with exponential backoff.
+ * `/metrics/job/ckptkit/job_id/<id>/root/<root>/instance/<host>` that
+ * replaces the group, with a timeout per attempt and retries with
+ * exponential backoff. The group is one root on one host: two roots pushing
+ * to one gateway never replace each other's metrics.
  *
  * prom-client renders the text; its own Pushgateway client is not used
  * because `fetch` gives the timeouts, retries and error messages we need
@@ -11,6 +13,26 @@
  */
 
 import { CkptkitError } from "../errors.ts";
+
+/**
+ * The grouping key of a root's metrics: its `job_id` (when known), its
+ * `root` label and the pushing host's `instance`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { groupingKey } from "./pushgateway.ts";
+ * assert.deepEqual(groupingKey({ root: "/mnt/a", job_id: "j" }, "n1"), {
+ *   job_id: "j",
+ *   root: "/mnt/a",
+ *   instance: "n1",
+ * });
+ * assert.deepEqual(groupingKey({ root: "/mnt/a" }, "n1"), { root: "/mnt/a", instance: "n1" });
+ * ```
+ */
+export function groupingKey(labels: { root: string; job_id?: string }, instance: string): Record<string, string> {
+  return { ...(labels.job_id ? { job_id: labels.job_id } : {}), root: labels.root, instance };
+}
 
 /** Options for {@linkcode pushMetrics}. */
 export interface PushOptions {

@@ -31,7 +31,9 @@ export const METRIC_NAMES = [
 ] as const;
 
 /**
- * Renders the snapshot as exposition text.
+ * Renders the snapshot as exposition text. Every series carries the
+ * snapshot's labels (`root`, and `job_id`/`run_id` when known); a label whose
+ * value would be empty is left out, never exported as `""`.
  *
  * @example
  * ```ts
@@ -45,14 +47,16 @@ export const METRIC_NAMES = [
  *   state: emptyState(), quarantined: [], freeBytes: 1024, now: new Date(),
  * });
  * const text = await renderMetrics(snapshot);
- * assert.match(text, /^checkpoint_directory_free_bytes\{job_id="",run_id=""\} 1024$/m);
+ * // no job or run known yet: those labels are left out, never exported empty
+ * assert.match(text, /^checkpoint_directory_free_bytes\{root="[^"]+"\} 1024$/m);
+ * assert.ok(!text.includes('=""'));
  * await Deno.remove(root, { recursive: true });
  * ```
  */
 export async function renderMetrics(snapshot: MetricsSnapshot): Promise<string> {
   const registry = new Registry();
-  const labels = snapshot.labels;
-  const base = ["job_id", "run_id"] as const;
+  const labels = nonEmpty(snapshot.labels);
+  const base = Object.keys(labels);
   const gauge = (name: string, help: string, labelNames: readonly string[] = base) =>
     new Gauge({ name, help, labelNames: [...labelNames], registers: [registry] });
 
@@ -120,4 +124,13 @@ export async function renderMetrics(snapshot: MetricsSnapshot): Promise<string> 
     .set(labels, snapshot.last_validation.bytes);
   gauge("ckptkit_build_info", "ckptkit version.", [...base, "version"]).set({ ...labels, version: VERSION }, 1);
   return await registry.metrics();
+}
+
+/** The labels without those whose value is empty or absent (Prometheus treats `x=""` as no label anyway). */
+function nonEmpty(labels: object): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(labels).filter((entry): entry is [string, string] =>
+      typeof entry[1] === "string" && entry[1] !== ""
+    ),
+  );
 }

@@ -22,8 +22,11 @@ export const MAX_CORRUPT_SERIES = 50;
 
 /** The numbers behind every exported metric. */
 export interface MetricsSnapshot {
-  /** `job_id` and `run_id` labels ("" when unknown). */
-  labels: { job_id: string; run_id: string };
+  /**
+   * The labels of every series: `root` (the root's real path, or its configured short name), then `job_id` and
+   * `run_id` when known. An unknown label is left out, never exported as `""`.
+   */
+  labels: MetricsLabels;
   /** The newest valid checkpoint: when it was committed, its step and write duration. */
   last_success: { timestamp_s: number; step: number; duration_s: number } | null;
   /** Bytes committed into the root so far (from its state). */
@@ -48,6 +51,16 @@ export interface MetricsSnapshot {
   last_validation: { timestamp_s: number; duration_s: number; bytes: number; depth: string };
 }
 
+/** The labels every series of a root carries; `job_id` and `run_id` only when known. */
+export interface MetricsLabels {
+  /** The root: its real path, or the short name configured for it (`metrics.root_label`, `--root-label`). */
+  root: string;
+  /** The training job, when known. */
+  job_id?: string;
+  /** The training run, when known. */
+  run_id?: string;
+}
+
 /** Inputs of {@linkcode buildSnapshot} besides the scan. */
 export interface SnapshotInput {
   /** The root's state. */
@@ -60,10 +73,12 @@ export interface SnapshotInput {
   lastSizeBytes?: number | null;
   /** The time of the snapshot. */
   now: Date;
-  /** Overrides of the job and run labels. */
+  /** Override of the job label ("" or absent: from the newest valid manifest). */
   jobId?: string;
-  /** Overrides of the run label. */
+  /** Override of the run label ("" or absent: from the newest valid manifest). */
   runId?: string;
+  /** Override of the root label ("" or absent: the scan's root, its real path). */
+  rootLabel?: string;
 }
 
 /**
@@ -80,6 +95,7 @@ export interface SnapshotInput {
  * const snapshot = buildSnapshot(scan, { state: emptyState(), quarantined: [], freeBytes: 1, now: new Date() });
  * assert.equal(snapshot.resume_selected_step, null);
  * assert.equal(snapshot.validation_failures_total.hash_mismatch, 0);
+ * assert.deepEqual(snapshot.labels, { root: scan.root }, "no job or run known: no empty labels");
  * await Deno.remove(root, { recursive: true });
  * ```
  */
@@ -87,8 +103,8 @@ export function buildSnapshot(scan: ScanResult, input: SnapshotInput): MetricsSn
   const valid = scan.checkpoints.filter((c) => c.ok);
   const invalid = scan.checkpoints.filter((c) => !c.ok);
   const newest = valid[0];
-  const jobId = input.jobId ?? newest?.job_id ?? input.state.last_commit?.job_id ?? "";
-  const runId = input.runId ?? newest?.run_id ?? input.state.last_commit?.run_id ?? "";
+  const jobId = input.jobId || newest?.job_id || input.state.last_commit?.job_id || "";
+  const runId = input.runId || newest?.run_id || input.state.last_commit?.run_id || "";
   const createdS = newest?.created_at ? Date.parse(newest.created_at) / 1000 : null;
   const candidates = scan.checkpoints.map((c) => ({
     name: c.path.slice(c.path.lastIndexOf("/") + 1),
@@ -112,7 +128,11 @@ export function buildSnapshot(scan: ScanResult, input: SnapshotInput): MetricsSn
   ].slice(0, MAX_CORRUPT_SERIES);
   const nowS = input.now.getTime() / 1000;
   return {
-    labels: { job_id: jobId, run_id: runId },
+    labels: {
+      root: input.rootLabel || scan.root,
+      ...(jobId === "" ? {} : { job_id: jobId }),
+      ...(runId === "" ? {} : { run_id: runId }),
+    },
     last_success: newest && newest.step !== null && createdS !== null
       ? { timestamp_s: createdS, step: newest.step, duration_s: newest.write_duration_s ?? 0 }
       : null,
