@@ -11,6 +11,7 @@ import { CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parsePositiveInteger, parseSeconds } from "./parse.ts";
+import { rootIdentity } from "./log_fields.ts";
 import { logScan } from "./validation_output.ts";
 
 /** Builds the `emit-metrics` command. */
@@ -64,6 +65,7 @@ export function emitMetricsCommand(cli: CliHandle) {
         const { writeTextfile } = await import("../metrics/textfile.ts");
         if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        ctx.logScope = { checkpoint_path: root };
         const textfile = opts.textfile ?? ctx.config.metrics?.textfile;
         const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
         const { scan, snapshot } = await collectMetrics(root, {
@@ -72,10 +74,18 @@ export function emitMetricsCommand(cli: CliHandle) {
           runId: opts.runId ?? ctx.config.run_id,
         });
         logScan(ctx, scan);
+        // The labels the metrics carry (flags win over the newest valid manifest), and the path: the root.
+        const who = {
+          ...rootIdentity(scan.checkpoints),
+          ...(snapshot.labels.job_id ? { job_id: snapshot.labels.job_id } : {}),
+          ...(snapshot.labels.run_id ? { run_id: snapshot.labels.run_id } : {}),
+          checkpoint_path: scan.root,
+        };
+        ctx.logScope = who;
         const text = await renderMetrics(snapshot);
         if (textfile) {
           await writeTextfile(textfile, text);
-          ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
+          ctx.logger.log("info", "metrics_written", { ...who, textfile });
         }
         let pushed: { url: string; attempts: number } | null = null;
         if (pushgateway) {
@@ -85,7 +95,7 @@ export function emitMetricsCommand(cli: CliHandle) {
             attempts: opts.pushAttempts,
           });
           ctx.logger.log("info", "metrics_pushed", {
-            checkpoint_path: scan.root,
+            ...who,
             url: pushed.url,
             attempts: pushed.attempts,
           });
@@ -122,6 +132,7 @@ async function deleteGroup(
   const { collectMetrics } = await import("../metrics/collect.ts");
   const { deleteMetrics } = await import("../metrics/pushgateway.ts");
   let jobId = opts.jobId ?? ctx.config.job_id;
+  const rootGiven = rootArg ?? ctx.config.root ?? null;
   if (jobId === undefined) {
     // The group is keyed by the job id the pushes used: the newest valid manifest's.
     const root = resolveRoot(rootArg, ctx.config);
@@ -132,7 +143,12 @@ async function deleteGroup(
     timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
     attempts: opts.pushAttempts,
   });
-  ctx.logger.log("info", "metrics_deleted", { job_id: jobId, url: deleted.url });
+  ctx.logger.log("info", "metrics_deleted", {
+    job_id: jobId,
+    run_id: opts.runId ?? ctx.config.run_id ?? null,
+    checkpoint_path: rootGiven,
+    url: deleted.url,
+  });
   if (ctx.json) ctx.printJson({ ok: true, deleted: deleted.url });
   else ctx.io.stdout(`deleted ${deleted.url}\n`);
   return EXIT.ok;
