@@ -196,7 +196,11 @@ function formatTextLine(time: Date, severity: Severity, event: string, fields: L
   const parts = [`${pad(time.getHours())}:${pad(time.getMinutes())}:${pad(time.getSeconds())}`, SHORT[severity], event];
   if (fields.checkpoint_path) parts.push(String(fields.checkpoint_path));
   const about = fields.file ?? (fields.reason ? fields.detail ?? fields.message : undefined);
-  if (fields.reason) parts.push(about ? `${fields.reason}: ${oneLine(about)}` : String(fields.reason));
+  if (fields.reason) {
+    // A detail that starts with its reason says it once.
+    const text = about === undefined || about === null ? "" : oneLine(about).replace(`${fields.reason}: `, "");
+    parts.push(text ? `${fields.reason}: ${text}` : String(fields.reason));
+  }
   const extra = (TEXT_FIELDS[event] ?? [])
     .filter((key) => fields[key] !== undefined && fields[key] !== null)
     .map((key) => `${key}=${oneLine(fields[key])}`);

@@ -132,11 +132,15 @@ async function deleteGroup(
   const { collectMetrics } = await import("../metrics/collect.ts");
   const { deleteMetrics } = await import("../metrics/pushgateway.ts");
   let jobId = opts.jobId ?? ctx.config.job_id;
+  let runId = opts.runId ?? ctx.config.run_id ?? null;
   const rootGiven = rootArg ?? ctx.config.root ?? null;
+  if (rootGiven) ctx.logScope = { checkpoint_path: rootGiven };
   if (jobId === undefined) {
     // The group is keyed by the job id the pushes used: the newest valid manifest's.
     const root = resolveRoot(rootArg, ctx.config);
-    jobId = (await collectMetrics(root, { depth: "fast", record: false })).snapshot.labels.job_id;
+    const { labels } = (await collectMetrics(root, { depth: "fast", record: false })).snapshot;
+    jobId = labels.job_id;
+    runId ??= labels.run_id || null;
   }
   const deleted = await deleteMetrics(pushgateway, {
     grouping: { job_id: jobId, instance: opts.instance ?? hostName() },
@@ -145,7 +149,7 @@ async function deleteGroup(
   });
   ctx.logger.log("info", "metrics_deleted", {
     job_id: jobId,
-    run_id: opts.runId ?? ctx.config.run_id ?? null,
+    run_id: runId,
     checkpoint_path: rootGiven,
     url: deleted.url,
   });

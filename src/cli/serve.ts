@@ -47,7 +47,12 @@ export function serveCommand(cli: CliHandle) {
         // Every pass finds the same states again: log them when they change, at debug while they stay.
         const changes = new LogChanges();
         const ctx = { ...outer, logger: changes.wrap(outer.logger), logScope: { checkpoint_path: root } };
-        let who = NO_IDENTITY;
+        // Before the first pass no manifest was read: only the labels asked for.
+        let who = {
+          ...NO_IDENTITY,
+          job_id: opts.jobId ?? outer.config.job_id ?? null,
+          run_id: opts.runId ?? outer.config.run_id ?? null,
+        };
         const { hostname, port } = parseListen(opts.listen);
         const stop = new AbortController();
         const signals = ["SIGTERM", "SIGINT"] as const;
