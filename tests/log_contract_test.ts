@@ -27,9 +27,14 @@ async function eventsInSource(): Promise<Set<string>> {
       else if (entry.name.endsWith(".ts")) {
         // Doc comments hold examples, not events.
         const text = (await Deno.readTextFile(path)).replace(/\/\*\*[\s\S]*?\*\//g, "");
-        for (const [, event] of text.matchAll(/\.log\(\s*[^,()]+(?:\([^()]*\))?[^,()]*,\s*"([a-z_]+)"/g)) {
-          events.add(event);
-        }
+        const literal = [...text.matchAll(/\blogger\.log\(\s*[^,()]+(?:\([^()]*\))?[^,()]*,\s*"([a-z_]+)"/g)];
+        for (const [, event] of literal) events.add(event);
+        // An event name this test cannot read (a variable, a ternary) would hide an event from it.
+        assert.equal(
+          (text.match(/\blogger\.log\(/g) ?? []).length,
+          literal.length,
+          `${path}: event names must be literals`,
+        );
       }
     }
   };

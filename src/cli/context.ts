@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import { CkptkitError, reasonOf, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createLogger, type LogFields, type LogFormat, type Logger, type LogLevel } from "../log.ts";
 import { COMMIT_POINTS, REPAIR_POINTS } from "../commit_points.ts";
+import type { LogChanges } from "./log_changes.ts";
 import type { CommitPoint, RepairPoint } from "../commit_points.ts";
 
 /** Exit codes, the same for every command. */
@@ -34,8 +35,13 @@ export interface CliIo {
   stderr: (text: string) => void;
   /** Reads an environment variable. */
   env: (name: string) => string | undefined;
-  /** Whether stderr is a terminal (progress is shown only then). */
+  /** Whether stderr is a terminal (progress is shown only then, and log lines default to text). */
   stderrIsTerminal?: () => boolean;
+  /**
+   * For a caller that runs commands again and again (the validate loop): what was logged last, so a state
+   * found on every pass is logged when it changes and at debug otherwise. The caller ends each pass.
+   */
+  logChanges?: LogChanges;
 }
 
 /** What a command builder gets from the program. */
@@ -83,7 +89,8 @@ export async function createContext(
   const level = (globals.logLevel ?? config.log_level ?? "info") as LogLevel;
   // Text for a person at a terminal, JSON lines for a log pipeline (a pipe, a file, journald).
   const format = (globals.logFormat ?? config.log?.format ?? (io.stderrIsTerminal?.() ? "text" : "json")) as LogFormat;
-  const logger = contractLogger(createLogger({ write: io.stderr, level, format }));
+  const written = contractLogger(createLogger({ write: io.stderr, level, format }));
+  const logger = io.logChanges ? io.logChanges.wrap(written) : written;
   return {
     io,
     config,

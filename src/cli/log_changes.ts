@@ -17,6 +17,7 @@ const STATES: ReadonlySet<string> = new Set([
   "stale_staging",
   "state_write_failed",
   "validation_pass_failed",
+  "error",
   "scan_completed",
   "validation_pass",
 ]);
@@ -29,6 +30,7 @@ const PROBLEMS: ReadonlySet<string> = new Set([
   "stale_staging",
   "state_write_failed",
   "validation_pass_failed",
+  "error",
 ]);
 
 /** Fields that change on every pass without the state changing. */
@@ -44,9 +46,11 @@ interface Seen {
 export class LogChanges {
   #previous = new Map<string, Seen>();
   #current = new Map<string, Seen>();
+  #inner: Logger | undefined;
 
   /** A logger that logs states through `inner` by this rule; other events pass unchanged. */
   wrap(inner: Logger): Logger {
+    this.#inner = inner;
     return {
       log: (severity: Severity, event: string, fields: LogFields = {}) => {
         if (!STATES.has(event)) return inner.log(severity, event, fields);
@@ -64,14 +68,14 @@ export class LogChanges {
    * previous pass and not in this one is logged as `problem_resolved`; a
    * pass that could not run resolves nothing and keeps what it did not see.
    */
-  endPass(logger: Logger, complete: boolean): void {
+  endPass(complete: boolean, logger: Logger | undefined = this.#inner): void {
     for (const [key, seen] of this.#previous) {
       if (this.#current.has(key)) continue;
-      if (!complete && seen.event !== "validation_pass_failed") {
+      if (!complete && seen.event !== "validation_pass_failed" && seen.event !== "error") {
         this.#current.set(key, seen);
       } else if (PROBLEMS.has(seen.event)) {
         const { job_id, run_id, step, checkpoint_path, reason, file } = seen.fields;
-        logger.log("info", "problem_resolved", {
+        logger?.log("info", "problem_resolved", {
           job_id,
           run_id,
           step,

@@ -85,7 +85,7 @@ export function serveCommand(cli: CliHandle) {
                   message: error.message,
                   trigger,
                 });
-                changes.endPass(outer.logger, false);
+                changes.endPass(false);
                 return;
               }
               who = rootIdentity(pass!.scan.checkpoints);
@@ -97,7 +97,7 @@ export function serveCommand(cli: CliHandle) {
                 ok: pass!.scan.ok,
                 ...pass!.scan.summary,
               });
-              changes.endPass(outer.logger, true);
+              changes.endPass(true);
             },
           });
         } finally {
