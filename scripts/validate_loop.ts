@@ -12,7 +12,7 @@
  *  "textfile":"/var/lib/node_exporter/ckptkit.prom","pushgateway":null}
  * ```
  *
- * emit-metrics' own JSON log lines go to stderr as usual. Passes never overlap:
+ * emit-metrics' own log lines go to stderr as usual (a problem found on every pass is logged when it changes). Passes never overlap:
  * the next one starts `--interval` after the previous one started, or at once
  * when a pass took longer than that. SIGINT or SIGTERM stops the loop after
  * the pass in progress (a second signal stops at once) and exits 0.

@@ -203,7 +203,14 @@ function formatTextLine(time: Date, severity: Severity, event: string, fields: L
   }
   const extra = (TEXT_FIELDS[event] ?? [])
     .filter((key) => fields[key] !== undefined && fields[key] !== null)
-    .map((key) => `${key}=${oneLine(fields[key])}`);
+    // Seconds to the hundredth: a person reads 0.02s, not 0.024029.
+    .map((key) =>
+      `${key}=${
+        key.endsWith("_s") && typeof fields[key] === "number"
+          ? (fields[key] as number).toFixed(2)
+          : oneLine(fields[key])
+      }`
+    );
   if (!fields.reason && (fields.detail ?? fields.message)) extra.push(`(${oneLine(fields.detail ?? fields.message)})`);
   else if (fields.file && fields.detail) extra.push(`(${oneLine(fields.detail)})`);
   // Separated by two spaces from the line's head, like the columns of a table.

@@ -374,3 +374,37 @@ Deno.test("log format: JSON on a pipe, text on a terminal, JSON on a terminal wh
   const env = await runCli(["write", "--root", root, "--step", "5"], { env: { CKPTKIT_LOG_FORMAT: "text" } });
   assert.match(env.stderr, /INFO {2}checkpoint_committed /);
 });
+
+Deno.test("validate-loop logs a problem found on every pass once, at debug after", async () => {
+  await using tmp = await tempDir();
+  for (const step of [1, 2]) await write(tmp.path, "R", step);
+  await Deno.remove(`${tmp.path}/R/step-2/shard-00000-of-00004.bin`);
+  const task = (await import("../deno.json", { with: { type: "json" } })).default.tasks["validate-loop"];
+  const [, flags, script] = /^deno run (.*) (scripts\/\S+\.ts)$/.exec(task)!;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      ...flags.split(/\s+/),
+      `${REPO}/${script}`,
+      "--root",
+      "R",
+      "--fast",
+      "--interval",
+      "1s",
+      "--max-runs",
+      "3",
+    ],
+    cwd: tmp.path,
+    env: { NO_COLOR: "1", CKPTKIT_LOG_LEVEL: "debug" },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const run = decode(output);
+  const failures = run.logs.filter((l) => l.event === "validation_failed");
+  assert.equal(failures.length, 3, run.stderr);
+  assert.deepEqual(failures.map((l) => l.severity), ["warn", "debug", "debug"]);
+  for (const line of run.logs) checkLine(line, true);
+});
