@@ -182,10 +182,15 @@ export { fingerprintCheckpoint } from "./src/fingerprint.ts";
 export { type Config, loadConfig, parseConfig } from "./src/config.ts";
 export {
   createJsonLogger,
+  createLogger,
   type JsonLoggerOptions,
+  LOG_FORMATS,
   LOG_LEVELS,
+  LOG_REASONS,
   type LogFields,
+  type LogFormat,
   type Logger,
+  type LoggerOptions,
   type LogLevel,
   type Severity,
   silentLogger,

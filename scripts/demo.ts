@@ -152,6 +152,8 @@ async function ckptkit(
     },
     stderr: processIo.stderr,
     env: processIo.env,
+    // Log lines as text in a terminal, JSON when the tour's stderr goes to a file or a pipe.
+    stderrIsTerminal: processIo.stderrIsTerminal,
   };
   let code: number;
   try {
@@ -218,9 +220,10 @@ async function tour(root: string): Promise<StepOutcome[]> {
     "A training job saves a checkpoint every few steps. `ckptkit write` stands in for it: it writes\n" +
       "3 shards of random data and a trainer_state.json into a staging folder inside the root,\n" +
       "hashes them while writing, then commits: manifest, fsync, atomic rename, move `latest`.\n" +
-      "This first command runs at the default log level, so besides its result it prints one JSON\n" +
-      "log line on stderr (the line starting with `{`): every event ckptkit logs looks like that,\n" +
-      "ready for a log pipeline. The rest of the tour passes --log-level warn to stay readable.",
+      "This first command runs at the default log level, so besides its result it prints one log\n" +
+      "line on stderr: text in a terminal (time, severity, event, path), one JSON object per line\n" +
+      "when stderr is a pipe or a file, ready for a log pipeline (--log-format json|text chooses).\n" +
+      "The rest of the tour passes --log-level warn to stay readable.",
   );
   say();
   for (const [i, step] of STEPS.entries()) {

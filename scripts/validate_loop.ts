@@ -12,7 +12,7 @@
  *  "textfile":"/var/lib/node_exporter/ckptkit.prom","pushgateway":null}
  * ```
  *
- * emit-metrics' own JSON log lines go to stderr as usual. Passes never overlap:
+ * emit-metrics' own log lines go to stderr as usual (a problem found on every pass is logged when it changes). Passes never overlap:
  * the next one starts `--interval` after the previous one started, or at once
  * when a pass took longer than that. SIGINT or SIGTERM stops the loop after
  * the pass in progress (a second signal stops at once) and exits 0.
@@ -28,6 +28,7 @@
 import { parseArgs } from "node:util";
 import { main, processIo } from "../cli.ts";
 import type { CliIo } from "../src/cli/context.ts";
+import { LogChanges } from "../src/cli/log_changes.ts";
 import { parseBytes, parsePositiveInteger, parseSeconds } from "../src/cli/parse.ts";
 import { loadConfig } from "../src/config.ts";
 
@@ -50,7 +51,7 @@ Options:
   --max-runs <n>         stop after n passes, exiting with the last pass's exit code
   -h, --help             show this help
 
-Each pass prints one JSON line on stdout; emit-metrics' JSON log lines go to
+Each pass prints one JSON line on stdout; emit-metrics' log lines go to
 stderr (quiet them with CKPTKIT_LOG_LEVEL=warn or log_level in the config).
 A pass whose push failed exits 4 and the loop goes on. SIGINT or SIGTERM stops
 the loop after the pass in progress and exits 0.
@@ -242,7 +243,7 @@ function parseEmitDocument(text: string): EmitDocument | undefined {
 const count = (value: unknown): number | null => typeof value === "number" ? value : null;
 
 /** Runs one emit-metrics pass in-process and describes it as a {@linkcode PassLine}. */
-export async function runPass(options: LoopOptions): Promise<PassLine> {
+export async function runPass(options: LoopOptions, changes?: LogChanges): Promise<PassLine> {
   const started = performance.now();
   const ts = new Date().toISOString();
   let stdout = "";
@@ -252,6 +253,8 @@ export async function runPass(options: LoopOptions): Promise<PassLine> {
     },
     stderr: (text) => processIo.stderr(text),
     env: (name) => Deno.env.get(name),
+    stderrIsTerminal: processIo.stderrIsTerminal,
+    logChanges: changes,
   };
   const args = [
     "emit-metrics",
@@ -273,6 +276,8 @@ export async function runPass(options: LoopOptions): Promise<PassLine> {
     crash = (err as Error)?.message ?? String(err);
   }
   const doc = parseEmitDocument(stdout);
+  // A pass whose scan ran saw every state there is: what it did not see again is resolved.
+  changes?.endPass(doc?.snapshot !== undefined);
   const counts = doc?.snapshot?.counts;
   const valid = count(counts?.valid);
   const invalid = count(counts?.invalid);
@@ -365,12 +370,14 @@ class StopSignal {
  */
 export async function runLoop(options: LoopOptions): Promise<number> {
   const stop = new StopSignal(["SIGINT", "SIGTERM"]);
+  // What the passes logged last: a problem found on every pass is logged when it changes.
+  const changes = new LogChanges();
   try {
     let runs = 0;
     let lastCode = 0;
     while (stop.received === undefined) {
       const started = performance.now();
-      const line = await runPass(options);
+      const line = await runPass(options, changes);
       processIo.stdout(JSON.stringify(line) + "\n");
       runs++;
       lastCode = line.exit_code;

@@ -39,6 +39,11 @@ export interface Config {
   run_id?: string;
   /** Lowest severity of the JSON log lines. */
   log_level?: "debug" | "info" | "warn" | "error" | "silent";
+  /** How log lines are written. */
+  log?: {
+    /** `json` or `text` (default: text when stderr is a terminal, json otherwise). */
+    format?: "json" | "text";
+  };
   /** How long mutating commands wait for the root lock, in seconds. */
   lock_timeout_s?: number;
   /** How files are hashed. */
@@ -73,6 +78,9 @@ const configSchema: z.ZodType<Config> = z.strictObject({
   job_id: text.optional(),
   run_id: text.optional(),
   log_level: z.enum(["debug", "info", "warn", "error", "silent"]).optional(),
+  log: z.strictObject({
+    format: z.enum(["json", "text"]).optional(),
+  }).optional(),
   lock_timeout_s: z.number().min(0).optional(),
   hashing: z.strictObject({
     algorithm: z.enum(HASH_ALGORITHMS).optional(),

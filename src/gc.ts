@@ -27,6 +27,7 @@ import {
 import { assertRoot, listRoot, type RootCheckpoint, type RootListing } from "./root.ts";
 import { DEFAULT_STALE_STAGING_S } from "./defaults.ts";
 import { readState, type RootState } from "./state.ts";
+import { readIdentity } from "./identity.ts";
 import { listTree } from "./tree.ts";
 import { removeTreeOnDevice } from "./remove.ts";
 import { validateCheckpoint, type ValidateOptions } from "./validate.ts";
@@ -226,6 +227,11 @@ export async function collectGarbage(
     await ensureRealFolder(trash);
     const leftovers = (await Array.fromAsync(Deno.readDir(trash))).map((e) => e.name);
     let bytes = 0;
+    // Whose each deleted checkpoint was, for the log: its manifest is gone afterwards.
+    for (const deleted of final.delete) {
+      const { job_id, run_id } = await readIdentity(`${realRoot}/${deleted.name}`);
+      Object.assign(deleted, { job_id, run_id });
+    }
     for (
       const name of [
         ...final.delete.map((d) => d.name),

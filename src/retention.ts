@@ -80,6 +80,10 @@ export interface DeletedCheckpoint {
   step: number;
   /** Why it goes. */
   why: string;
+  /** The job its manifest named, read by gc just before deleting it (null when none). */
+  job_id?: string | null;
+  /** The run its manifest named, read by gc just before deleting it (null when none). */
+  run_id?: string | null;
 }
 
 /** The plan. */

@@ -257,6 +257,12 @@ const GRANT_CASES: GrantCase[] = [
     denied: (run) => assert.equal(run.logs[0]?.event, "checkpoint_committed"),
   },
   {
+    grant: "env:CKPTKIT_LOG_FORMAT",
+    run: (flags, root) => runUnder(flags, writeArgs(root, 6), { CKPTKIT_LOG_FORMAT: "text" }),
+    granted: (run) => assert.match(run.stderr, /^\d\d:\d\d:\d\d INFO {2}checkpoint_committed /m, run.stderr),
+    denied: (run) => assert.equal(run.logs[0]?.event, "checkpoint_committed"),
+  },
+  {
     grant: "env:CKPTKIT_JOB_ID",
     run: (flags, root) => runUnder(flags, [...writeArgs(root, 5), "--log-level", "silent"], { CKPTKIT_JOB_ID: "j" }),
     granted: async (_, root) => assert.equal((await manifestOf(`${root}/step-5`)).job_id, "j"),

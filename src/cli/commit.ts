@@ -111,7 +111,7 @@ export function commitCommand(cli: CliHandle) {
             wait: opts.wait ?? false,
             waitTimeoutMs: opts.waitTimeout === undefined ? undefined : opts.waitTimeout * 1000,
           }).finally(() => progress.done());
-          reportRank(ctx, result);
+          reportRank(ctx, result, { job_id: common.jobId ?? null, run_id: common.runId ?? null });
           return EXIT.ok;
         }
         const result = await commitCheckpoint(stagingDir, common).finally(() => progress.done());

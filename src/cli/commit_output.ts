@@ -34,7 +34,11 @@ export function reportCommit(ctx: CommandContext, result: CommitResult): void {
 }
 
 /** Reports what a multi-rank commit did for this rank, on stdout (text or JSON) and in the log. */
-export function reportRank(ctx: CommandContext, result: RankCommitResult): void {
+export function reportRank(
+  ctx: CommandContext,
+  result: RankCommitResult,
+  identity: { job_id: string | null; run_id: string | null },
+): void {
   if (result.commit) {
     ctx.logger.log("info", "checkpoint_committed", {
       job_id: result.commit.job_id,
@@ -50,6 +54,7 @@ export function reportRank(ctx: CommandContext, result: RankCommitResult): void 
     });
   } else {
     ctx.logger.log("info", "rank_part_recorded", {
+      ...identity,
       step: result.step,
       checkpoint_path: result.path,
       rank: result.rank,

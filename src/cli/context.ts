@@ -8,8 +8,9 @@
 
 import type { Config } from "../config.ts";
 import { CkptkitError, reasonOf, USAGE_ERROR_REASONS } from "../errors.ts";
-import { createJsonLogger, type Logger, type LogLevel } from "../log.ts";
+import { createLogger, type LogFields, type LogFormat, type Logger, type LogLevel } from "../log.ts";
 import { COMMIT_POINTS, REPAIR_POINTS } from "../commit_points.ts";
+import type { LogChanges } from "./log_changes.ts";
 import type { CommitPoint, RepairPoint } from "../commit_points.ts";
 
 /** Exit codes, the same for every command. */
@@ -34,8 +35,13 @@ export interface CliIo {
   stderr: (text: string) => void;
   /** Reads an environment variable. */
   env: (name: string) => string | undefined;
-  /** Whether stderr is a terminal (progress is shown only then). */
+  /** Whether stderr is a terminal (progress is shown only then, and log lines default to text). */
   stderrIsTerminal?: () => boolean;
+  /**
+   * For a caller that runs commands again and again (the validate loop): what was logged last, so a state
+   * found on every pass is logged when it changes and at debug otherwise. The caller ends each pass.
+   */
+  logChanges?: LogChanges;
 }
 
 /** What a command builder gets from the program. */
@@ -53,6 +59,7 @@ export interface GlobalOptions {
   config?: string;
   json?: boolean;
   logLevel?: string;
+  logFormat?: string;
 }
 
 /** A command's view of the global options, the config and the logger. */
@@ -61,6 +68,11 @@ export interface CommandContext {
   config: Config;
   json: boolean;
   logger: Logger;
+  /**
+   * Fields the `error` event of a failed command carries (the root or
+   * checkpoint it worked on and whose they are); commands set them once known.
+   */
+  logScope: LogFields;
   /** Writes a JSON document (pretty, one per command) to stdout. */
   printJson: (value: unknown) => void;
   /** Fault injection from CKPTKIT_TEST_PAUSE_AT / CKPTKIT_TEST_FAIL_AT (tests only). */
@@ -75,12 +87,16 @@ export async function createContext(
   // The config module loads yaml and zod: only when a config file is given (start-up is module loading).
   const config = globals.config ? await (await import("../config.ts")).loadConfig(globals.config) : {};
   const level = (globals.logLevel ?? config.log_level ?? "info") as LogLevel;
-  const logger = createJsonLogger({ write: io.stderr, level });
+  // Text for a person at a terminal, JSON lines for a log pipeline (a pipe, a file, journald).
+  const format = (globals.logFormat ?? config.log?.format ?? (io.stderrIsTerminal?.() ? "text" : "json")) as LogFormat;
+  const written = contractLogger(createLogger({ write: io.stderr, level, format }));
+  const logger = io.logChanges ? io.logChanges.wrap(written) : written;
   return {
     io,
     config,
     json: globals.json ?? false,
     logger,
+    logScope: {},
     printJson: (value) => io.stdout(JSON.stringify(value, null, 2) + "\n"),
     faultHook: faultHookFromEnv(io),
   };
@@ -104,9 +120,13 @@ export async function runCommand(
     const error = err instanceof CkptkitError ? err : unexpected(err);
     const code = USAGE_ERROR_REASONS.has(error.reason) ? EXIT.usage : EXIT.runtime;
     io.stderr(`ckptkit: error: ${oneLine(error.message)} [${error.reason}]\n`);
+    // A push URL is not a checkpoint path: it gets its own field, and the path stays the command's.
+    const url = error.path && /^[a-z][a-z0-9+.-]*:\/\//i.test(error.path) ? error.path : undefined;
     ctx?.logger.log("error", "error", {
+      ...ctx.logScope,
       reason: error.reason,
-      checkpoint_path: error.path ?? null,
+      ...(error.path && !url ? { checkpoint_path: error.path } : {}),
+      ...(url ? { url } : {}),
       message: oneLine(error.message),
     });
     if (globals.json) {
@@ -127,6 +147,36 @@ export async function runCommand(
     }
     return code;
   }
+}
+
+/**
+ * The log contract every command keeps, applied to every line in one place:
+ * `checkpoint_path` (and `quarantine_path`, `target`) absolute, whatever the
+ * user typed.
+ */
+function contractLogger(inner: Logger): Logger {
+  return {
+    log(severity, event, fields = {}) {
+      const out: LogFields = { ...fields };
+      for (const key of ["checkpoint_path", "quarantine_path", "target"]) {
+        if (typeof out[key] === "string") out[key] = absolutePath(out[key] as string);
+      }
+      inner.log(severity, event, out);
+    },
+  };
+}
+
+/** `path` made absolute against the working directory, `.` and `..` resolved (no file system access). */
+export function absolutePath(path: string): string {
+  if (path === "") return path;
+  const joined = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  const parts: string[] = [];
+  for (const part of joined.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return "/" + parts.join("/");
 }
 
 /**

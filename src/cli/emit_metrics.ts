@@ -11,6 +11,7 @@ import { CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parsePositiveInteger, parseSeconds } from "./parse.ts";
+import { rootIdentity } from "./log_fields.ts";
 import { logScan } from "./validation_output.ts";
 
 /** Builds the `emit-metrics` command. */
@@ -74,6 +75,7 @@ export function emitMetricsCommand(cli: CliHandle) {
         const { resolveTextfile, writeTextfile } = await import("../metrics/textfile.ts");
         if (opts.delete) return await deleteGroup(ctx, rootArg ?? opts.root, opts);
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        ctx.logScope = { checkpoint_path: root };
         const pushgateway = opts.pushgateway ?? ctx.config.metrics?.pushgateway;
         const rootLabel = opts.rootLabel ?? ctx.config.metrics?.root_label;
         const { scan, snapshot } = await collectMetrics(root, {
@@ -83,12 +85,20 @@ export function emitMetricsCommand(cli: CliHandle) {
           rootLabel,
         });
         logScan(ctx, scan);
+        // The labels the metrics carry (flags win over the newest valid manifest), and the path: the root.
+        const who = {
+          ...rootIdentity(scan.checkpoints),
+          ...(snapshot.labels.job_id ? { job_id: snapshot.labels.job_id } : {}),
+          ...(snapshot.labels.run_id ? { run_id: snapshot.labels.run_id } : {}),
+          checkpoint_path: scan.root,
+        };
+        ctx.logScope = who;
         const text = await renderMetrics(snapshot);
         const textfileOption = opts.textfile ?? ctx.config.metrics?.textfile;
         const textfile = textfileOption && await resolveTextfile(textfileOption, scan.root, rootLabel);
         if (textfile) {
           await writeTextfile(textfile, text);
-          ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
+          ctx.logger.log("info", "metrics_written", { ...who, textfile });
         }
         let pushed: { url: string; attempts: number } | null = null;
         if (pushgateway) {
@@ -98,7 +108,7 @@ export function emitMetricsCommand(cli: CliHandle) {
             attempts: opts.pushAttempts,
           });
           ctx.logger.log("info", "metrics_pushed", {
-            checkpoint_path: scan.root,
+            ...who,
             url: pushed.url,
             attempts: pushed.attempts,
           });
@@ -136,12 +146,16 @@ async function deleteGroup(
   const { collectMetrics } = await import("../metrics/collect.ts");
   const { deleteMetrics, groupingKey } = await import("../metrics/pushgateway.ts");
   let jobId = opts.jobId || ctx.config.job_id;
+  let runId = opts.runId ?? ctx.config.run_id ?? null;
   let rootLabel = opts.rootLabel ?? ctx.config.metrics?.root_label;
+  const rootGiven = rootArg ?? ctx.config.root ?? null;
+  if (rootGiven) ctx.logScope = { checkpoint_path: rootGiven };
   if (!jobId || !rootLabel) {
     // The group is keyed by the labels the pushes used: the newest valid manifest's job id, the root's real path.
     const root = resolveRoot(rootArg, ctx.config);
     const { snapshot } = await collectMetrics(root, { depth: "fast", record: false, jobId, rootLabel });
     ({ job_id: jobId, root: rootLabel } = snapshot.labels);
+    runId ??= snapshot.labels.run_id || null;
   }
   const labels = { root: rootLabel, job_id: jobId };
   const deleted = await deleteMetrics(pushgateway, {
@@ -149,7 +163,12 @@ async function deleteGroup(
     timeoutMs: opts.pushTimeout === undefined ? undefined : opts.pushTimeout * 1000,
     attempts: opts.pushAttempts,
   });
-  ctx.logger.log("info", "metrics_deleted", { job_id: jobId, url: deleted.url });
+  ctx.logger.log("info", "metrics_deleted", {
+    job_id: jobId,
+    run_id: runId,
+    checkpoint_path: rootGiven,
+    url: deleted.url,
+  });
   if (ctx.json) ctx.printJson({ ok: true, deleted: deleted.url });
   else ctx.io.stdout(`deleted ${deleted.url}\n`);
   return EXIT.ok;

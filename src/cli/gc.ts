@@ -10,6 +10,7 @@ import { Command, Option } from "../deps/commander.ts";
 import { DEFAULT_STALE_STAGING_S } from "../defaults.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { formatBytes, plural } from "./format.ts";
+import { NO_IDENTITY, readIdentityOf } from "./log_fields.ts";
 import {
   depthOptions,
   lockTimeoutOption,
@@ -77,6 +78,7 @@ export function gcCommand(cli: CliHandle) {
       await cli.run(async (ctx) => {
         const { collectGarbage } = await import("../gc.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        ctx.logScope = { checkpoint_path: root };
         const result = await collectGarbage(root, {
           ...resolveDepth(opts, ctx.config),
           keepLast: opts.keepLast ?? ctx.config.retention?.keep_last,
@@ -85,9 +87,14 @@ export function gcCommand(cli: CliHandle) {
           staleStagingAfterS: opts.staleAfter,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
         });
+        // Whose the root is: the newest checkpoint kept (its manifest), for the staging and summary lines.
+        const newest = result.keep.find((k) => k.reasons.some((r) => r.startsWith("newest valid"))) ?? result.keep[0];
+        const rootWho = newest ? await readIdentityOf(`${result.root}/${newest.name}`) : NO_IDENTITY;
         if (!result.dry_run) {
           for (const deleted of result.delete) {
             ctx.logger.log("info", "gc_delete", {
+              job_id: deleted.job_id ?? null,
+              run_id: deleted.run_id ?? null,
               step: deleted.step,
               checkpoint_path: `${result.root}/${deleted.name}`,
               reason: "retention",
@@ -96,12 +103,23 @@ export function gcCommand(cli: CliHandle) {
           }
           for (const staging of result.delete_staging) {
             ctx.logger.log("info", "gc_delete", {
+              job_id: rootWho.job_id,
+              run_id: rootWho.run_id,
               checkpoint_path: `${result.root}/${staging.name}`,
               reason: "stale_staging",
               age_s: Math.round(staging.age_s),
             });
           }
         }
+        ctx.logger.log("info", "gc_completed", {
+          ...rootWho,
+          checkpoint_path: result.root,
+          dry_run: result.dry_run,
+          kept: result.keep.length,
+          deleted: result.delete.length + result.delete_staging.length,
+          bytes_freed: result.bytes_freed,
+          duration_s: result.duration_s,
+        });
         if (ctx.json) {
           ctx.printJson({ ok: true, ...result });
           return EXIT.ok;

@@ -6,7 +6,7 @@
  */
 
 import { Command, CommanderError, Option } from "../deps/commander.ts";
-import { LOG_LEVELS } from "../log.ts";
+import { LOG_FORMATS, LOG_LEVELS } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { commitCommand } from "./commit.ts";
 import { type CliHandle, type CliIo, EXIT, type GlobalOptions, runCommand } from "./context.ts";
@@ -47,10 +47,19 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
     .addOption(
       new Option(
         "--log-level <level>",
-        "lowest severity of the JSON log lines on stderr (default info)",
+        "lowest severity of the log lines on stderr (config: log_level; default info)",
       )
         .choices(LOG_LEVELS)
         .env("CKPTKIT_LOG_LEVEL"),
+    )
+    .addOption(
+      new Option(
+        "--log-format <format>",
+        "log lines on stderr as json (one object per line) or text (one readable line per event) " +
+          "(config: log.format; default text when stderr is a terminal, json otherwise)",
+      )
+        .choices(LOG_FORMATS)
+        .env("CKPTKIT_LOG_FORMAT"),
     )
     .exitOverride()
     .configureOutput({

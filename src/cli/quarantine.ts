@@ -8,6 +8,8 @@
 import { Command, Option } from "../deps/commander.ts";
 import type { QuarantineResult } from "../quarantine.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
+import type { ManifestIdentity } from "../identity.ts";
+import { readIdentityOf } from "./log_fields.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
 
 /** Builds the `quarantine` command. */
@@ -28,11 +30,12 @@ export function quarantineCommand(cli: CliHandle) {
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
         const { quarantineCheckpoint } = await import("../quarantine.ts");
+        ctx.logScope = { checkpoint_path: path };
         const result = await quarantineCheckpoint(path, {
           reason: opts.reason,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
         });
-        logQuarantine(ctx, result);
+        logQuarantine(ctx, result, await readIdentityOf(result.to));
         if (ctx.json) {
           ctx.printJson({ ok: true, ...result });
         } else {
@@ -43,23 +46,33 @@ export function quarantineCommand(cli: CliHandle) {
     });
 }
 
-/** Logs a quarantine and any move of `latest` it caused. */
+/**
+ * Logs a quarantine and any move of `latest` it caused, with the identity of
+ * the quarantined checkpoint: `checkpoint_path` is where it was,
+ * `quarantine_path` where it is now; for `latest_rewritten`, `target` is the
+ * checkpoint `latest` names now (null when removed).
+ */
 export function logQuarantine(
   ctx: CommandContext,
   result: QuarantineResult,
+  identity: ManifestIdentity,
 ): void {
   ctx.logger.log("warn", "checkpoint_quarantined", {
+    ...identity,
     checkpoint_path: result.from,
     reason: "quarantined",
-    to: result.to,
+    quarantine_path: result.to,
     detail: result.reason,
   });
   if (result.latest_changed) {
+    const root = result.from.slice(0, result.from.lastIndexOf("/"));
+    const { from, to } = result.latest_changed;
     ctx.logger.log("warn", "latest_rewritten", {
-      checkpoint_path: result.to,
+      ...identity,
+      checkpoint_path: from ? `${root}/${from}` : root,
       reason: "quarantined",
-      from: result.latest_changed.from,
-      to: result.latest_changed.to,
+      previous: from || null,
+      target: to ? `${root}/${to}` : null,
     });
   }
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { identityOf, rootIdentity } from "./log_fields.ts";
 import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
 import type { ScanResult } from "../scan.ts";
@@ -74,7 +75,10 @@ export function reportCommand(cli: CliHandle) {
           quarantine: opts.quarantine,
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
         });
+        const who = merged.kind === "validate" ? identityOf(merged.result) : rootIdentity(merged.result.checkpoints);
+        ctx.logScope = { ...who, checkpoint_path: merged.target };
         ctx.logger.log("info", "reports_merged", {
+          ...who,
           checkpoint_path: merged.target,
           kind: merged.kind,
           shards: merged.shards,
@@ -82,7 +86,7 @@ export function reportCommand(cli: CliHandle) {
         });
         if (merged.kind === "validate") {
           logValidation(ctx, merged.result);
-          logStateError(ctx, merged.target, merged.state_error);
+          logStateError(ctx, merged.target, merged.state_error, who);
           printValidation(ctx, merged.result);
           return merged.result.ok ? EXIT.ok : EXIT.problems;
         }
@@ -126,17 +130,23 @@ async function writeMetrics(
     rootLabel,
   });
   const text = await renderMetrics(snapshot);
+  const who = {
+    ...rootIdentity(scan.checkpoints),
+    ...(snapshot.labels.job_id ? { job_id: snapshot.labels.job_id } : {}),
+    ...(snapshot.labels.run_id ? { run_id: snapshot.labels.run_id } : {}),
+    checkpoint_path: scan.root,
+  };
   if (opts.textfile) {
     const textfile = await resolveTextfile(opts.textfile, scan.root, rootLabel);
     await writeTextfile(textfile, text);
-    ctx.logger.log("info", "metrics_written", { checkpoint_path: scan.root, textfile });
+    ctx.logger.log("info", "metrics_written", { ...who, textfile });
   }
   if (opts.pushgateway) {
     const pushed = await pushMetrics(opts.pushgateway, text, {
       grouping: groupingKey(snapshot.labels, opts.instance ?? hostName()),
     });
     ctx.logger.log("info", "metrics_pushed", {
-      checkpoint_path: scan.root,
+      ...who,
       url: pushed.url,
       attempts: pushed.attempts,
     });

@@ -18,6 +18,7 @@ import {
   resolveRoot,
   rootFallbackOption,
 } from "./options.ts";
+import { NO_IDENTITY, readIdentityOf } from "./log_fields.ts";
 import { parseNonNegativeInteger } from "./parse.ts";
 
 /** Builds the `resume` command. */
@@ -70,6 +71,7 @@ export function resumeCommand(cli: CliHandle) {
       await cli.run(async (ctx) => {
         const { resumeFromRoot } = await import("../resume.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        ctx.logScope = { checkpoint_path: root };
         const decision = await resumeFromRoot(root, {
           ...resolveDepth(opts, ctx.config),
           policy: opts.policy,
@@ -79,8 +81,19 @@ export function resumeCommand(cli: CliHandle) {
           lockTimeoutMs: resolveLockTimeoutMs(opts.lockTimeout, ctx.config),
           faultHook: ctx.faultHook,
         });
+        // Whose each checkpoint is, from its manifest (where --repair moved it, for a quarantined one).
+        const moved = new Map(
+          decision.actions.filter((a) => a.action === "quarantined").map((a) => [a.name, a.detail]),
+        );
+        const identity = async (name: string) => {
+          const found = await readIdentityOf(moved.get(name) ?? `${root}/${name}`);
+          return found.job_id !== null || found.run_id !== null || !moved.has(name)
+            ? found
+            : await readIdentityOf(`${root}/${name}`);
+        };
         for (const rejection of decision.rejected) {
           ctx.logger.log("warn", "resume_rejected", {
+            ...(await identity(rejection.name)),
             step: rejection.step,
             checkpoint_path: rejection.path,
             reason: rejection.reasons[0] ?? null,
@@ -88,26 +101,41 @@ export function resumeCommand(cli: CliHandle) {
           });
         }
         for (const action of decision.actions) {
-          ctx.logger.log(
-            "warn",
-            action.action === "quarantined" ? "checkpoint_quarantined" : "latest_rewritten",
-            {
+          if (action.action === "quarantined") {
+            ctx.logger.log("warn", "checkpoint_quarantined", {
+              ...(await identity(action.name)),
               checkpoint_path: `${root}/${action.name}`,
               reason: "repair",
-              detail: action.action === "quarantined" ? `moved to ${action.detail}` : `latest was "${action.detail}"`,
-            },
-          );
+              quarantine_path: action.detail,
+            });
+          } else {
+            // latest named action.detail ("" when missing or unreadable) and now names action.name.
+            const before = action.detail ? await identity(action.detail) : NO_IDENTITY;
+            const after = await identity(action.name);
+            ctx.logger.log("warn", "latest_rewritten", {
+              ...(before.job_id !== null || before.run_id !== null ? before : after),
+              checkpoint_path: action.detail ? `${root}/${action.detail}` : root,
+              reason: "repair",
+              previous: action.detail || null,
+              target: `${root}/${action.name}`,
+            });
+          }
         }
         if (decision.chosen) {
           ctx.logger.log("info", "resume_selected", {
+            ...(await identity(decision.chosen.name)),
             step: decision.chosen.step,
             checkpoint_path: decision.chosen.path,
+            // With a fallback: why the newer candidates were refused (the first one's first problem).
+            reason: decision.fallback ? decision.rejected[0]?.reasons[0] ?? "no_known_good" : null,
             policy: decision.policy,
             fallback: decision.fallback,
             detail: decision.fallback_reason,
           });
         } else {
+          const newest = decision.rejected[0];
           ctx.logger.log("error", "resume_nothing", {
+            ...(newest ? await identity(newest.name) : NO_IDENTITY),
             checkpoint_path: root,
             reason: decision.reason,
             policy: decision.policy,

@@ -46,10 +46,19 @@ export function sealCommand(cli: CliHandle) {
             ...resolveHashing(opts, ctx.config),
           });
           for (const sealed of all.sealed) {
-            ctx.logger.log("info", "checkpoint_sealed", { step: sealed.step, checkpoint_path: sealed.path });
+            ctx.logger.log("info", "checkpoint_sealed", {
+              job_id: opts.jobId ?? ctx.config.job_id ?? null,
+              run_id: opts.runId ?? ctx.config.run_id ?? null,
+              step: sealed.step,
+              checkpoint_path: sealed.path,
+            });
           }
           for (const refused of all.refused) {
             ctx.logger.log("warn", "seal_refused", {
+              // Refused: no manifest was written, so nothing names its job or run.
+              job_id: null,
+              run_id: null,
+              step: null,
               checkpoint_path: refused.path,
               reason: refused.problems[0]?.reason ?? null,
               detail: refused.problems[0]?.detail ?? null,

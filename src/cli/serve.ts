@@ -10,6 +10,8 @@ import { Command, Option } from "../deps/commander.ts";
 import { type CliHandle, EXIT } from "./context.ts";
 import { depthOptions, resolveDepth, resolveRoot, rootFallbackOption } from "./options.ts";
 import { parseSeconds } from "./parse.ts";
+import { LogChanges } from "./log_changes.ts";
+import { NO_IDENTITY, rootIdentity } from "./log_fields.ts";
 import { logScan } from "./validation_output.ts";
 
 /** Builds the `serve` command. */
@@ -44,9 +46,19 @@ export function serveCommand(cli: CliHandle) {
     .addOption(jobs)
     .addOption(deep)
     .action(async (rootArg, opts) => {
-      await cli.run(async (ctx) => {
+      await cli.run(async (outer) => {
         const { parseListen, runExporter } = await import("../metrics/exporter.ts");
-        const root = resolveRoot(rootArg ?? opts.root, ctx.config);
+        const root = resolveRoot(rootArg ?? opts.root, outer.config);
+        outer.logScope = { checkpoint_path: root };
+        // Every pass finds the same states again: log them when they change, at debug while they stay.
+        const changes = new LogChanges();
+        const ctx = { ...outer, logger: changes.wrap(outer.logger), logScope: { checkpoint_path: root } };
+        // Before the first pass no manifest was read: only the labels asked for.
+        let who = {
+          ...NO_IDENTITY,
+          job_id: opts.jobId ?? outer.config.job_id ?? null,
+          run_id: opts.runId ?? outer.config.run_id ?? null,
+        };
         const { hostname, port } = parseListen(opts.listen);
         const stop = new AbortController();
         const signals = ["SIGTERM", "SIGINT"] as const;
@@ -65,6 +77,7 @@ export function serveCommand(cli: CliHandle) {
             signal: stop.signal,
             onListen: (address) =>
               ctx.logger.log("info", "exporter_started", {
+                ...who,
                 checkpoint_path: root,
                 url: `http://${
                   address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname
@@ -73,26 +86,31 @@ export function serveCommand(cli: CliHandle) {
             onPass: ({ pass, error, trigger }) => {
               if (error) {
                 ctx.logger.log("error", "validation_pass_failed", {
+                  ...who,
                   checkpoint_path: root,
                   reason: (error as { reason?: string }).reason ?? "io_error",
                   message: error.message,
                   trigger,
                 });
+                changes.endPass(false);
                 return;
               }
+              who = rootIdentity(pass!.scan.checkpoints);
               logScan(ctx, pass!.scan);
               ctx.logger.log("info", "validation_pass", {
+                ...who,
                 checkpoint_path: pass!.scan.root,
                 trigger,
                 ok: pass!.scan.ok,
                 ...pass!.scan.summary,
               });
+              changes.endPass(true);
             },
           });
         } finally {
           for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
         }
-        ctx.logger.log("info", "exporter_stopped", { checkpoint_path: root });
+        ctx.logger.log("info", "exporter_stopped", { ...who, checkpoint_path: root });
         return EXIT.ok;
       });
     });

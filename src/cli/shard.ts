@@ -6,6 +6,7 @@
  * @module
  */
 
+import { identityOf, rootIdentity } from "./log_fields.ts";
 import { CkptkitError } from "../errors.ts";
 import { parseShardSpec, type ShardSpec } from "../shard.ts";
 import type { ValidateOptions } from "../validate.ts";
@@ -67,6 +68,7 @@ export async function runShard(
   );
   for (const result of partial) logValidation(ctx, result);
   ctx.logger.log(report.ok ? "info" : "warn", "shard_completed", {
+    ...(kind === "validate" && partial[0] ? identityOf(partial[0]) : rootIdentity(partial)),
     checkpoint_path: report.target,
     shard: `${index}/${count}`,
     report: request.report,

@@ -8,7 +8,9 @@
 import { Command } from "../deps/commander.ts";
 import type { ValidationResult } from "../validate.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
+import type { ManifestIdentity } from "../identity.ts";
 import { plural } from "./format.ts";
+import { identityOf } from "./log_fields.ts";
 import { depthOptions, resolveDepth, shardOptions } from "./options.ts";
 import { startProgress } from "./progress.ts";
 import { runShard, shardRequest } from "./shard.ts";
@@ -34,6 +36,7 @@ export function validateCommand(cli: CliHandle) {
       await cli.run(async (ctx) => {
         const { recordValidation, rootOfCheckpoint } = await import("../record.ts");
         const { validateCheckpoint } = await import("../validate.ts");
+        ctx.logScope = { checkpoint_path: path };
         const sharded = shardRequest(opts);
         if (sharded) return await runShard(ctx, "validate", path, sharded, resolveDepth(opts, ctx.config));
         const progress = startProgress(ctx, "validating");
@@ -42,7 +45,7 @@ export function validateCommand(cli: CliHandle) {
         logValidation(ctx, result);
         const root = await rootOfCheckpoint(path);
         const stateError = root ? await recordValidation(root, result, "validate") : null;
-        logStateError(ctx, path, stateError);
+        logStateError(ctx, path, stateError, identityOf(result));
         printValidation(ctx, result);
         return result.ok ? EXIT.ok : EXIT.problems;
       });
@@ -50,9 +53,15 @@ export function validateCommand(cli: CliHandle) {
 }
 
 /** Logs that the root's state could not be written, when it could not. */
-export function logStateError(ctx: CommandContext, path: string, stateError: string | null): void {
+export function logStateError(
+  ctx: CommandContext,
+  path: string,
+  stateError: string | null,
+  identity: ManifestIdentity,
+): void {
   if (stateError) {
     ctx.logger.log("warn", "state_write_failed", {
+      ...identity,
       checkpoint_path: path,
       detail: stateError,
     });

@@ -10,6 +10,7 @@ import type { ValidationResult } from "../validate.ts";
 import { logQuarantine } from "./quarantine.ts";
 import type { CommandContext } from "./context.ts";
 import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";
+import { identityOf, rootIdentity } from "./log_fields.ts";
 
 /** Most problems logged per checkpoint; the rest are counted in one line. */
 const MAX_LOGGED_PROBLEMS = 100;
@@ -68,22 +69,41 @@ export function formatValidation(result: ValidationResult): string {
  * their logs agree.
  */
 export function logScan(ctx: CommandContext, result: ScanResult): void {
-  for (const moved of result.quarantined) logQuarantine(ctx, moved);
-  if (result.state_error) ctx.logger.log("warn", "state_write_failed", { detail: result.state_error });
+  const root = rootIdentity(result.checkpoints);
+  ctx.logScope = { ...root, checkpoint_path: result.root };
+  for (const moved of result.quarantined) {
+    const validated = result.checkpoints.find((c) => c.path === moved.from);
+    logQuarantine(ctx, moved, validated ? identityOf(validated) : root);
+  }
+  if (result.state_error) {
+    ctx.logger.log("warn", "state_write_failed", { ...root, checkpoint_path: result.root, detail: result.state_error });
+  }
   for (const checkpoint of result.checkpoints) logValidation(ctx, checkpoint);
   if (result.latest.problem) {
+    // About the checkpoint latest names when it names one, else about the root.
+    const named = result.latest.name ? `${result.root}/${result.latest.name}` : null;
+    const validated = named ? result.checkpoints.find((c) => c.path === named) : undefined;
     ctx.logger.log("warn", "latest_invalid", {
-      checkpoint_path: result.root,
+      ...(validated ? identityOf(validated) : { ...root, step: result.latest.step ?? root.step }),
+      checkpoint_path: named ?? result.root,
       reason: "latest_invalid",
+      target: named,
       detail: result.latest.problem,
     });
   }
   for (const staging of result.staging.filter((s) => s.stale)) {
     ctx.logger.log("warn", "stale_staging", {
+      // A staging folder has no manifest yet: whose root it is in, no step.
+      job_id: root.job_id,
+      run_id: root.run_id,
       checkpoint_path: staging.path,
       reason: "stale_staging",
       age_s: Math.round(staging.age_s),
     });
   }
-  ctx.logger.log(result.ok ? "info" : "warn", "scan_completed", { checkpoint_path: result.root, ...result.summary });
+  ctx.logger.log(result.ok ? "info" : "warn", "scan_completed", {
+    ...root,
+    checkpoint_path: result.root,
+    ...result.summary,
+  });
 }
