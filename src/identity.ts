@@ -20,7 +20,8 @@ export interface ManifestIdentity {
 /**
  * Reads the job, run and step named by the manifest in `dir`, leniently: an
  * unreadable, corrupt or missing manifest gives nulls, never an error (its
- * integrity is validation's business, not this).
+ * integrity is validation's business, not this). A `dir` that is a symbolic
+ * link gives nulls too: it may lead outside the root, which is never read.
  *
  * Requires `--allow-read`.
  *
@@ -30,12 +31,16 @@ export interface ManifestIdentity {
  * import { readIdentity } from "./identity.ts";
  * const dir = await Deno.makeTempDir();
  * assert.deepEqual(await readIdentity(dir), { job_id: null, run_id: null, step: null });
+ * await Deno.symlink(dir, `${dir}-link`);
+ * assert.deepEqual(await readIdentity(`${dir}-link`), { job_id: null, run_id: null, step: null });
+ * await Deno.remove(`${dir}-link`);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function readIdentity(dir: string): Promise<ManifestIdentity> {
   const none = { job_id: null, run_id: null, step: null };
   try {
+    if (!(await Deno.lstat(dir)).isDirectory) return none;
     const read = await readManifestFile(dir);
     if ("problem" in read) return none;
     const manifest = JSON.parse(read.text) as Record<string, unknown>;
