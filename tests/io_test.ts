@@ -39,12 +39,22 @@ async function readsOf(args: string[], needle: string): Promise<{ bytes: number;
   let bytes = 0;
   let opens = 0;
   // With -f, a call interrupted by another thread is split: "read(5</path>, <unfinished ...>" then
-  // "<... read resumed>..., 65536) = 65536" on the same pid.
+  // "<... read resumed>..., 65536) = 65536" on the same pid (openat too: the hash workers open files side by side).
   const pending = new Map<string, string>();
+  const pendingOpens = new Map<string, string>();
   for (const line of (await Deno.readTextFile(log)).split("\n")) {
     const pid = line.split(/\s+/, 1)[0];
-    const opened = / openat\([^,]*, "([^"]*)".*= \d+/.exec(line);
-    if (opened && opened[1].includes(needle)) opens++;
+    const openedPath = / openat\([^,]*, "([^"]*)"/.exec(line)?.[1];
+    if (openedPath !== undefined && line.includes("<unfinished ...>")) {
+      pendingOpens.set(pid, openedPath);
+      continue;
+    }
+    if (/<\.\.\. openat resumed>.*= \d+/.test(line) && pendingOpens.get(pid)?.includes(needle)) opens++;
+    if (line.includes("<... openat resumed>")) {
+      pendingOpens.delete(pid);
+      continue;
+    }
+    if (openedPath?.includes(needle) && /= \d+/.test(line)) opens++;
     const resumed = /<\.\.\. (?:read|pread64|readv|preadv) resumed>.*= (\d+)$/.exec(line);
     if (resumed) {
       if (pending.get(pid)?.includes(needle)) bytes += Number(resumed[1]);
