@@ -77,10 +77,11 @@ export async function recordValidations(
   }
   if (changes.length === 0) return null;
   return await safely(root, (state) => {
-    const seen = new Set<string>();
     for (const { name, result, fingerprint } of changes) {
-      seen.add(name);
-      countNewFailures(state, name, fingerprint ?? result.manifest_digest ?? "-", result.problems);
+      // A checkpoint quarantined or removed while it was being validated is not a new corruption.
+      if (exists(`${root}/${name}`)) {
+        countNewFailures(state, name, fingerprint ?? result.manifest_digest ?? "-", result.problems);
+      }
       if (!result.ok) {
         delete state.known_good[name];
       } else if (fingerprint && result.manifest_digest && result.step !== null) {
@@ -93,7 +94,7 @@ export async function recordValidations(
         };
       }
     }
-    pruneCounted(state, root, seen);
+    pruneCounted(state, root);
   });
 }
 
@@ -124,14 +125,19 @@ function countNewFailures(
 }
 
 /** Forgets counted corruptions of checkpoints no longer in the root (the totals stay). */
-function pruneCounted(state: RootState, root: string, keep: ReadonlySet<string>): void {
+function pruneCounted(state: RootState, root: string): void {
   for (const name of Object.keys(state.counted_failures)) {
-    if (keep.has(name)) continue;
-    try {
-      Deno.lstatSync(`${root}/${name}`);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) delete state.counted_failures[name];
-    }
+    if (!exists(`${root}/${name}`)) delete state.counted_failures[name];
+  }
+}
+
+/** False only when `path` is certainly gone (an unreadable one still counts as there). */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (err) {
+    return !(err instanceof Deno.errors.NotFound);
   }
 }
 
@@ -198,7 +204,7 @@ export async function forgetCheckpoints(
   if (names.length === 0) return null;
   return await safely(root, (state) => {
     for (const name of names) delete state.known_good[name];
-    pruneCounted(state, root, new Set());
+    pruneCounted(state, root);
   });
 }
 
