@@ -170,7 +170,15 @@ export {
   type RetentionStatus,
 } from "./src/retention.ts";
 export { collectGarbage, type GcOptions, type GcResult, TRASH_DIR } from "./src/gc.ts";
-export { emptyState, type KnownGood, readState, type RootState, statePath, updateState } from "./src/state.ts";
+export {
+  type CountedFailure,
+  emptyState,
+  type KnownGood,
+  readState,
+  type RootState,
+  statePath,
+  updateState,
+} from "./src/state.ts";
 export {
   forgetCheckpoints,
   recordCommit,

@@ -1,7 +1,7 @@
 /**
  * Recording results into the root's state: a full validation or a commit
  * makes a checkpoint known-good; a failed validation forgets it and counts
- * its problems by reason.
+ * its problems by reason, once per (checkpoint, reason) when first detected.
  *
  * @module
  */
@@ -71,14 +71,16 @@ export async function recordValidations(
     if (parseCheckpointName(name) === undefined) continue;
     if (result.ok && result.depth !== "full" && result.depth !== "deep") continue;
     if (!result.manifest_backed && result.ok) continue;
-    const fingerprint = result.ok ? await fingerprintCheckpoint(result.path) : undefined;
+    // A corrupt checkpoint's identity (which corruption this is) comes from the same stat-only fingerprint.
+    const fingerprint = await fingerprintCheckpoint(result.path);
     changes.push({ name, result, fingerprint });
   }
   if (changes.length === 0) return null;
   return await safely(root, (state) => {
     for (const { name, result, fingerprint } of changes) {
-      for (const problem of result.problems) {
-        state.validation_failures_total[problem.reason] = (state.validation_failures_total[problem.reason] ?? 0) + 1;
+      // A checkpoint quarantined or removed while it was being validated is not a new corruption.
+      if (exists(`${root}/${name}`)) {
+        countNewFailures(state, name, fingerprint ?? result.manifest_digest ?? "-", result.problems);
       }
       if (!result.ok) {
         delete state.known_good[name];
@@ -92,7 +94,51 @@ export async function recordValidations(
         };
       }
     }
+    pruneCounted(state, root);
   });
+}
+
+/**
+ * Adds the problems of a checkpoint to `validation_failures_total`, each
+ * reason once per (checkpoint, identity): a reason already counted for the
+ * same corruption adds nothing, so repeated passes (textfile, push, serve,
+ * report merge) never count it again. Runs under the state lock, so two
+ * processes recording the same detection count it once.
+ */
+function countNewFailures(
+  state: RootState,
+  name: string,
+  identity: string,
+  problems: readonly { reason: string }[],
+): void {
+  if (problems.length === 0) return;
+  let entry = state.counted_failures[name];
+  if (!entry || entry.identity !== identity) {
+    entry = { identity, reasons: [] };
+    state.counted_failures[name] = entry;
+  }
+  for (const reason of new Set(problems.map((problem) => problem.reason))) {
+    if (entry.reasons.includes(reason)) continue;
+    entry.reasons.push(reason);
+    state.validation_failures_total[reason] = (state.validation_failures_total[reason] ?? 0) + 1;
+  }
+}
+
+/** Forgets counted corruptions of checkpoints no longer in the root (the totals stay). */
+function pruneCounted(state: RootState, root: string): void {
+  for (const name of Object.keys(state.counted_failures)) {
+    if (!exists(`${root}/${name}`)) delete state.counted_failures[name];
+  }
+}
+
+/** False only when `path` is certainly gone (an unreadable one still counts as there). */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (err) {
+    return !(err instanceof Deno.errors.NotFound);
+  }
 }
 
 /**
@@ -138,7 +184,9 @@ export async function recordCommit(
 }
 
 /**
- * Forgets known-good records of checkpoints that were removed or quarantined. Never throws.
+ * Forgets known-good records of checkpoints that were removed or quarantined,
+ * and the counted corruptions of checkpoints no longer in the root (the
+ * failure totals never go down). Never throws.
  *
  * @example
  * ```ts
@@ -156,6 +204,7 @@ export async function forgetCheckpoints(
   if (names.length === 0) return null;
   return await safely(root, (state) => {
     for (const name of names) delete state.known_good[name];
+    pruneCounted(state, root);
   });
 }
 

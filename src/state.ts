@@ -32,14 +32,34 @@ export interface KnownGood {
   by: string;
 }
 
+/** The corruption of one checkpoint already counted in `validation_failures_total`. */
+export interface CountedFailure {
+  /** The checkpoint's identity when counted: fingerprint, else manifest digest, else `-`. */
+  identity: string;
+  /** The reasons counted for it (each once). */
+  reasons: string[];
+}
+
 /** The content of `.ckptkit/state.json`. */
 export interface RootState {
   /** Format version (1). */
   version: 1;
   /** Checkpoints validated in full, by folder name. */
   known_good: Record<string, KnownGood>;
-  /** Validation problems found so far, by stable reason. */
+  /**
+   * Distinct corruptions found so far, by stable reason: each (checkpoint,
+   * reason) adds 1 once, when first detected (see `counted_failures`), never
+   * once per validation pass. Only ever grows.
+   */
   validation_failures_total: Record<string, number>;
+  /**
+   * The corruptions already counted in `validation_failures_total`, by
+   * checkpoint folder name: the checkpoint's identity when counted (its
+   * fingerprint, else manifest digest, else `-`) and the reasons counted for
+   * it. A new identity (a re-committed or re-damaged step-N) counts again.
+   * Entries of checkpoints no longer in the root are pruned; the totals stay.
+   */
+  counted_failures: Record<string, CountedFailure>;
   /** Bytes committed into this root so far. */
   write_bytes_total: number;
   /** The last successful commit. */
@@ -68,6 +88,7 @@ export function emptyState(): RootState {
     version: STATE_VERSION,
     known_good: {},
     validation_failures_total: {},
+    counted_failures: {},
     write_bytes_total: 0,
     last_commit: null,
   };
@@ -134,6 +155,16 @@ export async function readState(
       ) {
         if (Number.isSafeInteger(count) && (count as number) >= 0) {
           state.validation_failures_total[reason] = count as number;
+        }
+      }
+    }
+    if (isRecord(raw.counted_failures)) {
+      for (const [name, entry] of Object.entries(raw.counted_failures)) {
+        if (
+          isRecord(entry) && typeof entry.identity === "string" && Array.isArray(entry.reasons) &&
+          entry.reasons.every((reason) => typeof reason === "string")
+        ) {
+          state.counted_failures[name] = { identity: entry.identity, reasons: [...entry.reasons as string[]] };
         }
       }
     }

@@ -543,7 +543,7 @@ Deno.test({
 const EXPECTED_ALERTS: Record<string, boolean | null> = {
   CheckpointStale: false,
   CheckpointCorruptDetected: true,
-  CheckpointValidationFailuresRising: true,
+  CheckpointNewCorruptionDetected: true,
   CheckpointLatestInvalid: true,
   CheckpointDiskSpaceLow: null,
   CheckpointValidationStale: false,
@@ -695,7 +695,9 @@ Deno.test({
           .map((s) => s.metric.job).sort();
         return JSON.stringify(jobs) === JSON.stringify(sources) ? true : undefined;
       });
-      // a second pass raises the failure counters, as a corrupt checkpoint does on every pass until quarantined
+      // step-40 was counted before Prometheus watched; it is damaged again (a new corruption), so every way's counter rises
+      const bins = (await Array.fromAsync(Deno.readDir(`${root}/step-40`))).filter((e) => e.name.endsWith(".bin"));
+      await flipByte(`${root}/step-40/${bins[bins.length - 1].name}`, 200);
       await emit();
       await until("checkpoint_validation_failures_total to rise in all three ways", deadline, async () => {
         const jobs = (await query(
@@ -1217,6 +1219,188 @@ Deno.test({
       for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);
       throw err;
     } finally {
+      for (const server of servers.reverse()) await stopServer(server);
+    }
+  },
+});
+
+Deno.test({
+  name: "a corrupt checkpoint scanned every second by textfile, push and serve counts once per reason in Prometheus",
+  ignore: skipServers,
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn() {
+    assertTools(SERVER_TOOLS);
+    const deadline = Date.now() + 5 * 60_000; // a backstop against hanging, not a timing requirement
+    await using tmp = await tempDir();
+    const root = `${tmp.path}/root`;
+    const textDir = `${tmp.path}/textfile`;
+    const logs = `${tmp.path}/logs`;
+    await Deno.mkdir(textDir);
+    await Deno.mkdir(logs);
+    for (const step of [10, 20]) {
+      const written = await runCli([
+        "write",
+        "--root",
+        root,
+        "--job-id",
+        "demo",
+        "--run-id",
+        "run-1",
+        "--step",
+        String(step),
+        "--files",
+        "2",
+        "--file-size",
+        "4KiB",
+        "--log-level",
+        "warn",
+      ]);
+      assert.equal(written.code, 0, written.stderr);
+    }
+
+    const [nodePort, pushPort, servePort, promPort] = freePorts(4);
+    const prom = `http://127.0.0.1:${promPort}`;
+    const pushgateway = `http://127.0.0.1:${pushPort}`;
+    const config = parseYaml(await Deno.readTextFile(PROMETHEUS_YML)) as {
+      global: Record<string, string>;
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[]; [key: string]: unknown }[];
+    };
+    const ports: Record<string, number> = {
+      "127.0.0.1:9100": nodePort,
+      "127.0.0.1:9091": pushPort,
+      "127.0.0.1:9478": servePort,
+    };
+    config.global = { scrape_interval: "1s", scrape_timeout: "1s", evaluation_interval: "1s" };
+    for (const job of config.scrape_configs) {
+      delete job.scrape_interval;
+      delete job.scrape_timeout;
+      for (const group of job.static_configs) group.targets = group.targets.map((t) => `127.0.0.1:${ports[t]}`);
+    }
+    const jobOf = (port: number) =>
+      config.scrape_configs.find((job) => job.static_configs.some((g) => g.targets.includes(`127.0.0.1:${port}`)))!
+        .job_name;
+    const sources = [jobOf(nodePort), "ckptkit", jobOf(servePort)].sort();
+    await Deno.writeTextFile(`${tmp.path}/prometheus.yml`, stringifyYaml(config));
+    // the example rules with a 10 s window for new corruptions instead of 15 minutes
+    const rules = (await quickRules()).replace(
+      /increase\(checkpoint_validation_failures_total\[15m\]\)/,
+      "increase(checkpoint_validation_failures_total[10s])",
+    );
+    assert.match(rules, /\[10s\]/);
+    await Deno.writeTextFile(`${tmp.path}/alerts.yml`, rules);
+
+    const servers: Server[] = [];
+    let scanning = true;
+    const loops: Promise<void>[] = [];
+    const loopErrors: string[] = [];
+    try {
+      servers.push(
+        await startServer(
+          "node_exporter",
+          serverCommand("prometheus-node-exporter", [
+            `--web.listen-address=127.0.0.1:${nodePort}`,
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            `--collector.textfile.directory=${textDir}`,
+          ]),
+          logs,
+        ),
+        await startServer(
+          "pushgateway",
+          serverCommand("prometheus-pushgateway", [
+            `--web.listen-address=127.0.0.1:${pushPort}`,
+            "--persistence.file=",
+          ]),
+          logs,
+        ),
+        await startServer(
+          "ckptkit_serve",
+          cliCommand(["serve", root, "--listen", `127.0.0.1:${servePort}`, "--interval", "1s", "--log-level", "warn"]),
+          logs,
+        ),
+        await startServer(
+          "prometheus",
+          serverCommand("prometheus", [
+            `--config.file=${tmp.path}/prometheus.yml`,
+            `--storage.tsdb.path=${tmp.path}/tsdb`,
+            `--web.listen-address=127.0.0.1:${promPort}`,
+          ]),
+          logs,
+        ),
+      );
+      // the textfile loop and the push loop: a full scan about every second each, alongside serve's own
+      const loop = async (args: string[]) => {
+        while (scanning) {
+          const run = await runCli(["emit-metrics", root, ...args, "--log-level", "error"]);
+          if (run.code !== 0 && run.code !== 1) loopErrors.push(describe("emit-metrics", run));
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      };
+      loops.push(loop(["--textfile", `${textDir}/ckptkit.prom`]));
+      loops.push(loop(["--pushgateway", pushgateway, "--instance", "test-node"]));
+
+      const FAILURES = "checkpoint_validation_failures_total";
+      await until("a clean counter from all three ways", deadline, async () => {
+        const exited = servers.find((s) => s.exitCode !== null);
+        if (exited) throw new Fatal(`${exited.name} exited with ${exited.exitCode}`);
+        const jobs =
+          (await query(prom, `count by (job) (count_over_time(${FAILURES}{reason="hash_mismatch"}[1m]) >= 3)`))
+            .map((s) => s.metric.job).sort();
+        return JSON.stringify(jobs) === JSON.stringify(sources) ? true : undefined;
+      });
+      const before = Date.now();
+
+      // two corruptions of step-20: two (checkpoint, reason) pairs
+      const bins = (await Array.fromAsync(Deno.readDir(`${root}/step-20`))).filter((e) => e.name.endsWith(".bin"))
+        .map((e) => e.name).sort();
+      assert.ok(bins.length >= 2, bins.join());
+      await flipByte(`${root}/step-20/${bins[0]}`, 100);
+      await Deno.truncate(`${root}/step-20/${bins[1]}`, 5);
+      const NEW = "CheckpointNewCorruptionDetected";
+      const firing = await until(`${NEW} for both reasons`, deadline, async () => {
+        const alerts = (await activeAlerts(prom)).filter((a) => a.labels.alertname === NEW && a.state === "firing");
+        return alerts.length === 2 ? alerts : undefined;
+      });
+      assert.deepEqual(firing.map((a) => a.labels.reason).sort(), ["hash_mismatch", "size_mismatch"]);
+      // ~20 s of scans by all three ways
+      const scannedUntil = Date.now() + 20_000;
+      await until("20 s of scans", deadline, () => Promise.resolve(Date.now() > scannedUntil ? true : undefined));
+      const window = `${Math.ceil((Date.now() - before) / 1000) + 3}s`;
+      const byReason = (expr: string) => async () =>
+        Object.fromEntries(
+          (await query(prom, expr)).map((s) => [s.metric.reason, Math.round(Number(s.value[1]))]).filter(([, v]) =>
+            v !== 0
+          ),
+        );
+      // each way exports the same state-derived counter: deduplicate the ways (max), then add up the reasons
+      const increases = await byReason(
+        `sum by (reason) (max by (root, job_id, run_id, reason) (increase(${FAILURES}[${window}])))`,
+      )();
+      assert.deepEqual(increases, { hash_mismatch: 1, size_mismatch: 1 }, "one per (checkpoint, reason)");
+      const perWay = await query(prom, `sum by (job) (increase(${FAILURES}[${window}]))`);
+      assert.deepEqual(perWay.map((s) => s.metric.job).sort(), sources);
+      for (const sample of perWay) assert.equal(Math.round(Number(sample.value[1])), 2, JSON.stringify(sample));
+      assert.deepEqual(await byReason(`max by (reason) (${FAILURES})`)(), { hash_mismatch: 1, size_mismatch: 1 });
+
+      // quarantined: the scans go on, nothing new is counted, the alert resolves
+      const quarantined = await runCli(["quarantine", `${root}/step-20`, "--reason", "test", "--log-level", "error"]);
+      assert.equal(quarantined.code, 0, quarantined.stderr);
+      await until(`${NEW} to resolve`, deadline, async () => {
+        const alerts = (await activeAlerts(prom)).filter((a) => a.labels.alertname === NEW);
+        return alerts.length === 0 ? true : undefined;
+      });
+      assert.deepEqual(await byReason(`max by (reason) (${FAILURES})`)(), { hash_mismatch: 1, size_mismatch: 1 });
+      assert.deepEqual(await byReason(`min by (reason) (${FAILURES})`)(), { hash_mismatch: 1, size_mismatch: 1 });
+      const state = JSON.parse(await Deno.readTextFile(`${root}/.ckptkit/state.json`));
+      assert.deepEqual(state.counted_failures, {}, "the quarantined checkpoint's keys are pruned");
+      assert.deepEqual(loopErrors, []);
+    } catch (err) {
+      for (const server of servers) console.error(`--- ${server.name} log:\n${await tail(server.log)}`);
+      throw err;
+    } finally {
+      scanning = false;
+      await Promise.allSettled(loops);
       for (const server of servers.reverse()) await stopServer(server);
     }
   },

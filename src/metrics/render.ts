@@ -76,7 +76,8 @@ export async function renderMetrics(snapshot: MetricsSnapshot): Promise<string> 
   }).inc(labels, snapshot.write_bytes_total);
   const failures = new Counter({
     name: "checkpoint_validation_failures_total",
-    help: "Validation problems found, by stable reason.",
+    help:
+      "Distinct corruptions detected, by stable reason: each (checkpoint, reason) counts once, when first detected.",
     labelNames: [...base, "reason"],
     registers: [registry],
   });

@@ -31,7 +31,7 @@ export interface MetricsSnapshot {
   last_success: { timestamp_s: number; step: number; duration_s: number } | null;
   /** Bytes committed into the root so far (from its state). */
   write_bytes_total: number;
-  /** Validation problems found so far, by reason; every stable reason present. */
+  /** Distinct corruptions detected so far, by reason (each checkpoint and reason once); every stable reason present. */
   validation_failures_total: Record<string, number>;
   /** Names of corrupt (invalid now) and quarantined checkpoints, capped at {@linkcode MAX_CORRUPT_SERIES}. */
   corrupt: { checkpoint: string; status: "invalid" | "quarantined" }[];
