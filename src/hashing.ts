@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { CkptkitError } from "./errors.ts";
 import { formatCheckerFor } from "./formats/dispatch.ts";
+import type { FormatChecker } from "./formats/checker.ts";
 import type { FileFormatResult } from "./formats/files.ts";
 
 /** The digest algorithms a manifest can use. */
@@ -245,14 +246,7 @@ export async function hashFile(
         digest: regionHashers[i].digest(),
       })),
       mtimeMs: before.mtime?.getTime() ?? 0,
-      ...(checker && {
-        format: {
-          format: checker.format,
-          findings: checker.finish(),
-          notes: [...checker.notes],
-          facts: { ...checker.facts },
-        },
-      }),
+      ...(checker && { format: finishedFormat(checker) }),
     };
   } finally {
     file.close();
@@ -499,14 +493,7 @@ function digestSmallFile(
       digest: offset === 0 && length === size ? digest : digestOf(bytes.subarray(offset, offset + length)),
     })),
     mtimeMs,
-    ...(checker && {
-      format: {
-        format: checker.format,
-        findings: checker.finish(),
-        notes: [...checker.notes],
-        facts: { ...checker.facts },
-      },
-    }),
+    ...(checker && { format: finishedFormat(checker) }),
   };
 }
 
@@ -526,4 +513,9 @@ async function oneShotDigest(algorithm: HashAlgorithm): Promise<(bytes: Uint8Arr
   // Unknown: createHasher throws the error that names the algorithms.
   await createHasher(algorithm);
   throw new CkptkitError("invalid_argument", `Unknown hash algorithm "${algorithm}"`);
+}
+
+/** What a format checker found, once the whole file went through it. */
+function finishedFormat(checker: FormatChecker): FileFormatResult {
+  return { format: checker.format, findings: checker.finish(), notes: [...checker.notes], facts: { ...checker.facts } };
 }

@@ -79,7 +79,7 @@ export async function run(
 ): Promise<Run> {
   const child = new Deno.Command(program, {
     args,
-    cwd: options.cwd,
+    cwd: options.cwd ?? REPO,
     env: childEnv(options.env),
     clearEnv: true,
     stdin: "null",

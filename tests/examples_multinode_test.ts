@@ -22,7 +22,7 @@
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { flipByte, names, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
-import { installCkptkit } from "./_slurm.ts";
+import { installCkptkit, type Run, run } from "./_slurm.ts";
 
 const SLURM = `${REPO}/examples/slurm`;
 const K8S = `${REPO}/examples/k8s`;
@@ -46,54 +46,6 @@ function onPath(tool: string): boolean {
     }
   }
   return false;
-}
-
-/** This process's environment without CKPTKIT_* (which would change what ckptkit does), plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("CKPTKIT") && !name.startsWith("SLURM_")),
-  );
-  return { ...env, NO_COLOR: "1", ...extra };
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a program to the end in its own process group; the group is killed after `timeoutMs`. */
-async function run(
-  program: string,
-  args: string[],
-  options: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {},
-): Promise<Run> {
-  const child = new Deno.Command(program, {
-    args,
-    cwd: options.cwd ?? REPO,
-    env: childEnv(options.env),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    detached: true,
-  }).spawn();
-  const killGroup = () => {
-    try {
-      Deno.kill(-child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  };
-  const timer = setTimeout(killGroup, options.timeoutMs ?? 120_000);
-  try {
-    const out = await child.output();
-    const text = new TextDecoder();
-    return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-    killGroup();
-  }
 }
 
 const show = (r: Run) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;

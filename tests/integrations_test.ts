@@ -21,6 +21,7 @@
 import assert from "node:assert/strict";
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { ckptkitFlags, flipByte, names, REPO, runCli, tempDir } from "./_helpers.ts";
+import { assertAllValid, stepDirs } from "./_checks.ts";
 import { exportSumsCommand } from "../src/cli/export_sums.ts";
 import { type CliHandle, type CliIo, type GlobalOptions, runCommand } from "../src/cli/context.ts";
 import { CkptkitError } from "../src/errors.ts";
@@ -132,19 +133,6 @@ function finalDigest(run: Run): string {
   const match = /^trained to step \d+ \(.*\); weights sha256 ([0-9a-f]{64})$/.exec(lastLine(run.stdout));
   assert.ok(match, `final line: ${lastLine(run.stdout)}\n${run.stderr}`);
   return match[1];
-}
-
-async function stepDirs(root: string): Promise<string[]> {
-  return (await names(root)).filter((n) => /^step-\d+$/.test(n)).sort((a, b) =>
-    Number(a.slice(5)) - Number(b.slice(5))
-  );
-}
-
-async function assertAllValid(root: string, context: string): Promise<void> {
-  for (const name of await stepDirs(root)) {
-    const result = await validateCheckpoint(`${root}/${name}`);
-    assert.ok(result.ok, `${name} ${context}: ${JSON.stringify(result.problems)}`);
-  }
 }
 
 // --- the Python toy loop ------------------------------------------------------------------------

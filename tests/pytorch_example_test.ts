@@ -19,6 +19,7 @@
 
 import assert from "node:assert/strict";
 import { ckptkitFlags, flipByte, names, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
+import { assertAllValid, stepDirs } from "./_checks.ts";
 import { readLatest } from "../src/latest.ts";
 import { validateCheckpoint } from "../src/validate.ts";
 
@@ -144,19 +145,6 @@ async function killDuring(
 }
 
 // --- checks on a root ---------------------------------------------------------------------------
-
-async function stepDirs(root: string): Promise<string[]> {
-  return (await names(root)).filter((n) => /^step-\d+$/.test(n)).sort((a, b) =>
-    Number(a.slice(5)) - Number(b.slice(5))
-  );
-}
-
-async function assertAllValid(root: string, context: string): Promise<void> {
-  for (const name of await stepDirs(root)) {
-    const result = await validateCheckpoint(`${root}/${name}`);
-    assert.ok(result.ok, `${name} ${context}: ${JSON.stringify(result.problems)}`);
-  }
-}
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);

@@ -9,19 +9,6 @@
 
 import type { LogFields, Logger, Severity } from "../log.ts";
 
-/** Events that describe a state found by a pass, rather than something done. */
-const STATES: ReadonlySet<string> = new Set([
-  "validation_failed",
-  "validation_failed_truncated",
-  "latest_invalid",
-  "stale_staging",
-  "state_write_failed",
-  "validation_pass_failed",
-  "error",
-  "scan_completed",
-  "validation_pass",
-]);
-
 /** States that are problems: their end is logged as `problem_resolved`. */
 const PROBLEMS: ReadonlySet<string> = new Set([
   "validation_failed",
@@ -32,6 +19,9 @@ const PROBLEMS: ReadonlySet<string> = new Set([
   "validation_pass_failed",
   "error",
 ]);
+
+/** Events that describe a state found by a pass, rather than something done: the problems and the pass summaries. */
+const STATES: ReadonlySet<string> = new Set([...PROBLEMS, "scan_completed", "validation_pass"]);
 
 /** Fields that change on every pass without the state changing. */
 const VOLATILE = new Set(["duration_s", "bytes_checked", "age_s", "trigger", "message", "omitted"]);
