@@ -80,7 +80,7 @@ export { unsafePathReason } from "./src/paths.ts";
 export { type LatestPointer, readLatest, writeLatest } from "./src/latest.ts";
 export { fsyncPath, writeFileAtomic, type WriteFileAtomicOptions } from "./src/durable.ts";
 export { acquireRootLock, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions, type RootLock } from "./src/lock.ts";
-export { type CheckpointIdentity, commitCheckpoint, type CommitOptions, type CommitResult } from "./src/commit.ts";
+export { type CheckpointIdentity, commitCheckpoint, type CommitOptions } from "./src/commit.ts";
 export {
   commitRank,
   DEFAULT_WAIT_TIMEOUT_MS,
@@ -180,6 +180,7 @@ export {
   updateState,
 } from "./src/state.ts";
 export {
+  type CommitResult,
   forgetCheckpoints,
   recordCommit,
   type RecordOutcome,

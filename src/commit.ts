@@ -12,7 +12,7 @@ import { requireFolder } from "./folder.ts";
 import { checkpointName, CORRUPT_DIR, isValidStep, parseCheckpointName, STATE_DIR } from "./layout.ts";
 import { createManifest, type Manifest } from "./manifest.ts";
 import { exists, type FaultHook, publishCheckpoint, type PublishOutcome } from "./publish.ts";
-import { recordCommit } from "./record.ts";
+import { type CommitResult, recordCommit } from "./record.ts";
 import {
   checkHashingOptions,
   hashFolder,
@@ -42,32 +42,6 @@ export interface CommitOptions extends CheckpointIdentity, HashingOptions {
   lockTimeoutMs?: number;
   /** Fault injection for crash tests. */
   faultHook?: FaultHook;
-}
-
-/** What a commit did; also the `--json` document of `ckptkit commit`. */
-export interface CommitResult {
-  /** The committed checkpoint's path. */
-  path: string;
-  /** Its folder name, e.g. `step-10`. */
-  name: string;
-  /** Its step. */
-  step: number;
-  /** The job, when given. */
-  job_id: string | null;
-  /** The run, when given. */
-  run_id: string | null;
-  /** Number of files. */
-  files: number;
-  /** Sum of the files' sizes. */
-  total_bytes: number;
-  /** Wall time in seconds, hashing included. */
-  duration_s: number;
-  /** The manifest's self-digest. */
-  manifest_digest: string;
-  /** Whether `latest` now names this checkpoint. */
-  latest_updated: boolean;
-  /** Why the root's state (known-good, counters) was not updated, or null. */
-  state_error: string | null;
 }
 
 /**

@@ -9,7 +9,7 @@
 /// <reference lib="deno.worker" />
 
 import { hashFile, hashRegions, hashSmallFiles } from "./hashing.ts";
-import { serializeError, type WorkerReply, type WorkerRequest } from "./hash_pool.ts";
+import { serializeError, type WorkerReply, type WorkerRequest } from "./hash_messages.ts";
 
 const PROGRESS_EVERY = 8 * 1024 * 1024;
 

@@ -15,14 +15,8 @@
  */
 
 import { basename, dirname } from "node:path";
-import {
-  checkIdentity,
-  type CheckpointIdentity,
-  type CommitResult,
-  finishCommit,
-  prepareRoot,
-  realStagingFolder,
-} from "./commit.ts";
+import { checkIdentity, type CheckpointIdentity, finishCommit, prepareRoot, realStagingFolder } from "./commit.ts";
+import type { CommitResult } from "./record.ts";
 import { fsyncPath, readFileLimited, writeFileAtomic } from "./durable.ts";
 import { asCkptkitError, CkptkitError } from "./errors.ts";
 import { checkpointName, isStagingName, MANIFEST_NAME, MANIFEST_TEMP_PREFIX } from "./layout.ts";

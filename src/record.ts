@@ -7,11 +7,37 @@
  */
 
 import { basename, dirname } from "node:path";
-import type { CommitResult } from "./commit.ts";
 import { fingerprintCheckpoint } from "./fingerprint.ts";
 import { LATEST_NAME, parseCheckpointName, STATE_DIR } from "./layout.ts";
 import { type RootState, updateState } from "./state.ts";
 import type { ValidationResult } from "./validate.ts";
+
+// Defined here, not in commit.ts, which imports this module to record the commit: no import cycle.
+/** What a commit did; also the `--json` document of `ckptkit commit`. */
+export interface CommitResult {
+  /** The committed checkpoint's path. */
+  path: string;
+  /** Its folder name, e.g. `step-10`. */
+  name: string;
+  /** Its step. */
+  step: number;
+  /** The job, when given. */
+  job_id: string | null;
+  /** The run, when given. */
+  run_id: string | null;
+  /** Number of files. */
+  files: number;
+  /** Sum of the files' sizes. */
+  total_bytes: number;
+  /** Wall time in seconds, hashing included. */
+  duration_s: number;
+  /** The manifest's self-digest. */
+  manifest_digest: string;
+  /** Whether `latest` now names this checkpoint. */
+  latest_updated: boolean;
+  /** Why the root's state (known-good, counters) was not updated, or null. */
+  state_error: string | null;
+}
 
 /** Why recording did not happen, or null when it did. */
 export type RecordOutcome = string | null;

@@ -15,7 +15,8 @@ import { exists, type FaultHook, publishCheckpoint } from "./publish.ts";
 import { checkHashingOptions, type HashingOptions, removeManifestLeftovers } from "./seal_files.ts";
 import { removeTreeOnDevice } from "./remove.ts";
 import { listTree, oddityError } from "./tree.ts";
-import { checkIdentity, type CheckpointIdentity, type CommitResult, finishCommit, prepareRoot } from "./commit.ts";
+import { checkIdentity, type CheckpointIdentity, finishCommit, prepareRoot } from "./commit.ts";
+import type { CommitResult } from "./record.ts";
 import { hostName, VERSION } from "./version.ts";
 
 /** Options for {@linkcode openCheckpointWriter}. */

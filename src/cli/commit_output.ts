@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { CommitResult } from "../commit.ts";
+import type { CommitResult } from "../record.ts";
 import type { RankCommitResult } from "../multirank.ts";
 import type { CommandContext } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
