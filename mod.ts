@@ -48,7 +48,7 @@ export {
   type SmallFileJob,
   type SmallFileOptions,
   type SmallFileResult,
-} from "./src/hashing.ts";
+} from "./src/fs/hashing.ts";
 export {
   createManifest,
   fileSamples,
@@ -64,7 +64,7 @@ export {
   type ParsedManifest,
   parseManifest,
   serializeManifest,
-} from "./src/manifest.ts";
+} from "./src/core/manifest.ts";
 export {
   checkpointName,
   CORRUPT_DIR,
@@ -75,12 +75,12 @@ export {
   parseCheckpointName,
   parseStep,
   STATE_DIR,
-} from "./src/layout.ts";
-export { unsafePathReason } from "./src/paths.ts";
-export { type LatestPointer, readLatest, writeLatest } from "./src/latest.ts";
-export { fsyncPath, writeFileAtomic, type WriteFileAtomicOptions } from "./src/durable.ts";
-export { acquireRootLock, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions, type RootLock } from "./src/lock.ts";
-export { type CheckpointIdentity, commitCheckpoint, type CommitOptions } from "./src/commit.ts";
+} from "./src/core/layout.ts";
+export { unsafePathReason } from "./src/fs/paths.ts";
+export { type LatestPointer, readLatest, writeLatest } from "./src/core/latest.ts";
+export { fsyncPath, writeFileAtomic, type WriteFileAtomicOptions } from "./src/fs/durable.ts";
+export { acquireRootLock, DEFAULT_LOCK_TIMEOUT_MS, type LockOptions, type RootLock } from "./src/core/lock.ts";
+export { type CheckpointIdentity, commitCheckpoint, type CommitOptions } from "./src/core/commit.ts";
 export {
   commitRank,
   DEFAULT_WAIT_TIMEOUT_MS,
@@ -88,7 +88,7 @@ export {
   type RankCommitOptions,
   type RankCommitResult,
   type RankOutcome,
-} from "./src/multirank.ts";
+} from "./src/multinode/multirank.ts";
 export {
   PART_FORMAT,
   PART_VERSION,
@@ -97,20 +97,26 @@ export {
   PARTS_SUFFIX,
   type RankProgress,
   readRankProgress,
-} from "./src/part.ts";
-export { COMMIT_POINTS, type CommitPoint, type FaultHook } from "./src/publish.ts";
-export { type HashingOptions } from "./src/seal_files.ts";
-export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/writer.ts";
-export { sealCheckpoint, type SealOptions, type SealResult } from "./src/seal.ts";
+} from "./src/core/part.ts";
+export { COMMIT_POINTS, type CommitPoint, type FaultHook } from "./src/core/publish.ts";
+export { type HashingOptions } from "./src/core/seal_files.ts";
+export { CheckpointWriter, type FileData, openCheckpointWriter, type WriterOptions } from "./src/core/writer.ts";
+export { sealCheckpoint, type SealOptions, type SealResult } from "./src/core/seal.ts";
 export {
   type FileOutcome,
   validateCheckpoint,
   type ValidateOptions,
   type ValidationDepth,
   type ValidationResult,
-} from "./src/validate.ts";
-export { listRoot, type RootCheckpoint, type RootListing, type RootStaging, type RootStray } from "./src/root.ts";
-export { DEFAULT_STALE_STAGING_S, type ScanLatest, type ScanOptions, type ScanResult, scanRoot } from "./src/scan.ts";
+} from "./src/core/validate.ts";
+export { listRoot, type RootCheckpoint, type RootListing, type RootStaging, type RootStray } from "./src/core/root.ts";
+export {
+  DEFAULT_STALE_STAGING_S,
+  type ScanLatest,
+  type ScanOptions,
+  type ScanResult,
+  scanRoot,
+} from "./src/core/scan.ts";
 export {
   assignShards,
   MAX_SHARDS,
@@ -119,8 +125,8 @@ export {
   type PlanEntry,
   type ShardSpec,
   type ShardUnit,
-} from "./src/shard.ts";
-export { scanShard, type ShardOptions, validateShard } from "./src/shard_run.ts";
+} from "./src/multinode/shard.ts";
+export { scanShard, type ShardOptions, validateShard } from "./src/multinode/shard_run.ts";
 export {
   MAX_SHARD_REPORT_BYTES,
   parseShardReport,
@@ -133,8 +139,13 @@ export {
   type ShardRootChecks,
   type ShardWholeChecks,
   writeShardReport,
-} from "./src/shard_report.ts";
-export { assembleShardReports, type MergedReports, type MergeOptions, mergeShardReports } from "./src/report_merge.ts";
+} from "./src/multinode/shard_report.ts";
+export {
+  assembleShardReports,
+  type MergedReports,
+  type MergeOptions,
+  mergeShardReports,
+} from "./src/multinode/report_merge.ts";
 export {
   type KnownGoodCheck,
   type NothingToResumeReason,
@@ -150,14 +161,14 @@ export {
   resumeOrder,
   type ResumeOrderInput,
   type ResumePolicy,
-} from "./src/resume.ts";
+} from "./src/core/resume.ts";
 export { REPAIR_POINTS, type RepairPoint } from "./src/commit_points.ts";
 export {
   quarantineCheckpoint,
   type QuarantineOptions,
   type QuarantineRecord,
   type QuarantineResult,
-} from "./src/quarantine.ts";
+} from "./src/core/quarantine.ts";
 export {
   type DeletedCheckpoint,
   keepersToVerify,
@@ -168,8 +179,8 @@ export {
   type RetentionPlan,
   type RetentionStaging,
   type RetentionStatus,
-} from "./src/retention.ts";
-export { collectGarbage, type GcOptions, type GcResult, TRASH_DIR } from "./src/gc.ts";
+} from "./src/core/retention.ts";
+export { collectGarbage, type GcOptions, type GcResult, TRASH_DIR } from "./src/core/gc.ts";
 export {
   type CountedFailure,
   emptyState,
@@ -178,7 +189,7 @@ export {
   type RootState,
   statePath,
   updateState,
-} from "./src/state.ts";
+} from "./src/core/state.ts";
 export {
   type CommitResult,
   forgetCheckpoints,
@@ -186,9 +197,9 @@ export {
   type RecordOutcome,
   recordValidation,
   rootOfCheckpoint,
-} from "./src/record.ts";
-export { fingerprintCheckpoint } from "./src/fingerprint.ts";
-export { type Config, loadConfig, parseConfig } from "./src/config.ts";
+} from "./src/core/record.ts";
+export { fingerprintCheckpoint } from "./src/core/fingerprint.ts";
+export { type Config, loadConfig, parseConfig } from "./src/core/config.ts";
 export {
   createJsonLogger,
   createLogger,
@@ -221,7 +232,7 @@ export {
   type LayoutResult,
   readLayoutContents,
 } from "./src/formats/mod.ts";
-export { exportSums, formatSumsLine, ManifestProblemError } from "./src/export_sums.ts";
+export { exportSums, formatSumsLine, ManifestProblemError } from "./src/core/export_sums.ts";
 export {
   BATCH_BYTES,
   BATCH_FILES,
@@ -234,7 +245,7 @@ export {
   POOL_MIN_BYTES,
   POOL_MIN_FILES,
   withHasher,
-} from "./src/hash_pool.ts";
+} from "./src/fs/hash_pool.ts";
 export {
   buildSnapshot,
   MAX_CORRUPT_SERIES,

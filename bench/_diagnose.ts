@@ -237,7 +237,7 @@ export async function commitBreakdown(
 export interface BarrelInfo {
   /** `npm:` packages `src/deps.ts` re-exports (0 when there is no such file). */
   packages: number;
-  /** Whether `src/hashing.ts` (which every hash worker loads) imports from it. */
+  /** Whether `src/fs/hashing.ts` (which every hash worker loads) imports from it. */
   hashingUsesIt: boolean;
   /** How many modules under src/ import from it. */
   importers: number;
@@ -250,7 +250,7 @@ export async function barrelInfo(): Promise<BarrelInfo> {
   const packages = new Set([...deps.matchAll(/from\s+"npm:((?:@[^/"]+\/)?[^@"]+)@/g)].map((m) => m[1])).size;
   const usesBarrel = /from\s+"\.{1,2}\/(?:src\/)?deps\.ts"/;
   let importers = 0;
-  for (const dir of ["src", "src/cli", "src/metrics"]) {
+  for (const dir of ["src", "src/cli", "src/core", "src/fs", "src/metrics", "src/multinode"]) {
     try {
       for await (const entry of Deno.readDir(join(REPO, dir))) {
         if (entry.isFile && entry.name.endsWith(".ts") && usesBarrel.test(await read(`${dir}/${entry.name}`))) {
@@ -261,7 +261,7 @@ export async function barrelInfo(): Promise<BarrelInfo> {
       // No such folder.
     }
   }
-  return { packages, hashingUsesIt: usesBarrel.test(await read("src/hashing.ts")), importers };
+  return { packages, hashingUsesIt: usesBarrel.test(await read("src/fs/hashing.ts")), importers };
 }
 
 /** In-process probe of one hashing stream on `file` (see `_probe_hash.ts`). */

@@ -449,7 +449,7 @@ function hashingFinding(m: Map<string, Measurement>, d: Diagnostics, against: "s
           "every isolate (the main thread and each worker) loads them again."
         : "") +
       (d.barrel?.hashingUsesIt
-        ? ` \`src/hash_worker.ts\` imports \`src/hashing.ts\`, which takes \`createXXHash128\` from \`src/deps.ts\`; ` +
+        ? ` \`src/fs/hash_worker.ts\` imports \`src/fs/hashing.ts\`, which takes \`createXXHash128\` from \`src/deps.ts\`; ` +
           `that module re-exports all ${d.barrel.packages} npm packages, so each worker evaluates commander, zod, ` +
           "yaml, prom-client and the rest before it hashes a byte."
         : ""),
@@ -510,12 +510,12 @@ function hashingFinding(m: Map<string, Measurement>, d: Diagnostics, against: "s
   }
   out.push(
     "**Proposal (src/).** (1) The hashing workers already read with `readSync` into 256 KiB on their own thread " +
-      "(`hashFile`'s `blockingReads`, used by `src/hash_worker.ts`), which the multi-file rows measure. The main " +
+      "(`hashFile`'s `blockingReads`, used by `src/fs/hash_worker.ts`), which the multi-file rows measure. The main " +
       "thread still awaits 2 MiB reads when it hashes a single file (the big-file rows): let the CLI pass " +
       "`blockingReads` there too, since nothing else runs meanwhile, and lower `READ_CHUNK_BYTES` to 256 KiB for the " +
       "async path that remains (the library writer, callers that need the event loop)." +
       (workerSlow
-        ? " (2) `src/hash_worker.ts`: load only what hashing needs (node:crypto, `src/errors.ts`); load hash-wasm " +
+        ? " (2) `src/fs/hash_worker.ts`: load only what hashing needs (node:crypto, `src/errors.ts`); load hash-wasm " +
           "when `createHasher` is asked for `xxh128` (`await import(...)`)" +
           (d.barrel?.hashingUsesIt ? ", not through the `src/deps.ts` barrel" : "") +
           (d.worker ? `: a worker would then start in about ${d.worker.protoFirstMs.toFixed(0)} ms.` : ".")
@@ -657,7 +657,7 @@ function scanFinding(scan: Measurement, d: Diagnostics): string[] {
   out.push(
     "Per checkpoint, `scan --fast` lstats every file (`listTree`), reads the manifest, checks it against its zod " +
       "schema and recomputes its canonical-JSON digest. If this misses, the levers are more checkpoints in flight " +
-      "for metadata-only scans (`inFlight` is 16 in `src/scan.ts`) and the start-up work under the `--help` target.",
+      "for metadata-only scans (`inFlight` is 16 in `src/core/scan.ts`) and the start-up work under the `--help` target.",
   );
   return out;
 }
@@ -715,11 +715,11 @@ function startupFinding(m: Map<string, Measurement>, d: Diagnostics): string[] {
         : "") +
       "(1) `src/cli/*.ts` import only commander and their option declarations, and each `.action` imports its " +
       'implementation (`const { validateCheckpoint } = await import("../validate.ts")`); ' +
-      "(2) `src/cli/context.ts` imports `src/config.ts` (yaml + zod) only when `--config` or `CKPTKIT_CONFIG` is " +
+      "(2) `src/cli/context.ts` imports `src/core/config.ts` (yaml + zod) only when `--config` or `CKPTKIT_CONFIG` is " +
       "set; (3) `prom-client` (and its `@opentelemetry/api`) only in `emit-metrics` and `serve`; (4) constants " +
       "that the option declarations need (`DEFAULT_SAMPLE_BYTES`, `HASH_ALGORITHMS`, `DEFAULT_LOCK_TIMEOUT_MS`) " +
-      "move to a leaf module so that declaring options does not load `src/hashing.ts` and what it imports; " +
-      `(5) \`src/manifest.ts\` checks the manifest with zod, which alone opens ${
+      "move to a leaf module so that declaring options does not load `src/fs/hashing.ts` and what it imports; " +
+      `(5) \`src/core/manifest.ts\` checks the manifest with zod, which alone opens ${
         d.npmHelp?.byPackage.find(([pkg]) => pkg === "zod")?.[1] ?? "many"
       } files: a hand-written check (or \`zod/mini\`) would take it off every reading command's path.` +
       (commander !== undefined

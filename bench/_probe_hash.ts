@@ -13,7 +13,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { hashFile, READ_CHUNK_BYTES } from "../src/hashing.ts";
+import { hashFile, READ_CHUNK_BYTES } from "../src/fs/hashing.ts";
 import { hashFileSync, PROTO_CHUNK_BYTES } from "./proto_validate.ts";
 import { median } from "./_timing.ts";
 
@@ -25,7 +25,7 @@ export interface HashProbe {
   chunkBytes: number;
   /** The prototype's read size. */
   protoChunkBytes: number;
-  /** `hashFile(path, { sampleBytes: 0 })` from src/hashing.ts: awaited reads + sha256. */
+  /** `hashFile(path, { sampleBytes: 0 })` from src/fs/hashing.ts: awaited reads + sha256. */
   hashFile: number;
   /** The same awaited `FsFile.read` loop, no hashing. */
   readAsync: number;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { HashPool } from "../src/hash_pool.ts";
+import { HashPool } from "../src/fs/hash_pool.ts";
 import { median } from "./_timing.ts";
 
 /** What the probe prints. */

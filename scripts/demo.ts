@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { main, processIo } from "../cli.ts";
 import type { CliIo } from "../src/cli/context.ts";
-import { CORRUPT_DIR, isStagingName, LATEST_NAME, parseCheckpointName, STATE_DIR } from "../src/layout.ts";
+import { CORRUPT_DIR, isStagingName, LATEST_NAME, parseCheckpointName, STATE_DIR } from "../src/core/layout.ts";
 
 /** Marker file that tells a previous demo root from anybody else's folder. */
 export const DEMO_MARKER = ".ckptkit-demo";

@@ -27,9 +27,9 @@
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { stringify as yamlStringify } from "yaml";
-import { parseConfig } from "../src/config.ts";
+import { parseConfig } from "../src/core/config.ts";
 import { CkptkitError } from "../src/errors.ts";
-import { createManifest, manifestDigest, parseManifest } from "../src/manifest.ts";
+import { createManifest, manifestDigest, parseManifest } from "../src/core/manifest.ts";
 
 /** What is fuzzed. */
 export type Target = "manifest" | "config";

@@ -22,9 +22,9 @@
  */
 
 import { createHash } from "node:crypto";
-import { sampleRegions } from "../src/hashing.ts";
-import { MANIFEST_NAME } from "../src/layout.ts";
-import { createManifest, manifestDigest, type ManifestFile } from "../src/manifest.ts";
+import { sampleRegions } from "../src/fs/hashing.ts";
+import { MANIFEST_NAME } from "../src/core/layout.ts";
+import { createManifest, manifestDigest, type ManifestFile } from "../src/core/manifest.ts";
 
 /** The corpus folder. */
 export const CORPUS_DIR: string = new URL("../tests/corpus", import.meta.url).pathname;

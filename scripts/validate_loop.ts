@@ -30,7 +30,7 @@ import { main, processIo } from "../cli.ts";
 import type { CliIo } from "../src/cli/context.ts";
 import { LogChanges } from "../src/cli/log_changes.ts";
 import { parseBytes, parsePositiveInteger, parseSeconds } from "../src/cli/parse.ts";
-import { loadConfig } from "../src/config.ts";
+import { loadConfig } from "../src/core/config.ts";
 
 const USAGE = `Usage: deno task validate-loop [options]
 

@@ -1,7 +1,7 @@
 /** Checks on a root shared by the training-loop tests (Python toy loop, PyTorch example). */
 
 import assert from "node:assert/strict";
-import { validateCheckpoint } from "../src/validate.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { names } from "./_helpers.ts";
 
 /** The root's `step-N` folders, by step. */

@@ -6,12 +6,12 @@
  */
 
 import { ckptkitFlags, REPO } from "./_helpers.ts";
-import { readLatest } from "../src/latest.ts";
-import { isRoot, listRoot } from "../src/root.ts";
-import { resumeFromRoot } from "../src/resume.ts";
-import { scanRoot } from "../src/scan.ts";
-import { collectGarbage } from "../src/gc.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { isRoot, listRoot } from "../src/core/root.ts";
+import { resumeFromRoot } from "../src/core/resume.ts";
+import { scanRoot } from "../src/core/scan.ts";
+import { collectGarbage } from "../src/core/gc.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 /** What the harness measured. */
 export interface CrashFigures {

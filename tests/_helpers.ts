@@ -131,7 +131,7 @@ export async function writeStep(
   step: number,
   files = 2,
 ): Promise<string> {
-  const { openCheckpointWriter } = await import("../src/writer.ts");
+  const { openCheckpointWriter } = await import("../src/core/writer.ts");
   const writer = await openCheckpointWriter(root, {
     step,
     jobId: "job",

@@ -5,9 +5,9 @@
  */
 
 import { ckptkitFlags, REPO } from "./_helpers.ts";
-import { readLatest } from "../src/latest.ts";
-import { listRoot } from "../src/root.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { listRoot } from "../src/core/root.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 /** What the race measured. */
 export interface RaceFigures {

@@ -43,12 +43,12 @@
  */
 
 import { ckptkitFlags, cliCommand, REPO, writeStep } from "./_helpers.ts";
-import { readLatest } from "../src/latest.ts";
-import { listRoot } from "../src/root.ts";
-import { resumeFromRoot } from "../src/resume.ts";
-import { collectGarbage } from "../src/gc.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { commitRank } from "../src/multirank.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { listRoot } from "../src/core/root.ts";
+import { resumeFromRoot } from "../src/core/resume.ts";
+import { collectGarbage } from "../src/core/gc.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { commitRank } from "../src/multinode/multirank.ts";
 import { ERROR_REASONS } from "../src/errors.ts";
 
 /** Syscalls traced; a call is mutating when it is one of these on a path in scope (openat: only for writing). */

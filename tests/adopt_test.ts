@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readLatest } from "../src/latest.ts";
+import { readLatest } from "../src/core/latest.ts";
 import { FIXTURES, names, runCli, tempDir } from "./_helpers.ts";
 
 /** A Hugging Face Trainer output folder: checkpoint-N with safetensors weights and trainer_state.json. */

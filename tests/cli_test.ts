@@ -47,12 +47,12 @@ Deno.test("every task that runs the CLI or builds the binary grants exactly the 
   const tasks = denoJson.tasks;
   assert.equal(
     tasks.compile,
-    `deno compile ${flags} --include src/hash_worker.ts --frozen --output dist/ckptkit cli.ts`,
+    `deno compile ${flags} --include src/fs/hash_worker.ts --frozen --output dist/ckptkit cli.ts`,
   );
   assert.equal(
     tasks["compile:all"],
     TARGETS.map((target) =>
-      `deno compile ${flags} --include src/hash_worker.ts --frozen --target ${target} --output dist/ckptkit-${target} cli.ts`
+      `deno compile ${flags} --include src/fs/hash_worker.ts --frozen --target ${target} --output dist/ckptkit-${target} cli.ts`
     ).join(" && "),
   );
   assert.equal(tasks.ckptkit, `deno run ${flags} cli.ts`);

@@ -7,12 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { commitCheckpoint } from "../src/commit.ts";
-import { commitRank } from "../src/multirank.ts";
-import { removeTreeOnDevice } from "../src/remove.ts";
-import { sealCheckpoint } from "../src/seal.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { openCheckpointWriter } from "../src/writer.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
+import { commitRank } from "../src/multinode/multirank.ts";
+import { removeTreeOnDevice } from "../src/fs/remove.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { openCheckpointWriter } from "../src/core/writer.ts";
 import { CAN_MOUNT, ckptkitFlags, mountTmpfs, names, REPO, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
 
 const HAVE_STRACE = await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).output()

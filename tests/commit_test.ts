@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { commitCheckpoint } from "../src/commit.ts";
-import { readLatest } from "../src/latest.ts";
-import { MANIFEST_NAME } from "../src/layout.ts";
-import { parseManifest } from "../src/manifest.ts";
-import { sealCheckpoint } from "../src/seal.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { openCheckpointWriter } from "../src/writer.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { MANIFEST_NAME } from "../src/core/layout.ts";
+import { parseManifest } from "../src/core/manifest.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { openCheckpointWriter } from "../src/core/writer.ts";
 import {
   CAN_MOUNT,
   cliCommand,

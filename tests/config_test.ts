@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadConfig, parseConfig } from "../src/config.ts";
+import { loadConfig, parseConfig } from "../src/core/config.ts";
 import { CkptkitError } from "../src/errors.ts";
 import { cliCommand, decode, runCli, tempDir } from "./_helpers.ts";
 

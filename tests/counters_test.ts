@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { collectMetrics } from "../src/metrics/collect.ts";
 import { renderMetrics } from "../src/metrics/render.ts";
-import { quarantineCheckpoint } from "../src/quarantine.ts";
-import { recordValidations } from "../src/record.ts";
-import { readState } from "../src/state.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { quarantineCheckpoint } from "../src/core/quarantine.ts";
+import { recordValidations } from "../src/core/record.ts";
+import { readState } from "../src/core/state.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { cliCommand, decode, flipByte, runCli, samples, tempDir, writeStep } from "./_helpers.ts";
 
 /** The exported checkpoint_validation_failures_total by reason (non-zero only). */

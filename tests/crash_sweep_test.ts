@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { formatSweepFigures, hasStrace, runSweep, SCENARIOS } from "./_sweep.ts";
 import { cliCommand, runCli, tempDir, waitForLine, writeStep } from "./_helpers.ts";
-import { readLatest } from "../src/latest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 Deno.test({
   name: "crash sweep: every mutating command killed before a seeded subset of its file-system calls, then retried",

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { formatCrashFigures, runCrashTrials } from "./_crash.ts";
 import { cliCommand, names, runCli, tempDir } from "./_helpers.ts";
-import { readLatest } from "../src/latest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 Deno.test("crash harness: SIGKILL at random instants never breaks latest, resume or a committed checkpoint", async () => {
   await using tmp = await tempDir();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { commitCheckpoint } from "../src/commit.ts";
-import { sealCheckpoint } from "../src/seal.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { FIXTURES, flipByte, runCli, tempDir } from "./_helpers.ts";
 
 async function allFixtures(dir: string): Promise<string[]> {

@@ -4,9 +4,9 @@
  */
 
 import assert from "node:assert/strict";
-import { readLatest } from "../src/latest.ts";
-import { readState, statePath } from "../src/state.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { readState, statePath } from "../src/core/state.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { CAN_MOUNT, ckptkitFlags, mountTmpfs, names, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 /** Fills the file system of `dir` with one file until no space is left; returns its path. */
@@ -157,9 +157,9 @@ Deno.test("a read error mid-validation is io_error for that file, not a crash", 
       hashFile: (file, options) =>
         file.endsWith("shard-1.bin")
           ? Promise.reject(new Error("Input/output error (os error 5)"))
-          : import("../src/hashing.ts").then((m) => m.hashFile(file, options)),
+          : import("../src/fs/hashing.ts").then((m) => m.hashFile(file, options)),
       hashRegions: (file, regions, algorithm) =>
-        import("../src/hashing.ts").then((m) => m.hashRegions(file, regions, algorithm)),
+        import("../src/fs/hashing.ts").then((m) => m.hashRegions(file, regions, algorithm)),
     },
   });
   assert.deepEqual(result.problems.map((p) => [p.reason, p.path]), [["io_error", "shard-1.bin"]]);
@@ -172,7 +172,7 @@ Deno.test("a file appended to while it is validated is reported as file_changed,
   const staging = `${tmp.path}/s`;
   await Deno.mkdir(staging);
   await Deno.writeFile(`${staging}/grow.bin`, new Uint8Array(48 * 1024 * 1024));
-  const { commitCheckpoint } = await import("../src/commit.ts");
+  const { commitCheckpoint } = await import("../src/core/commit.ts");
   const { path } = await commitCheckpoint(staging, { root: `${tmp.path}/root`, step: 1 });
   let appended = false;
   const result = await validateCheckpoint(path, {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { CkptkitError } from "../src/errors.ts";
-import { collectGarbage } from "../src/gc.ts";
-import { readLatest } from "../src/latest.ts";
-import { acquireRootLock } from "../src/lock.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { openCheckpointWriter } from "../src/writer.ts";
+import { collectGarbage } from "../src/core/gc.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { acquireRootLock } from "../src/core/lock.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { openCheckpointWriter } from "../src/core/writer.ts";
 import { cliCommand, flipByte, names, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
 
 async function steps(root: string): Promise<string> {

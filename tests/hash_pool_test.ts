@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { commitCheckpoint } from "../src/commit.ts";
-import { HashPool, mainThreadHasher, POOL_MIN_BYTES } from "../src/hash_pool.ts";
-import { hashFile, READ_CHUNK_BYTES } from "../src/hashing.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
+import { HashPool, mainThreadHasher, POOL_MIN_BYTES } from "../src/fs/hash_pool.ts";
+import { hashFile, READ_CHUNK_BYTES } from "../src/fs/hashing.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { FIXTURES, flipByte, tempDir } from "./_helpers.ts";
 
 const SIZES = [0, 1, 4095, READ_CHUNK_BYTES - 1, READ_CHUNK_BYTES, READ_CHUNK_BYTES + 1, 3 * READ_CHUNK_BYTES + 17];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHasher, hashFile, hashRegions, MAX_SAMPLE_REGIONS, sampleRegions } from "../src/hashing.ts";
+import { createHasher, hashFile, hashRegions, MAX_SAMPLE_REGIONS, sampleRegions } from "../src/fs/hashing.ts";
 import { FIXTURES, tempDir } from "./_helpers.ts";
 
 Deno.test("hashFile matches the sha256 published for a real fixture", async () => {

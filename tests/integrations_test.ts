@@ -25,11 +25,11 @@ import { assertAllValid, stepDirs } from "./_checks.ts";
 import { exportSumsCommand } from "../src/cli/export_sums.ts";
 import { type CliHandle, type CliIo, type GlobalOptions, runCommand } from "../src/cli/context.ts";
 import { CkptkitError } from "../src/errors.ts";
-import { exportSums, formatSumsLine, ManifestProblemError } from "../src/export_sums.ts";
-import { readLatest } from "../src/latest.ts";
-import { createManifest, serializeManifest } from "../src/manifest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { openCheckpointWriter } from "../src/writer.ts";
+import { exportSums, formatSumsLine, ManifestProblemError } from "../src/core/export_sums.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { createManifest, serializeManifest } from "../src/core/manifest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { openCheckpointWriter } from "../src/core/writer.ts";
 
 const TOY_PY = `${REPO}/examples/toy_train_with_ckptkit.py`;
 const TORCH_PY = `${REPO}/examples/pytorch_integration.py`;

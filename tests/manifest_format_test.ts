@@ -8,9 +8,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { canonicalize } from "../src/deps/canonicalize.ts";
-import { canonicalJson, NestingTooDeep } from "../src/canonical.ts";
-import { hashFile, sampleRegions } from "../src/hashing.ts";
-import { MANIFEST_NAME } from "../src/layout.ts";
+import { canonicalJson, NestingTooDeep } from "../src/core/canonical.ts";
+import { hashFile, sampleRegions } from "../src/fs/hashing.ts";
+import { MANIFEST_NAME } from "../src/core/layout.ts";
 import {
   createManifest,
   FILE_ENTRY_SCHEMAS,
@@ -22,8 +22,8 @@ import {
   MAX_MANIFEST_NESTING,
   parseManifest,
   serializeManifest,
-} from "../src/manifest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+} from "../src/core/manifest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 const SAMPLE_BYTES = 4096;
 const DEPTHS = ["fast", "sample", "full", "deep"] as const;

@@ -6,8 +6,8 @@ import {
   manifestDigest,
   parseManifest,
   serializeManifest,
-} from "../src/manifest.ts";
-import { unsafePathReason } from "../src/paths.ts";
+} from "../src/core/manifest.ts";
+import { unsafePathReason } from "../src/fs/paths.ts";
 
 async function sampleManifest(): Promise<Manifest> {
   return await createManifest({

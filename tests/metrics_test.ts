@@ -5,7 +5,7 @@ import { METRIC_NAMES, renderMetrics } from "../src/metrics/render.ts";
 import { MAX_CORRUPT_SERIES } from "../src/metrics/snapshot.ts";
 import { textfileName, writeTextfile } from "../src/metrics/textfile.ts";
 import { PROBLEM_REASONS } from "../src/problems.ts";
-import { quarantineCheckpoint } from "../src/quarantine.ts";
+import { quarantineCheckpoint } from "../src/core/quarantine.ts";
 import { cliCommand, flipByte, names, runCli, samples, tempDir, writeStep } from "./_helpers.ts";
 
 function escapeRegExp(text: string): string {

@@ -7,12 +7,12 @@
 
 import assert from "node:assert/strict";
 import { CkptkitError } from "../src/errors.ts";
-import { readLatest } from "../src/latest.ts";
-import { MANIFEST_NAME } from "../src/layout.ts";
-import { parseManifest } from "../src/manifest.ts";
-import { commitRank, type RankCommitOptions } from "../src/multirank.ts";
-import { PARTS_SUFFIX } from "../src/part.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { MANIFEST_NAME } from "../src/core/layout.ts";
+import { parseManifest } from "../src/core/manifest.ts";
+import { commitRank, type RankCommitOptions } from "../src/multinode/multirank.ts";
+import { PARTS_SUFFIX } from "../src/core/part.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { cliCommand, decode, names, runCli, tempDir, waitForLine } from "./_helpers.ts";
 
 const WORLD = 8;

@@ -26,7 +26,7 @@ Deno.test("deno publish --dry-run passes and ships mod.ts, src/ (without the CLI
   assert.ok(run.success, run.output);
   assert.match(run.output, new RegExp(`Simulating publish of ${denoJson.name}@${denoJson.version} with files:`));
   const files = [...run.output.matchAll(/^\s+file:\/\/(\S+) \(/gm)].map((m) => m[1].slice(REPO.length + 1)).sort();
-  for (const required of ["README.md", "deno.json", "mod.ts", "src/hash_worker.ts", "src/deps/xxhash.ts"]) {
+  for (const required of ["README.md", "deno.json", "mod.ts", "src/fs/hash_worker.ts", "src/deps/xxhash.ts"]) {
     assert.ok(files.includes(required), `${required} is published (workers and lazy imports load it)`);
   }
   const outside = files.filter((f) => !["README.md", "deno.json", "mod.ts"].includes(f) && !f.startsWith("src/"));

@@ -20,8 +20,8 @@
 import assert from "node:assert/strict";
 import { ckptkitFlags, flipByte, names, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
 import { assertAllValid, stepDirs } from "./_checks.ts";
-import { readLatest } from "../src/latest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 const DRIVER = `${REPO}/tests/pytorch_example_driver.py`;
 const EXAMPLE = `${REPO}/examples/pytorch_integration.py`;

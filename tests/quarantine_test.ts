@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { readLatest } from "../src/latest.ts";
-import { quarantineCheckpoint } from "../src/quarantine.ts";
-import { readState } from "../src/state.ts";
+import { readLatest } from "../src/core/latest.ts";
+import { quarantineCheckpoint } from "../src/core/quarantine.ts";
+import { readState } from "../src/core/state.ts";
 import { CAN_MOUNT, cliCommand, flipByte, names, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 Deno.test("quarantine moves a checkpoint into corrupt/ with a record and moves latest back", async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { formatRaceFigures, runRace } from "./_race.ts";
 import { cliCommand, decode, names, tempDir } from "./_helpers.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 
 Deno.test("concurrent commits of the same step: exactly one wins, the other exits 4 with checkpoint_exists", async () => {
   await using tmp = await tempDir();

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
-import { parseConfig } from "../src/config.ts";
+import { parseConfig } from "../src/core/config.ts";
 import { REPO, runCli, tempDir } from "./_helpers.ts";
 
 const readme = await Deno.readTextFile(`${REPO}/README.md`);

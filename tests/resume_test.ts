@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { readLatest } from "../src/latest.ts";
+import { readLatest } from "../src/core/latest.ts";
 import type { Problem } from "../src/problems.ts";
-import { planResume, resumeFromRoot, resumeOrder } from "../src/resume.ts";
+import { planResume, resumeFromRoot, resumeOrder } from "../src/core/resume.ts";
 import { cliCommand, flipByte, names, runCli, snapshot, tempDir, writeStep } from "./_helpers.ts";
 
 const candidates = [30, 20, 10].map((step) => ({

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { keepersToVerify, planRetention, type RetentionCheckpoint, type RetentionInput } from "../src/retention.ts";
+import {
+  keepersToVerify,
+  planRetention,
+  type RetentionCheckpoint,
+  type RetentionInput,
+} from "../src/core/retention.ts";
 
 function checkpoints(spec: string): RetentionCheckpoint[] {
   // "30x 20 10~ 5?" : x = invalid, ? = unchecked, ~ = valid by a shallow check only, bare = valid (hashed in full)

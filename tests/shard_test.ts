@@ -6,14 +6,14 @@
 
 import assert from "node:assert/strict";
 import { textfileName } from "../src/metrics/textfile.ts";
-import { sealCheckpoint } from "../src/seal.ts";
-import { mergeShardReports } from "../src/report_merge.ts";
-import { assignShards, MAX_SHARDS, parseShardSpec, type ShardUnit } from "../src/shard.ts";
-import { validateShard } from "../src/shard_run.ts";
-import type { ShardReport } from "../src/shard_report.ts";
-import { readState } from "../src/state.ts";
-import { validateCheckpoint } from "../src/validate.ts";
-import { openCheckpointWriter } from "../src/writer.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { mergeShardReports } from "../src/multinode/report_merge.ts";
+import { assignShards, MAX_SHARDS, parseShardSpec, type ShardUnit } from "../src/multinode/shard.ts";
+import { validateShard } from "../src/multinode/shard_run.ts";
+import type { ShardReport } from "../src/multinode/shard_report.ts";
+import { readState } from "../src/core/state.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
+import { openCheckpointWriter } from "../src/core/writer.ts";
 import { cliCommand, type CliRun, copyTree, decode, FIXTURES, flipByte, runCli, samples, tempDir } from "./_helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -115,7 +115,7 @@ Deno.test("more shards than files: the empty shards write valid reports and the 
   // Round trip through the file format, as the CLI does.
   const parsed = await Promise.all(reports.map(async (report, i) => {
     await Deno.writeTextFile(`${tmp.path}/r${i}.json`, JSON.stringify(report));
-    return (await import("../src/shard_report.ts")).readShardReport(`${tmp.path}/r${i}.json`);
+    return (await import("../src/multinode/shard_report.ts")).readShardReport(`${tmp.path}/r${i}.json`);
   }));
   const merged = await mergeShardReports(parsed, { record: false });
   assert.equal(merged.kind, "validate");

@@ -5,11 +5,11 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { commitCheckpoint } from "../src/commit.ts";
-import { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_FILES } from "../src/hash_pool.ts";
-import { hashFile, hashSmallFiles, type SmallFileJob, type SmallFileResult } from "../src/hashing.ts";
-import { readManifestFile } from "../src/manifest.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
+import { type FileHasher, HashPool, mainThreadHasher, POOL_MIN_FILES } from "../src/fs/hash_pool.ts";
+import { hashFile, hashSmallFiles, type SmallFileJob, type SmallFileResult } from "../src/fs/hashing.ts";
+import { readManifestFile } from "../src/core/manifest.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { flipByte, tempDir } from "./_helpers.ts";
 
 /** Enough files for the pool (at least `POOL_MIN_FILES`), in folders of 100, sizes 0 to 4 KiB and one of 1.5 MiB. */

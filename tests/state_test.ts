@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readState, statePath, updateState } from "../src/state.ts";
+import { readState, statePath, updateState } from "../src/core/state.ts";
 import { flipByte, runCli, tempDir, writeStep } from "./_helpers.ts";
 
 Deno.test("commit records bytes written and the checkpoint as known-good", async () => {

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { POOL_MIN_FILES } from "../src/hash_pool.ts";
+import { POOL_MIN_FILES } from "../src/fs/hash_pool.ts";
 import { ckptkitFlags, flipByte, REPO, tempDir, writeStep } from "./_helpers.ts";
 
 const HAVE_STRACE = await new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" }).output()

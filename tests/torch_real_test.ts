@@ -18,8 +18,8 @@
  */
 
 import assert from "node:assert/strict";
-import { sealCheckpoint } from "../src/seal.ts";
-import { validateCheckpoint, type ValidationDepth, type ValidationResult } from "../src/validate.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { validateCheckpoint, type ValidationDepth, type ValidationResult } from "../src/core/validate.ts";
 import { flipByte, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
 
 const SCRIPT = `${REPO}/tests/torch_real.py`;

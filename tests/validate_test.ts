@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { commitCheckpoint } from "../src/commit.ts";
+import { commitCheckpoint } from "../src/core/commit.ts";
 import { CkptkitError } from "../src/errors.ts";
-import { HashPool } from "../src/hash_pool.ts";
-import type { RegionDigest } from "../src/hashing.ts";
-import { MANIFEST_NAME } from "../src/layout.ts";
-import { manifestDigest } from "../src/manifest.ts";
+import { HashPool } from "../src/fs/hash_pool.ts";
+import type { RegionDigest } from "../src/fs/hashing.ts";
+import { MANIFEST_NAME } from "../src/core/layout.ts";
+import { manifestDigest } from "../src/core/manifest.ts";
 import type { ProblemReason } from "../src/problems.ts";
-import { sealCheckpoint } from "../src/seal.ts";
-import { validateCheckpoint } from "../src/validate.ts";
+import { sealCheckpoint } from "../src/core/seal.ts";
+import { validateCheckpoint } from "../src/core/validate.ts";
 import { copyTree, FIXTURES, flipByte, tempDir, truncateFile } from "./_helpers.ts";
 
 /** Commits real checkpoint files written by PyTorch and safetensors into `root` as step-10. */

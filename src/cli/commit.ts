@@ -77,8 +77,8 @@ export function commitCommand(cli: CliHandle) {
     )
     .action(async (stagingDir, opts) => {
       await cli.run(async (ctx) => {
-        const { commitCheckpoint } = await import("../commit.ts");
-        const { commitRank } = await import("../multirank.ts");
+        const { commitCheckpoint } = await import("../core/commit.ts");
+        const { commitRank } = await import("../multinode/multirank.ts");
         const hashing = resolveHashing(opts, ctx.config);
         const multiRank = opts.rank !== undefined || opts.worldSize !== undefined;
         if (multiRank && (opts.rank === undefined || opts.worldSize === undefined)) {

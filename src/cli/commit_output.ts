@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { CommitResult } from "../record.ts";
-import type { RankCommitResult } from "../multirank.ts";
+import type { CommitResult } from "../core/record.ts";
+import type { RankCommitResult } from "../multinode/multirank.ts";
 import type { CommandContext } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
 

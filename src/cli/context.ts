@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Config } from "../config.ts";
+import type { Config } from "../core/config.ts";
 import { CkptkitError, reasonOf, USAGE_ERROR_REASONS } from "../errors.ts";
 import { createLogger, type LogFields, type LogFormat, type Logger, type LogLevel } from "../log.ts";
 import { COMMIT_POINTS, REPAIR_POINTS } from "../commit_points.ts";
@@ -85,7 +85,7 @@ export async function createContext(
   globals: GlobalOptions,
 ): Promise<CommandContext> {
   // The config module loads yaml and zod: only when a config file is given (start-up is module loading).
-  const config = globals.config ? await (await import("../config.ts")).loadConfig(globals.config) : {};
+  const config = globals.config ? await (await import("../core/config.ts")).loadConfig(globals.config) : {};
   const level = (globals.logLevel ?? config.log_level ?? "info") as LogLevel;
   // Text for a person at a terminal, JSON lines for a log pipeline (a pipe, a file, journald).
   const format = (globals.logFormat ?? config.log?.format ?? (io.stderrIsTerminal?.() ? "text" : "json")) as LogFormat;

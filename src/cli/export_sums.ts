@@ -7,9 +7,9 @@
  */
 
 import { dirname, resolve } from "node:path";
-import type { ManifestProblemError } from "../export_sums.ts";
+import type { ManifestProblemError } from "../core/export_sums.ts";
 import { Command, Option } from "../deps/commander.ts";
-import { writeFileAtomic } from "../durable.ts";
+import { writeFileAtomic } from "../fs/durable.ts";
 import { asCkptkitError, CkptkitError } from "../errors.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { plural } from "./format.ts";
@@ -31,7 +31,7 @@ export function exportSumsCommand(cli: CliHandle) {
     )
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
-        const { exportSums, ManifestProblemError } = await import("../export_sums.ts");
+        const { exportSums, ManifestProblemError } = await import("../core/export_sums.ts");
         let sums: string;
         try {
           sums = await exportSums(path);

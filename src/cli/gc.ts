@@ -1,7 +1,7 @@
 /**
  * `ckptkit gc [root]`: applies retention (keep-last valid, keep-every K) and
  * removes stale staging folders, with every safety rule of
- * `src/retention.ts`.
+ * `src/core/retention.ts`.
  *
  * @module
  */
@@ -76,7 +76,7 @@ export function gcCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
-        const { collectGarbage } = await import("../gc.ts");
+        const { collectGarbage } = await import("../core/gc.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         ctx.logScope = { checkpoint_path: root };
         const result = await collectGarbage(root, {

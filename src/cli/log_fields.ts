@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { ManifestIdentity } from "../identity.ts";
-import type { ValidationResult } from "../validate.ts";
+import type { ManifestIdentity } from "../core/identity.ts";
+import type { ValidationResult } from "../core/validate.ts";
 
 /** No manifest names anything. */
 export const NO_IDENTITY: ManifestIdentity = { job_id: null, run_id: null, step: null };
@@ -29,6 +29,6 @@ export function rootIdentity(results: readonly ValidationResult[]): ManifestIden
 
 /** The identity read from the manifest in `dir` (nulls when there is none). */
 export async function readIdentityOf(dir: string): Promise<ManifestIdentity> {
-  const { readIdentity } = await import("../identity.ts");
+  const { readIdentity } = await import("../core/identity.ts");
   return await readIdentity(dir);
 }

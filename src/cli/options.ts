@@ -7,11 +7,11 @@
  */
 
 import { Option } from "../deps/commander.ts";
-import type { Config } from "../config.ts";
+import type { Config } from "../core/config.ts";
 import { CkptkitError } from "../errors.ts";
-import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "../hashing.ts";
-import { DEFAULT_LOCK_TIMEOUT_MS } from "../lock.ts";
-import type { ValidationDepth } from "../validate.ts";
+import { DEFAULT_SAMPLE_BYTES, HASH_ALGORITHMS, type HashAlgorithm } from "../fs/hashing.ts";
+import { DEFAULT_LOCK_TIMEOUT_MS } from "../core/lock.ts";
+import type { ValidationDepth } from "../core/validate.ts";
 import { collectMetadata, parseBytes, parseNonNegativeInteger, parsePositiveInteger, parseSeconds } from "./parse.ts";
 
 /** `--root`, falling back to CKPTKIT_ROOT and the config's `root`. */

@@ -7,7 +7,7 @@
  */
 
 import { InvalidArgumentError } from "../deps/commander.ts";
-import { parseStep } from "../layout.ts";
+import { parseStep } from "../core/layout.ts";
 
 const UNITS: Record<string, number> = {
   "": 1,

@@ -6,9 +6,9 @@
  */
 
 import { Command, Option } from "../deps/commander.ts";
-import type { QuarantineResult } from "../quarantine.ts";
+import type { QuarantineResult } from "../core/quarantine.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
-import type { ManifestIdentity } from "../identity.ts";
+import type { ManifestIdentity } from "../core/identity.ts";
 import { readIdentityOf } from "./log_fields.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
 
@@ -29,7 +29,7 @@ export function quarantineCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
-        const { quarantineCheckpoint } = await import("../quarantine.ts");
+        const { quarantineCheckpoint } = await import("../core/quarantine.ts");
         ctx.logScope = { checkpoint_path: path };
         const result = await quarantineCheckpoint(path, {
           reason: opts.reason,

@@ -10,7 +10,7 @@
 import { identityOf, rootIdentity } from "./log_fields.ts";
 import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import type { ScanResult } from "../scan.ts";
+import type { ScanResult } from "../core/scan.ts";
 import { hostName } from "../version.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { lockTimeoutOption, resolveLockTimeoutMs } from "./options.ts";
@@ -59,8 +59,8 @@ export function reportCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (paths, opts) => {
       await cli.run(async (ctx) => {
-        const { mergeShardReports } = await import("../report_merge.ts");
-        const { readShardReport } = await import("../shard_report.ts");
+        const { mergeShardReports } = await import("../multinode/report_merge.ts");
+        const { readShardReport } = await import("../multinode/shard_report.ts");
         const reports = [];
         for (const path of paths) reports.push(await readShardReport(path));
         const metrics = opts.textfile !== undefined || opts.pushgateway !== undefined;

@@ -69,7 +69,7 @@ export function resumeCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
-        const { resumeFromRoot } = await import("../resume.ts");
+        const { resumeFromRoot } = await import("../core/resume.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         ctx.logScope = { checkpoint_path: root };
         const decision = await resumeFromRoot(root, {

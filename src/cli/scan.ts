@@ -9,7 +9,7 @@
 import { DEFAULT_STALE_STAGING_S } from "../defaults.ts";
 import { Command, Option } from "../deps/commander.ts";
 import { CkptkitError } from "../errors.ts";
-import type { ScanResult } from "../scan.ts";
+import type { ScanResult } from "../core/scan.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
 import {
@@ -65,7 +65,7 @@ export function scanCommand(cli: CliHandle) {
     .addOption(report)
     .action(async (rootArg, opts) => {
       await cli.run(async (ctx) => {
-        const { scanRoot } = await import("../scan.ts");
+        const { scanRoot } = await import("../core/scan.ts");
         const root = resolveRoot(rootArg ?? opts.root, ctx.config);
         const sharded = shardRequest(opts);
         if (sharded) {

@@ -37,7 +37,7 @@ export function sealCommand(cli: CliHandle) {
     .addOption(jobs)
     .action(async (dir, opts) => {
       await cli.run(async (ctx) => {
-        const { sealCheckpoint, sealRoot } = await import("../seal.ts");
+        const { sealCheckpoint, sealRoot } = await import("../core/seal.ts");
         if (opts.all) {
           const all = await sealRoot(dir, {
             jobId: opts.jobId ?? ctx.config.job_id,

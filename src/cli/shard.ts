@@ -8,8 +8,8 @@
 
 import { identityOf, rootIdentity } from "./log_fields.ts";
 import { CkptkitError } from "../errors.ts";
-import { parseShardSpec, type ShardSpec } from "../shard.ts";
-import type { ValidateOptions } from "../validate.ts";
+import { parseShardSpec, type ShardSpec } from "../multinode/shard.ts";
+import type { ValidateOptions } from "../core/validate.ts";
 import { type CommandContext, EXIT } from "./context.ts";
 import { formatBytes, formatSeconds, plural } from "./format.ts";
 import { startProgress } from "./progress.ts";
@@ -52,8 +52,8 @@ export async function runShard(
   request: ShardRequest,
   options: ValidateOptions & { staleStagingAfterS?: number },
 ): Promise<number> {
-  const { scanShard, validateShard } = await import("../shard_run.ts");
-  const { refuseReportInside, resultOfParts, writeShardReport } = await import("../shard_report.ts");
+  const { scanShard, validateShard } = await import("../multinode/shard_run.ts");
+  const { refuseReportInside, resultOfParts, writeShardReport } = await import("../multinode/shard_report.ts");
   const { index, count } = request.shard;
   // Before any read: a report path that would be refused afterwards wastes the whole shard.
   const real = await Deno.realPath(target).catch(() => undefined);

@@ -6,9 +6,9 @@
  */
 
 import { Command } from "../deps/commander.ts";
-import type { ValidationResult } from "../validate.ts";
+import type { ValidationResult } from "../core/validate.ts";
 import { type CliHandle, type CommandContext, EXIT } from "./context.ts";
-import type { ManifestIdentity } from "../identity.ts";
+import type { ManifestIdentity } from "../core/identity.ts";
 import { plural } from "./format.ts";
 import { identityOf } from "./log_fields.ts";
 import { depthOptions, resolveDepth, shardOptions } from "./options.ts";
@@ -34,8 +34,8 @@ export function validateCommand(cli: CliHandle) {
     .addOption(report)
     .action(async (path, opts) => {
       await cli.run(async (ctx) => {
-        const { recordValidation, rootOfCheckpoint } = await import("../record.ts");
-        const { validateCheckpoint } = await import("../validate.ts");
+        const { recordValidation, rootOfCheckpoint } = await import("../core/record.ts");
+        const { validateCheckpoint } = await import("../core/validate.ts");
         ctx.logScope = { checkpoint_path: path };
         const sharded = shardRequest(opts);
         if (sharded) return await runShard(ctx, "validate", path, sharded, resolveDepth(opts, ctx.config));

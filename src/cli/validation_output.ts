@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { ScanResult } from "../scan.ts";
-import type { ValidationResult } from "../validate.ts";
+import type { ScanResult } from "../core/scan.ts";
+import type { ValidationResult } from "../core/validate.ts";
 import { logQuarantine } from "./quarantine.ts";
 import type { CommandContext } from "./context.ts";
 import { formatBytes, formatProblem, formatSeconds, plural } from "./format.ts";

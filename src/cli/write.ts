@@ -57,7 +57,7 @@ export function writeCommand(cli: CliHandle) {
     .addOption(lockTimeoutOption())
     .action(async (opts) => {
       await cli.run(async (ctx) => {
-        const { openCheckpointWriter } = await import("../writer.ts");
+        const { openCheckpointWriter } = await import("../core/writer.ts");
         const root = resolveRoot(opts.root, ctx.config);
         const hashing = resolveHashing(opts, ctx.config);
         const writer = await openCheckpointWriter(root, {

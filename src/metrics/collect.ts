@@ -7,10 +7,10 @@
  */
 
 import { statfs } from "node:fs/promises";
-import { CORRUPT_DIR } from "../layout.ts";
-import { readManifestFile } from "../manifest.ts";
-import { type ScanOptions, type ScanResult, scanRoot } from "../scan.ts";
-import { readState } from "../state.ts";
+import { CORRUPT_DIR } from "../core/layout.ts";
+import { readManifestFile } from "../core/manifest.ts";
+import { type ScanOptions, type ScanResult, scanRoot } from "../core/scan.ts";
+import { readState } from "../core/state.ts";
 import { buildSnapshot, type MetricsSnapshot } from "./snapshot.ts";
 
 /** Options for {@linkcode collectMetrics}. */
@@ -107,7 +107,7 @@ export async function freeBytes(path: string): Promise<number | null> {
  * ```ts
  * import assert from "node:assert/strict";
  * import { lastCheckpointBytes } from "./collect.ts";
- * import { scanRoot } from "../scan.ts";
+ * import { scanRoot } from "../core/scan.ts";
  * const root = await Deno.makeTempDir();
  * assert.equal(await lastCheckpointBytes(await scanRoot(root, { record: false })), null);
  * await Deno.remove(root, { recursive: true });

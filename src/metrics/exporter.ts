@@ -8,7 +8,7 @@
  */
 
 import { CkptkitError } from "../errors.ts";
-import { requireFolder } from "../folder.ts";
+import { requireFolder } from "../fs/folder.ts";
 import { collectMetrics, type CollectOptions, type MetricsPass } from "./collect.ts";
 import { renderMetrics } from "./render.ts";
 

@@ -40,8 +40,8 @@ export const METRIC_NAMES = [
  * import assert from "node:assert/strict";
  * import { renderMetrics } from "./render.ts";
  * import { buildSnapshot } from "./snapshot.ts";
- * import { emptyState } from "../state.ts";
- * import { scanRoot } from "../scan.ts";
+ * import { emptyState } from "../core/state.ts";
+ * import { scanRoot } from "../core/scan.ts";
  * const root = await Deno.makeTempDir();
  * const snapshot = buildSnapshot(await scanRoot(root, { record: false }), {
  *   state: emptyState(), quarantined: [], freeBytes: 1024, now: new Date(),

@@ -7,9 +7,9 @@
  */
 
 import { PROBLEM_REASONS } from "../problems.ts";
-import { planResume } from "../resume.ts";
-import type { ScanResult } from "../scan.ts";
-import type { RootState } from "../state.ts";
+import { planResume } from "../core/resume.ts";
+import type { ScanResult } from "../core/scan.ts";
+import type { RootState } from "../core/state.ts";
 
 /**
  * Most `checkpoint_corrupt_detected` series exported: currently invalid
@@ -88,8 +88,8 @@ export interface SnapshotInput {
  * ```ts
  * import assert from "node:assert/strict";
  * import { buildSnapshot } from "./snapshot.ts";
- * import { emptyState } from "../state.ts";
- * import { scanRoot } from "../scan.ts";
+ * import { emptyState } from "../core/state.ts";
+ * import { scanRoot } from "../core/scan.ts";
  * const root = await Deno.makeTempDir();
  * const scan = await scanRoot(root, { record: false });
  * const snapshot = buildSnapshot(scan, { state: emptyState(), quarantined: [], freeBytes: 1, now: new Date() });

@@ -12,7 +12,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { writeFileAtomic } from "../durable.ts";
+import { writeFileAtomic } from "../fs/durable.ts";
 import { asCkptkitError, CkptkitError } from "../errors.ts";
 
 /**
