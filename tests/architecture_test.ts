@@ -260,6 +260,8 @@ Deno.test(`${DOC} lists exactly the folders of src/, and its rules keep the CLI 
 Deno.test(`every import of src/, mod.ts and cli.ts follows ${DOC}`, async () => {
   const { files, edges } = await repoGraph();
   assert.deepEqual(checkRules(files, edges, await readRules()), []);
+  // A command loads only the files it needs: a folder barrel would load the whole folder.
+  assert.deepEqual(edges.filter((edge) => edge.from.startsWith("src/cli/") && edge.to.endsWith("/mod.ts")), []);
 });
 
 Deno.test("no import cycle among src/, mod.ts and cli.ts, type-only imports and worker URLs included", async () => {
