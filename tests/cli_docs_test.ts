@@ -22,6 +22,7 @@ import {
   renderGlobalReference,
 } from "../src/cli/reference.ts";
 import { EXIT } from "../src/cli/context.ts";
+import { Command, Option } from "../src/deps/commander.ts";
 import { REPO, tempDir } from "./_helpers.ts";
 
 const decoder = new TextDecoder();
@@ -191,6 +192,42 @@ Deno.test("gen_cli_docs refuses a missing page, a missing or repeated marker, an
   const missing = await generate("/nonexistent-ckptkit-docs", "--check");
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /nonexistent-ckptkit-docs\/ does not exist/);
+});
+
+Deno.test("the reference escapes Markdown in descriptions, wraps prose as deno fmt does, and escapes | only in tables", async () => {
+  // 114 + " word" is 119 columns: a break after "word" would start the next line with "-" (a list item) or "12)"
+  // (an ordered one), so deno fmt moves "word" down with it.
+  const long = `${"w".repeat(114)} word`;
+  const tool = new Command("tool").description(`${long} 12) not a list either`);
+  // Named after a real command only for its exit codes (COMMAND_EXITS); everything else is made up.
+  const sub = new Command("gc")
+    .description(`${long} - not a list, move <root>/x and *this* _here_ but keep log_level and \`a|b\` 12) no list`)
+    .argument("[dir...]", "folders, `c|d`")
+    .addOption(new Option("--mode <m>", "how <m> works").choices(["a", "b"]).default("a").env("TOOL_MODE"))
+    .addOption(new Option("--quiet", "say less").conflicts("mode"));
+  tool.addCommand(sub);
+  const block = renderCommandReference(tool, sub, ["gc"]);
+  const [usage, prose, args, options] = block.split("\n\n");
+  assert.equal(usage, "```text\ntool gc [options] [dir...]\n```");
+  // Outside a table a pipe in a code span stays as it is; < * and edge underscores are escaped, log_level is not.
+  assert.match(prose, /^W{1}w{113}\nword - not a list/);
+  assert.match(prose, /move \\<root>\/x and \\\*this\\\* \\_here\\_ but keep log_level and `a\|b` /);
+  for (const line of prose.split("\n")) {
+    assert.ok(line.length <= 120, line);
+    assert.doesNotMatch(line, /^(-|\d+\)) /, "no line starts like a list item");
+  }
+  assert.match(args, /\| `\[dir\.\.\.\]` \| folders, `c\\\|d`\. Optional\. One or more\. \|/);
+  assert.match(options, /\| `--mode <m>` +\| how \\<m> works\. +\| `a` +\| `a`, `b` +\| `TOOL_MODE` \|/);
+  assert.match(options, /\| `--quiet` +\| say less\. Not with `--mode`\. +\| +\| +\| +\|/);
+  const global = renderGlobalReference(tool);
+  assert.match(global, /\n\nW{1}w{113}\nword 12\) not a list either\.\n\n/);
+  await using tmp = await tempDir();
+  const page = `${tmp.path}/frob.md`;
+  await Deno.writeTextFile(page, `# frob\n\n${COMMAND_MARKERS.begin}\n\n${block}\n\n${COMMAND_MARKERS.end}\n`);
+  const globalPage = `${tmp.path}/${GLOBAL_PAGE}`;
+  await Deno.writeTextFile(globalPage, `# tool\n\n${GLOBAL_MARKERS.begin}\n\n${global}\n\n${GLOBAL_MARKERS.end}\n`);
+  const fmt = await deno(["fmt", "--check", "--config", `${REPO}/deno.json`, page, globalPage]);
+  assert.equal(fmt.code, 0, fmt.stdout + fmt.stderr);
 });
 
 Deno.test("the reference has a page for every command and a row for every option commander knows", () => {

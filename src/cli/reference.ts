@@ -162,7 +162,7 @@ export function renderGlobalReference(program: AnyCommand): string {
   const index = table(
     ["Command", "Description"],
     commands.map(({ path, page, command }) => [
-      `[${code(`ckptkit ${path.join(" ")}`)}](${page})`,
+      `[${code(`${program.name()} ${path.join(" ")}`)}](${page})`,
       inline(paragraph(command.description())),
     ]),
   );
@@ -310,35 +310,36 @@ function optionTable(options: Option[], command: AnyCommand): string {
 
 /** A GFM table padded as `deno fmt` pads it; cells are inline Markdown already. */
 function table(header: string[], rows: string[][]): string {
-  const cells = [header, ...rows].map((row) => row.map((cell) => cell.replaceAll("\n", " ")));
+  // GFM ends a cell at any `|`, even in a code span: escaped in every cell, and only in cells.
+  const cells = [header, ...rows].map((row) => row.map((cell) => cell.replaceAll("\n", " ").replaceAll("|", "\\|")));
   const widths = header.map((_, i) => Math.max(3, ...cells.map((row) => width(row[i]))));
   const line = (row: string[]) => `| ${row.map((cell, i) => cell + " ".repeat(widths[i] - width(cell))).join(" | ")} |`;
   return [line(cells[0]), line(widths.map((w) => "-".repeat(w))), ...cells.slice(1).map(line)].join("\n");
 }
 
-/** Text as code, with a fence long enough for the backticks it holds, and `|` escaped for tables. */
+/** Text as a code span, with a fence longer than the backticks it holds. */
 function code(text: string): string {
   const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((run) => run.length));
   const ticks = "`".repeat(longest + 1);
   const pad = text.startsWith("`") || text.endsWith("`") ? " " : "";
-  return `${ticks}${pad}${text.replaceAll("|", "\\|")}${pad}${ticks}`;
+  return `${ticks}${pad}${text}${pad}${ticks}`;
 }
 
 /**
  * A description as inline Markdown: its `code spans` kept, and outside them
  * the characters Markdown would take for markup escaped (`<root>` is not an
- * HTML tag, `*` not emphasis, `|` not a table cell's end).
+ * HTML tag, `*` not emphasis).
  */
 function inline(text: string): string {
   const parts = text.split("`");
   // Unbalanced backticks: no code spans, every backtick literal.
   if (parts.length % 2 === 0) return escapeText(text);
-  return parts.map((part, i) => i % 2 === 0 ? escapeText(part) : `\`${part.replaceAll("|", "\\|")}\``).join("");
+  return parts.map((part, i) => i % 2 === 0 ? escapeText(part) : `\`${part}\``).join("");
 }
 
 function escapeText(text: string): string {
   return text
-    .replace(/[\\`*[\]<|]/g, (c) => `\\${c}`)
+    .replace(/[\\`*[\]<]/g, (c) => `\\${c}`)
     // An underscore inside a word (log_level) is no emphasis in GFM; only one at a word's edge needs escaping.
     .replace(/(^|[^\p{L}\p{N}])_|_(?=[^\p{L}\p{N}]|$)/gu, (m) => m.replace("_", "\\_"));
 }
