@@ -184,7 +184,7 @@ export function renderGlobalReference(program: AnyCommand): string {
     index,
     "Global options, accepted before or after the command name:",
     options,
-    "Exit codes, the same for every command:",
+    "Exit codes; each means the same for every command:",
     exits,
   ].join("\n\n");
 }
