@@ -28,6 +28,31 @@ import { writeCommand } from "./write.ts";
  * to resume, 4 runtime error.
  */
 export async function runCli(args: string[], io: CliIo): Promise<number> {
+  const { program, exitCode } = buildProgram(io);
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    throw err;
+  }
+  return exitCode();
+}
+
+/** The command tree and the exit code of the command it ran. */
+export interface CliProgram {
+  /** The `ckptkit` command with every command and option; parsing it runs the command. */
+  program: Command;
+  /** The exit code of the last command run by parsing `program` (0 before any). */
+  exitCode: () => number;
+}
+
+/**
+ * Builds the `ckptkit` command tree without parsing anything: {@linkcode runCli}
+ * parses it, and the command reference (`deno task docs`) is rendered from it.
+ */
+export function buildProgram(io: CliIo): CliProgram {
   let exitCode: number = EXIT.ok;
   const program = new Command("ckptkit")
     .description(
@@ -103,14 +128,5 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
     for (const sub of command.commands) sub.copyInheritedSettings(command);
     program.addCommand(command);
   }
-
-  try {
-    await program.parseAsync(args, { from: "user" });
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    }
-    throw err;
-  }
-  return exitCode;
+  return { program, exitCode: () => exitCode };
 }
