@@ -1,15 +1,15 @@
 /**
  * The README's set-up commands and quickstart, the configuration example of
- * docs/configuration.md, and the command reference of docs/commands/ must work
- * exactly as written: these tests read them out of the pages (by heading) and
- * run them.
+ * docs/configuration.md, the command reference of docs/commands/ and the cron
+ * line of docs/running-continuously.md must work exactly as written: these
+ * tests read them out of the pages (by heading) and run them.
  */
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { parseConfig } from "../src/config.ts";
-import { fencedBlocks, headings, localLinks, readDoc, section } from "./_docs.ts";
-import { runCli, tempDir } from "./_helpers.ts";
+import { fencedBlocks, headings, localLinks, readDoc, section, sectionBlocks } from "./_docs.ts";
+import { flipByte, runCli, tempDir } from "./_helpers.ts";
 
 const readme = await readDoc("README.md");
 
@@ -113,4 +113,32 @@ Deno.test("every command docs/commands/ documents exists, with every flag its pa
       assert.ok(commandHelp.includes(flag), `${command} --help lacks ${flag}`);
     }
   }
+});
+
+Deno.test("the cron line of docs/running-continuously.md writes the metrics, says nothing while the root is healthy, and a problem on stderr", async () => {
+  await using tmp = await tempDir();
+  const [crontab] = await sectionBlocks("docs/running-continuously.md", "## cron", "crontab");
+  const fields = crontab.trim().split(/\s+/);
+  assert.deepEqual(fields.slice(0, 6), ["*/10", "*", "*", "*", "*", "ckptkit"]);
+  assert.equal(fields.at(-1), ">/dev/null", "stdout is discarded, so cron mails only stderr");
+  const textfile = `${tmp.path}/textfile_collector/ckptkit.prom`;
+  await Deno.mkdir(`${tmp.path}/textfile_collector`);
+  const args = fields.slice(6, -1).map((arg) =>
+    arg.replace("/srv/ckpts", `${tmp.path}/ckpts`).replace(
+      "/var/lib/node_exporter/textfile_collector/ckptkit.prom",
+      textfile,
+    )
+  );
+  assert.equal((await runCli(["write", "--root", `${tmp.path}/ckpts`, "--step", "10", "--files", "1"])).code, 0);
+
+  const healthy = await runCli(args);
+  assert.equal(healthy.code, 0, healthy.stderr);
+  assert.equal(healthy.stderr, "", "nothing for cron to mail");
+  assert.match(await Deno.readTextFile(textfile), /^checkpoint_inventory\{[^}]*status="valid"\} 1$/m);
+
+  await flipByte(`${tmp.path}/ckpts/step-10/shard-00000-of-00001.bin`, 100);
+  const damaged = await runCli(args);
+  assert.equal(damaged.code, 1, "exit 1: problems found (cron ignores it)");
+  assert.ok(damaged.logs.some((line) => line.event === "validation_failed"), damaged.stderr);
+  assert.match(await Deno.readTextFile(textfile), /^checkpoint_inventory\{[^}]*status="invalid"\} 1$/m);
 });
