@@ -6,7 +6,8 @@
  * operations and environment damage, invariants after every step), fuzzes the manifest
  * parser and the config loader, and runs the strace, disk-full and
  * hostile-input suites; then prints one line of figures per harness and
- * refreshes the "Reliability" section of README.md with them.
+ * refreshes the figures block of docs/reliability.md with them (`--no-readme`
+ * leaves it alone; the flag keeps its old name).
  *
  * ```sh
  * deno task torture                                   # 300 crash trials, 120 s race, 10,000 model steps, 100,000 fuzz inputs
@@ -18,7 +19,7 @@
  *
  * `--sweep` kills every mutating command right before each file-system call
  * it makes on its root, retries it, and checks the invariants; it prints one
- * line per command and replaces only the sweep's lines of the README block
+ * line per command and replaces only the sweep's lines of the docs block
  * (a run without `--sweep` keeps them).
  *
  * Exits 1 when any harness reports a violation.
@@ -171,16 +172,17 @@ try {
 }
 
 if (!values["no-readme"]) {
-  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const page = `${REPO}/docs/reliability.md`;
+  const text = await Deno.readTextFile(page);
   const start = "<!-- reliability:start -->";
   const end = "<!-- reliability:end -->";
-  const a = readme.indexOf(start);
-  const b = readme.indexOf(end);
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
   if (a >= 0 && b > a) {
     const command =
       `deno task torture --crash-trials ${crashTrials} --race-seconds ${raceSeconds} --model-steps ${modelSteps} ` +
       `--fuzz ${fuzzInputs}`;
-    const inner = readme.slice(a + start.length, b);
+    const inner = text.slice(a + start.length, b);
     // The sweep's item and its wrapped or indented lines, kept by the runs that do not sweep.
     const sweepItem = /^- crash sweep.*\n(?:[ \t]+\S.*\n)*/m;
     const keptSweep = sweepItem.exec(inner)?.[0].trimEnd();
@@ -190,8 +192,8 @@ if (!values["no-readme"]) {
       : `${start}\nFigures of \`${command}\` on ${
         new Date().toISOString().slice(0, 10)
       } (${navigator.hardwareConcurrency} cores):\n\n${items}${keptSweep ? `\n${keptSweep}` : ""}\n\n${end}`;
-    await Deno.writeTextFile(`${REPO}/README.md`, readme.slice(0, a) + block + readme.slice(b + end.length));
-    await new Deno.Command(Deno.execPath(), { args: ["fmt", `${REPO}/README.md`], stdout: "null", stderr: "null" })
+    await Deno.writeTextFile(page, text.slice(0, a) + block + text.slice(b + end.length));
+    await new Deno.Command(Deno.execPath(), { args: ["fmt", page], stdout: "null", stderr: "null" })
       .output();
   }
 }

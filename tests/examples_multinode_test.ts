@@ -1,7 +1,7 @@
 /**
  * Tests of the multi-node examples, run on this machine without a cluster:
  * - examples/slurm/: only what a real Slurm cannot stage. The scripts run
- *   under a real Slurm 22.05 in tests/slurm_real_test.ts (the README's
+ *   under a real Slurm 22.05 in tests/slurm_real_test.ts (the docs'
  *   commands, submit_validation.sh, a failing and a cancelled shard,
  *   train_multirank.sbatch with srun and a requeue). Here, as bash with the
  *   SLURM_* variables set by hand (stand-ins, named so): the usage errors of
@@ -22,6 +22,7 @@
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { flipByte, names, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
+import { sectionBlocks } from "./_docs.ts";
 import { installCkptkit, type Run, run } from "./_slurm.ts";
 
 const SLURM = `${REPO}/examples/slurm`;
@@ -492,18 +493,14 @@ Deno.test({
   },
 });
 
-// --- the README ------------------------------------------------------------------------------------
+// --- docs/multi-node.md ---------------------------------------------------------------------------
 
-/** The sh code blocks of the README's "Multi-node use" section. */
-async function multiNodeBlocks(): Promise<string[]> {
-  const readme = await Deno.readTextFile(`${REPO}/README.md`);
-  const start = readme.indexOf("\n## Multi-node use\n");
-  assert.ok(start >= 0, "README has a Multi-node use section");
-  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
-  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
+/** The sh code blocks of docs/multi-node.md ("# Multi-node use", its Slurm and Kubernetes sections included). */
+function multiNodeBlocks(): Promise<string[]> {
+  return sectionBlocks("docs/multi-node.md", "# Multi-node use", "sh");
 }
 
-Deno.test("README, Multi-node use: the scan and k8s commands work as written (the Slurm ones: slurm_real_test.ts)", async () => {
+Deno.test("docs/multi-node.md: the scan and k8s commands work as written (the Slurm ones: slurm_real_test.ts)", async () => {
   await using tmp = await tempDir();
   const root = `${tmp.path}/ckpts`;
   await makeRoot(root);
@@ -530,7 +527,7 @@ Deno.test("README, Multi-node use: the scan and k8s commands work as written (th
     assert.equal(shard.code, 0, show(shard));
   }
   const merged = await sh(mergeLine);
-  assertSameAsSingleNode(merged, await singleNodeScan(root), "README merge");
+  assertSameAsSingleNode(merged, await singleNodeScan(root), "docs/multi-node.md merge");
   assert.match(await Deno.readTextFile(`${tmp.path}/ckptkit.prom`), /^checkpoint_inventory\{[^}]*status="valid"\} 3$/m);
 
   // Kubernetes: the files and script the block names exist.

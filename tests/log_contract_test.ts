@@ -1,5 +1,5 @@
 /**
- * The log contract (README "Logs"), checked on every event the code can
+ * The log contract (docs/scripting.md, "Logs"), checked on every event the code can
  * emit: the list of events is read from the source (every `.log(severity,
  * "event"` call in src/), so a new event fails this test until it is produced
  * here; each is produced for real by the CLI on real roots, and every line
@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { ERROR_REASONS } from "../src/errors.ts";
 import { LOG_REASONS } from "../src/log.ts";
 import { PROBLEM_REASONS } from "../src/problems.ts";
+import { readDoc, section as sectionOf } from "./_docs.ts";
 import { ckptkitFlags, cliCommand, type CliRun, decode, REPO, runCli, tempDir } from "./_helpers.ts";
 
 type Line = Record<string, unknown>;
@@ -42,20 +43,18 @@ async function eventsInSource(): Promise<Set<string>> {
   return events;
 }
 
-/** The README "Logs" section. */
+/** The "Logs" section of docs/scripting.md. */
 async function logsSection(): Promise<string> {
-  const readme = await Deno.readTextFile(`${REPO}/README.md`);
-  const start = readme.indexOf("\n## Logs\n");
-  return readme.slice(start, readme.indexOf("\n## ", start + 1));
+  return sectionOf(await readDoc("docs/scripting.md"), "## Logs", "docs/scripting.md");
 }
 
 /**
- * Events whose identity may be null in a named root (see README "Logs"): a refused seal wrote no manifest, a
+ * Events whose identity may be null in a named root (see docs/scripting.md, "Logs"): a refused seal wrote no manifest, a
  * usage error may come before any is read, and `serve` starts listening before its first pass reads one.
  */
 const NO_IDENTITY_EVENTS = new Set(["seal_refused", "error", "exporter_started"]);
 
-/** Events about no checkpoint in particular whose step may be null even in a named root (see README "Logs"). */
+/** Events about no checkpoint in particular whose step may be null even in a named root (see docs/scripting.md, "Logs"). */
 const STEPLESS = new Set(["stale_staging", "metrics_deleted", "exporter_started", "gc_delete"]);
 
 const REASONS = new Set<string>([...ERROR_REASONS, ...PROBLEM_REASONS, ...LOG_REASONS]);
@@ -260,10 +259,14 @@ Deno.test("every event the code logs keeps the contract, produced for real", asy
   const produced = new Set(lines.map(({ line }) => line.event as string));
   const missing = [...await eventsInSource()].filter((event) => !produced.has(event));
   assert.deepEqual(missing, [], "events never produced by this test");
-  // The README documents every event and every reason.
+  // docs/scripting.md documents every event and every reason.
   const section = await logsSection();
-  for (const event of await eventsInSource()) assert.ok(section.includes(`\`${event}\``), `README Logs: ${event}`);
-  for (const reason of REASONS) assert.ok(section.includes(`\`${reason}\``), `README Logs reason: ${reason}`);
+  for (const event of await eventsInSource()) {
+    assert.ok(section.includes(`\`${event}\``), `docs/scripting.md Logs: ${event}`);
+  }
+  for (const reason of REASONS) {
+    assert.ok(section.includes(`\`${reason}\``), `docs/scripting.md Logs reason: ${reason}`);
+  }
   // The specifics the issue reported.
   const of = (event: string) => lines.map(({ line }) => line).filter((l) => l.event === event);
   assert.ok(of("resume_selected").some((l) => l.fallback === true && l.reason === "hash_mismatch"));

@@ -1,38 +1,43 @@
 /**
- * The README's quickstart and config example must work exactly as written:
- * these tests read them out of README.md and run them.
+ * The README's set-up commands and quickstart, the configuration example of
+ * docs/configuration.md, the command reference of docs/commands/ and the cron
+ * line of docs/running-continuously.md must work exactly as written: these
+ * tests read them out of the pages (by heading) and run them.
  */
 
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { parseConfig } from "../src/core/config.ts";
-import { REPO, runCli, tempDir } from "./_helpers.ts";
+import { fencedBlocks, headings, localLinks, readDoc, section, sectionBlocks } from "./_docs.ts";
+import { flipByte, runCli, tempDir } from "./_helpers.ts";
 
-const readme = await Deno.readTextFile(`${REPO}/README.md`);
+const readme = await readDoc("README.md");
 
-function codeBlockAfter(heading: string, language: string, index = 0): string {
-  const section = readme.slice(readme.indexOf(heading));
-  const blocks = [...section.matchAll(new RegExp("```" + language + "\\n([\\s\\S]*?)```", "g"))];
-  assert.ok(blocks[index], `no ${language} block #${index} after ${heading}`);
-  return blocks[index][1];
+/** Fenced block `index` in `language` of a page's section (the whole README for `# ckptkit`). */
+function codeBlockIn(page: string, text: string, heading: string, language: string, index = 0): string {
+  const blocks = fencedBlocks(section(text, heading, page), language);
+  assert.ok(blocks[index], `no ${language} block #${index} in ${page} under ${heading}`);
+  return blocks[index];
 }
 
 Deno.test("the README's set-up commands are deno tasks that exist", () => {
-  const setup = codeBlockAfter("# ckptkit", "sh");
+  const setup = codeBlockIn("README.md", readme, "# ckptkit", "sh");
   const tasks = [...setup.matchAll(/^deno task (\S+)/gm)].map((m) => m[1]);
   assert.deepEqual(tasks, ["demo", "test"]);
   for (const task of tasks) assert.ok(task in denoJson.tasks, task);
 });
 
 Deno.test("the README's alias runs cli.ts with the ckptkit task's flags", () => {
-  const alias = codeBlockAfter("## Quickstart", "sh", 0);
+  const alias = codeBlockIn("README.md", readme, "## Quickstart", "sh", 0);
   const flags = /deno run (.*) \$PWD\/cli\.ts/.exec(alias)?.[1];
   assert.equal(`deno run ${flags} cli.ts`, denoJson.tasks.ckptkit);
 });
 
 Deno.test("the README quickstart works as written (root moved into a temp folder)", async () => {
   await using tmp = await tempDir();
-  const commands = codeBlockAfter("## Quickstart", "sh", 1).split("\n").filter((line) => line.startsWith("ckptkit "));
+  const commands = codeBlockIn("README.md", readme, "## Quickstart", "sh", 1).split("\n").filter((line) =>
+    line.startsWith("ckptkit ")
+  );
   assert.equal(commands.length, 4);
   const outputs: string[] = [];
   for (const command of commands) {
@@ -49,10 +54,15 @@ Deno.test("the README quickstart works as written (root moved into a temp folder
   assert.equal(outputs[3], `${tmp.path}/ckpts/step-10\n`);
 });
 
-Deno.test("the README config example is the one the code accepts, and works with the CLI", async () => {
+Deno.test("the config example of docs/configuration.md is the one the code accepts, and works with the CLI", async () => {
   await using tmp = await tempDir();
-  const example = codeBlockAfter("## Configuration", "yaml");
-  const config = parseConfig(example, "README.md");
+  const example = codeBlockIn(
+    "docs/configuration.md",
+    await readDoc("docs/configuration.md"),
+    "# Configuration",
+    "yaml",
+  );
+  const config = parseConfig(example, "docs/configuration.md");
   assert.equal(config.root, "/tmp/ckpts");
   assert.equal(config.retention?.keep_last, 3);
   await Deno.writeTextFile(`${tmp.path}/ckptkit.yaml`, example.replace("/tmp/ckpts", `${tmp.path}/ckpts`));
@@ -63,10 +73,23 @@ Deno.test("the README config example is the one the code accepts, and works with
   assert.match(gc.stdout, /keep {4}step-10: keep-last \(1 of 3\)/);
 });
 
-Deno.test("every command the README documents exists, with every flag it documents", async () => {
+Deno.test("every command docs/commands/ documents exists, with every flag its page documents", async () => {
   const help = await runCli(["--help"]);
-  // A command and its subcommand, if any: `report merge`.
-  const documented = [...readme.matchAll(/^### `ckptkit ([\w-]+(?: [a-z][\w-]*)*)/gm)].map((m) => m[1]);
+  // The index links each command's page, in order; each page's title names the command and its subcommand, if any:
+  // `report merge`.
+  const index = await readDoc("docs/commands/README.md");
+  const pages = localLinks(index).map((link) => link.target).filter((target) => /^[\w-]+\.md$/.test(target));
+  const documented: string[] = [];
+  const texts = new Map<string, string>();
+  for (const page of pages) {
+    const text = await readDoc(`docs/commands/${page}`);
+    const title = headings(text)[0];
+    assert.equal(title?.level, 1, `docs/commands/${page} starts with its title`);
+    const command = /^`ckptkit ([\w-]+(?: [a-z][\w-]*)*)/.exec(title.text)?.[1];
+    assert.ok(command, `docs/commands/${page}: title ${title.text}`);
+    documented.push(command);
+    texts.set(command, text);
+  }
   assert.deepEqual(documented, [
     "write",
     "commit",
@@ -84,10 +107,38 @@ Deno.test("every command the README documents exists, with every flag it documen
   for (const command of documented) {
     assert.match(help.stdout, new RegExp(`^  ${command.split(" ")[0]} `, "m"));
     const commandHelp = (await runCli([...command.split(" "), "--help"])).stdout;
-    const section = readme.slice(readme.indexOf(`### \`ckptkit ${command}`)).split(/^##+ /m)[1];
-    for (const flag of new Set([...section.matchAll(/`(--[a-z-]+)/g)].map((m) => m[1]))) {
+    const page = texts.get(command)!;
+    for (const flag of new Set([...page.matchAll(/`(--[a-z-]+)/g)].map((m) => m[1]))) {
       if (["--json", "--log-level", "--config", "--help"].includes(flag)) continue;
       assert.ok(commandHelp.includes(flag), `${command} --help lacks ${flag}`);
     }
   }
+});
+
+Deno.test("the cron line of docs/running-continuously.md writes the metrics, says nothing while the root is healthy, and a problem on stderr", async () => {
+  await using tmp = await tempDir();
+  const [crontab] = await sectionBlocks("docs/running-continuously.md", "## cron", "crontab");
+  const fields = crontab.trim().split(/\s+/);
+  assert.deepEqual(fields.slice(0, 6), ["*/10", "*", "*", "*", "*", "ckptkit"]);
+  assert.equal(fields.at(-1), ">/dev/null", "stdout is discarded, so cron mails only stderr");
+  const textfile = `${tmp.path}/textfile_collector/ckptkit.prom`;
+  await Deno.mkdir(`${tmp.path}/textfile_collector`);
+  const args = fields.slice(6, -1).map((arg) =>
+    arg.replace("/srv/ckpts", `${tmp.path}/ckpts`).replace(
+      "/var/lib/node_exporter/textfile_collector/ckptkit.prom",
+      textfile,
+    )
+  );
+  assert.equal((await runCli(["write", "--root", `${tmp.path}/ckpts`, "--step", "10", "--files", "1"])).code, 0);
+
+  const healthy = await runCli(args);
+  assert.equal(healthy.code, 0, healthy.stderr);
+  assert.equal(healthy.stderr, "", "nothing for cron to mail");
+  assert.match(await Deno.readTextFile(textfile), /^checkpoint_inventory\{[^}]*status="valid"\} 1$/m);
+
+  await flipByte(`${tmp.path}/ckpts/step-10/shard-00000-of-00001.bin`, 100);
+  const damaged = await runCli(args);
+  assert.equal(damaged.code, 1, "exit 1: problems found (cron ignores it)");
+  assert.ok(damaged.logs.some((line) => line.event === "validation_failed"), damaged.stderr);
+  assert.match(await Deno.readTextFile(textfile), /^checkpoint_inventory\{[^}]*status="invalid"\} 1$/m);
 });

@@ -2,7 +2,7 @@
  * The Slurm examples (examples/slurm/) under a real Slurm: Debian's
  * slurm-wlm 22.05, one node on 127.0.0.1 started for each test by
  * tests/_slurm.ts (its own munged, slurmctld and slurmd in a temporary
- * folder). Jobs are submitted with the real `sbatch` (the README's commands
+ * folder). Jobs are submitted with the real `sbatch` (the commands of docs/multi-node.md
  * and submit_validation.sh as written), run by slurmd, their ranks started by
  * the real `srun`; their final states and exit codes come from `scontrol show
  * job` (no accounting database: no `sacct`).
@@ -16,6 +16,7 @@
  */
 
 import assert from "node:assert/strict";
+import { sectionBlocks } from "./_docs.ts";
 import { flipByte, names, REPO, runCli, tempDir } from "./_helpers.ts";
 import {
   ended,
@@ -61,18 +62,14 @@ function verdictOf(output: string): string {
     .replace(/\b\d+(\.\d+)? s\b/g, "<t> s");
 }
 
-/** The sh code blocks of the README's "### Slurm" section: [the wrapper, the same by hand]. */
-async function readmeSlurmBlocks(): Promise<string[]> {
-  const readme = await Deno.readTextFile(`${REPO}/README.md`);
-  const start = readme.indexOf("\n### Slurm\n");
-  assert.ok(start >= 0, "README has a Slurm section");
-  const section = readme.slice(start, readme.indexOf("\n##", start + 1));
-  const blocks = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]);
+/** The sh code blocks of docs/multi-node.md's "## Slurm" section: [the wrapper, the same by hand]. */
+async function docsSlurmBlocks(): Promise<string[]> {
+  const blocks = await sectionBlocks("docs/multi-node.md", "## Slurm", "sh");
   assert.equal(blocks.length, 2, "the Slurm section's two sh blocks");
   return blocks;
 }
 
-/** A README block with its paths moved into the test's folders; `examples/` is the checkout's. */
+/** A docs block with its paths moved into the test's folders; `examples/` is the checkout's. */
 function moved(block: string, paths: { ckptkit: string; root: string }): string {
   return block
     .replaceAll("/shared/bin/ckptkit", paths.ckptkit)
@@ -122,7 +119,7 @@ async function withCluster(fn: (cluster: SlurmCluster) => Promise<void>): Promis
 
 Deno.test({
   name:
-    "slurm (real 22.05): the README's by-hand commands on a healthy root: 8 shards and the afterany merge COMPLETED, exit 0, the single-node verdict",
+    "slurm (real 22.05): the docs' by-hand commands on a healthy root: 8 shards and the afterany merge COMPLETED, exit 0, the single-node verdict",
   fn: () =>
     withCluster(async (cluster) => {
       await using tmp = await tempDir();
@@ -132,7 +129,7 @@ Deno.test({
       const home = `${tmp.path}/home`;
       await Deno.mkdir(home);
       const textfile = `${tmp.path}/ckptkit.prom`;
-      const [, byHand] = await readmeSlurmBlocks();
+      const [, byHand] = await docsSlurmBlocks();
 
       // As written (paths moved), from the submit folder: no CKPTKIT_SHARDS, so each task takes
       // N from SLURM_ARRAY_TASK_COUNT and the merge merges every report of the array.
@@ -189,7 +186,7 @@ Deno.test({
       const ckptkit = await installCkptkit(tmp.path);
       const home = `${tmp.path}/home`;
       await Deno.mkdir(home);
-      const [wrapper] = await readmeSlurmBlocks();
+      const [wrapper] = await docsSlurmBlocks();
       const lines = wrapper.split("\n").filter((line) => line && !line.startsWith("deno task compile"));
       assert.equal(lines.length, 1, wrapper);
 

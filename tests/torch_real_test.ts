@@ -4,9 +4,9 @@
  * Trainer layouts, are committed or sealed, validated, resumed from and loaded
  * back with torch.load; and a corruption matrix compares what ckptkit reports
  * with what torch.load does on the same damaged bytes. The matrix is the table
- * in README.md ("Frameworks", PyTorch) between the torch-matrix markers; when
- * they differ the test fails and prints the fresh table. To rewrite the README
- * block from what was observed:
+ * in docs/training-integration.md ("Frameworks", PyTorch) between the
+ * torch-matrix markers; when they differ the test fails and prints the fresh
+ * table. To rewrite that block from what was observed:
  *
  *   CKPTKIT_UPDATE_TORCH_TABLE=1 deno test --allow-read --allow-write --allow-env --allow-sys --allow-net \
  *     --allow-run tests/torch_real_test.ts
@@ -23,7 +23,7 @@ import { validateCheckpoint, type ValidationDepth, type ValidationResult } from 
 import { flipByte, REPO, runCli, tempDir, torchPython } from "./_helpers.ts";
 
 const SCRIPT = `${REPO}/tests/torch_real.py`;
-const README = `${REPO}/README.md`;
+const TABLE_PAGE = `${REPO}/docs/training-integration.md`;
 const TABLE_BEGIN = "<!-- torch-matrix:begin -->";
 const TABLE_END = "<!-- torch-matrix:end -->";
 
@@ -162,7 +162,7 @@ Deno.test("real torch.save (zip, legacy), DeepSpeed and Trainer folders: commit/
       { path: `${dir}/trainer_state.json`, kind: "state", seed, step: 40 },
     );
   }
-  // And the float that weights_only=True cannot read in 1.13, as the README says.
+  // And the float that weights_only=True cannot read in 1.13, as docs/training-integration.md says.
   items.push({ path: `${root}/step-10/model.pt`, kind: "plain", seed: 1, step: 10, weights_only: true });
   await Deno.writeTextFile(`${tmp.path}/verify.json`, JSON.stringify(items));
   const loaded = await torchReal<{ torch_version: string; results: TorchVerdict[] }>(
@@ -191,7 +191,7 @@ Deno.test("real torch.save (zip, legacy), DeepSpeed and Trainer folders: commit/
 });
 
 // ---------------------------------------------------------------------------
-// 2 and 3. The corruption matrix, and the README table computed from it
+// 2 and 3. The corruption matrix, and the docs table computed from it
 
 interface MatrixCell {
   cell: string;
@@ -235,7 +235,7 @@ function ckptkitCell(result: ValidationResult | undefined): string {
   return `fails: ${[...new Set(result.problems.map((p) => `\`${p.reason}\``))].sort().join(", ")}`;
 }
 
-/** The README table, from what was observed. */
+/** The docs table, from what was observed. */
 function matrixTable(observed: Observed[], torchVersion: string): string {
   const rows = [
     `| damage | format | \`torch.load\` (${/^\d+\.\d+/.exec(torchVersion)?.[0]}, \`weights_only=True\`) | ` +
@@ -263,15 +263,15 @@ function normalizeTable(table: string): string {
   ).join("\n");
 }
 
-async function readmeTable(): Promise<{ text: string; table: string | undefined }> {
-  const text = await Deno.readTextFile(README);
+async function docsTable(): Promise<{ text: string; table: string | undefined }> {
+  const text = await Deno.readTextFile(TABLE_PAGE);
   const begin = text.indexOf(TABLE_BEGIN);
   const end = text.indexOf(TABLE_END);
   if (begin < 0 || end < begin) return { text, table: undefined };
   return { text, table: text.slice(begin + TABLE_BEGIN.length, end).trim() };
 }
 
-Deno.test("corruption matrix on real torch.save files: what torch.load misses and ckptkit catches (the README table)", async () => {
+Deno.test("corruption matrix on real torch.save files: what torch.load misses and ckptkit catches (the docs table)", async () => {
   await using tmp = await tempDir();
   const out = `${tmp.path}/matrix`;
   const { cells, torch_version } = await torchReal<{ cells: MatrixCell[]; torch_version: string }>("matrix", out);
@@ -349,22 +349,28 @@ Deno.test("corruption matrix on real torch.save files: what torch.load misses an
   }
 
   const fresh = matrixTable(observed, torch_version);
-  const { text, table } = await readmeTable();
+  const { text, table } = await docsTable();
   const same = table !== undefined && normalizeTable(table) === normalizeTable(fresh);
   if (Deno.env.get("CKPTKIT_UPDATE_TORCH_TABLE") === "1" && table !== undefined && !same) {
     const begin = text.indexOf(TABLE_BEGIN) + TABLE_BEGIN.length;
-    await Deno.writeTextFile(README, `${text.slice(0, begin)}\n\n${fresh}\n\n${text.slice(text.indexOf(TABLE_END))}`);
+    await Deno.writeTextFile(
+      TABLE_PAGE,
+      `${text.slice(0, begin)}\n\n${fresh}\n\n${text.slice(text.indexOf(TABLE_END))}`,
+    );
     // deno fmt aligns the columns, as `deno task check` wants them.
-    const fmt = await new Deno.Command(Deno.execPath(), { args: ["fmt", README], stdout: "null", stderr: "piped" })
+    const fmt = await new Deno.Command(Deno.execPath(), { args: ["fmt", TABLE_PAGE], stdout: "null", stderr: "piped" })
       .output();
     assert.ok(fmt.success, new TextDecoder().decode(fmt.stderr));
     return;
   }
-  assert.ok(table !== undefined, `README.md has no ${TABLE_BEGIN} … ${TABLE_END} block; the table is:\n${fresh}`);
+  assert.ok(
+    table !== undefined,
+    `docs/training-integration.md has no ${TABLE_BEGIN} … ${TABLE_END} block; the table is:\n${fresh}`,
+  );
   assert.ok(
     same,
-    `README.md's torch-matrix table differs from what was observed. The observed table:\n\n${fresh}\n\n` +
-      `(CKPTKIT_UPDATE_TORCH_TABLE=1 rewrites the README block with it.)`,
+    `docs/training-integration.md's torch-matrix table differs from what was observed. The observed table:\n\n${fresh}\n\n` +
+      `(CKPTKIT_UPDATE_TORCH_TABLE=1 rewrites the docs block with it.)`,
   );
 });
 
