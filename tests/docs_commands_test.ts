@@ -36,10 +36,11 @@ import {
   showResult,
   stripComment,
 } from "./_doc_blocks.ts";
-import { flipByte, REPO, runCli } from "./_helpers.ts";
+import { FIXTURES, flipByte, REPO, runCli } from "./_helpers.ts";
 import {
   activeAlerts,
   type Alert,
+  Fatal,
   get,
   ON_CI,
   onPath,
@@ -123,9 +124,8 @@ async function writeStepAt(root: string, step: number, at: string): Promise<void
   const fixed = new RealDate(at).getTime();
   // Only the creation time is pinned: `new Date()` and Date.now() read `at`.
   class PinnedDate extends RealDate {
-    constructor(...args: ConstructorParameters<DateConstructor> | []) {
-      if (args.length === 0) super(fixed);
-      else super(...(args as ConstructorParameters<DateConstructor>));
+    constructor(...args: unknown[]) {
+      super(...((args.length === 0 ? [fixed] : args) as [number]));
     }
     static override now(): number {
       return fixed;
@@ -141,13 +141,19 @@ async function writeStepAt(root: string, step: number, at: string): Promise<void
   }
 }
 
+/** `exec` in front of a command, after its variable assignments (`A=1 exec cmd`, as `exec A=1 cmd` is no command). */
+function execForm(command: string): string {
+  const [, assignments, rest] = /^((?:\w+=(?:"[^"]*"|'[^']*'|\S+)\s+)*)([\s\S]*)$/.exec(command)!;
+  return `${assignments}exec ${rest}`;
+}
+
 /** A long-running command of a block, started as a server (bash execs it), stopped by its PID. */
 async function startBlockServer(box: Sandbox, name: string, command: string, logDir: string): Promise<Server> {
   await Deno.mkdir(logDir, { recursive: true });
   return startServer(
     name,
     new Deno.Command("bash", {
-      args: ["--noprofile", "--norc", "-c", `exec ${box.rewrite(stripComment(command))}`],
+      args: ["--noprofile", "--norc", "-c", execForm(box.rewrite(stripComment(command)))],
       cwd: box.checkout,
       env: box.env(),
       clearEnv: true,
@@ -299,7 +305,7 @@ const ENTRIES: Entry[] = [
       const step = box.path("/tmp/ckpts/step-10");
       assert.match(results[0].stdout, new RegExp(`^OK ${step} \\(full,`));
       assert.match(results[1].stdout, new RegExp(`^OK ${step} \\(fast,`));
-      assert.match(results[2].stdout, new RegExp(`^OK ${step} \\(sampled`));
+      assert.match(results[2].stdout, new RegExp(`^OK ${step} \\(sample,`));
       // The full depth sees a flipped byte.
       await flipByte(`${step}/shard-00000-of-00004.bin`, 300_000);
       const [damaged] = await box.run([commands[0]]);
@@ -478,7 +484,7 @@ const ENTRIES: Entry[] = [
       const server = await startBlockServer(box, "serve", serve, `${box.dir}/logs`);
       try {
         const metrics = await until("serve's first pass", Date.now() + BACKSTOP, async () => {
-          if (server.exitCode !== null) throw new Error(`serve exited ${server.exitCode}: ${await tail(server.log)}`);
+          if (server.exitCode !== null) throw new Fatal(`serve exited ${server.exitCode}: ${await tail(server.log)}`);
           const { body } = await get(`http://127.0.0.1:${box.port(9478)}/metrics`);
           return /^checkpoint_inventory\{/m.test(body) ? body : undefined;
         });
@@ -618,7 +624,7 @@ const ENTRIES: Entry[] = [
       }
       const [checked] = await box.run([check], { cwd: downloads });
       assertCodes([checked], [0]);
-      assert.equal(checked.stdout, `${targets[0]}: OK\n${targets[2]}: OK\n`);
+      assert.deepEqual(checked.stdout.trimEnd().split("\n").sort(), [`${targets[0]}: OK`, `${targets[2]}: OK`].sort());
       await flipByte(`${downloads}/${targets[2]}`, 7);
       const [damaged] = await box.run([check], { cwd: downloads });
       assertCodes([damaged], [1]);
@@ -635,12 +641,14 @@ async function quickstartRoot(box: Sandbox): Promise<void> {
   assertCodes(results, [0]);
 }
 
-/** A folder as Hugging Face's Trainer leaves it. */
+/** A folder as Hugging Face's Trainer leaves it (real safetensors and torch.save files). */
 async function hfCheckpoint(dir: string): Promise<void> {
-  await fill(`${dir}/model.safetensors`, 200_000);
-  await fill(`${dir}/optimizer.pt`, 100_000);
-  await Deno.writeTextFile(`${dir}/config.json`, '{"model_type": "llama"}\n');
-  await Deno.writeTextFile(`${dir}/trainer_state.json`, '{"global_step": 500}\n');
+  const step = Number(/checkpoint-(\d+)$/.exec(dir)![1]);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.copyFile(`${FIXTURES}/safetensors/voices.safetensors`, `${dir}/model.safetensors`);
+  await Deno.copyFile(`${FIXTURES}/torch-zip/test.pt`, `${dir}/optimizer.pt`);
+  await Deno.copyFile(`${FIXTURES}/torch-zip/test_with_key.pt`, `${dir}/scheduler.pt`);
+  await Deno.writeTextFile(`${dir}/trainer_state.json`, JSON.stringify({ global_step: step }));
 }
 
 /** Two ranks of one Slurm job run the block side by side on a shared staging folder. */
@@ -671,7 +679,9 @@ async function shardsAndMerge(box: Sandbox, [shard, merge]: string[], reports: s
   const results = await box.run([shard, ...others, merge]);
   assertCodes(results, [0, 0, 0, 0, 0]);
   const single = await runCli(["scan", root]);
-  assert.equal(results[4].stdout, single.stdout);
+  // The merge prints what one node's scan prints (timings aside).
+  const untimed = (out: string) => out.replace(/\b\d+(\.\d+)? s\b/g, "<t> s");
+  assert.equal(untimed(results[4].stdout), untimed(single.stdout));
   assert.match(
     await Deno.readTextFile(box.path("/var/lib/node_exporter/textfile_collector/ckptkit.prom")),
     /^checkpoint_inventory\{[^}]*status="valid"\} 3$/m,
@@ -703,14 +713,14 @@ async function loops(box: Sandbox, [loop, watch, task]: string[]): Promise<void>
       if (name === "watch_corruption") {
         // Damage a checkpoint once the watcher runs: it reports it, once.
         await until("watch_corruption's first poll", Date.now() + BACKSTOP, async () => {
-          if (server.exitCode !== null) throw new Error(`exited ${server.exitCode}: ${await tail(server.log)}`);
+          if (server.exitCode !== null) throw new Fatal(`exited ${server.exitCode}: ${await tail(server.log)}`);
           return (await Deno.readTextFile(server.log)).includes("{") || undefined;
         });
         await flipByte(`${root}/step-20/shard-00001-of-00002.bin`, 0);
         await Deno.truncate(`${root}/step-20/shard-00001-of-00002.bin`, 1000);
       }
       await until(`${name}: its first pass`, Date.now() + BACKSTOP, async () => {
-        if (server.exitCode !== null) throw new Error(`exited ${server.exitCode}: ${await tail(server.log)}`);
+        if (server.exitCode !== null) throw new Fatal(`exited ${server.exitCode}: ${await tail(server.log)}`);
         if (name === "watch_corruption") {
           return (await Deno.readTextFile(`${server.log}.stdout`)).includes("step-20") || undefined;
         }
