@@ -185,13 +185,12 @@ export interface Sandbox extends AsyncDisposable {
 }
 
 /** Whether a process exists and is not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
+export function alive(pid: number): boolean {
+  // `ps`, as Deno reads /proc/<pid>/stat only with --allow-all.
+  const ps = new Deno.Command("ps", { args: ["-o", "stat=", "-p", String(pid)], stdout: "piped", stderr: "null" })
+    .outputSync();
+  const stat = new TextDecoder().decode(ps.stdout).trim();
+  return ps.code === 0 && stat !== "" && !stat.startsWith("Z");
 }
 
 async function stopPid(pid: number): Promise<void> {

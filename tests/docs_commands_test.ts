@@ -25,6 +25,7 @@ import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import { openCheckpointWriter } from "../mod.ts";
 import {
+  alive,
   allShellBlocks,
   type CommandResult,
   commandsOf,
@@ -703,23 +704,21 @@ async function loops(box: Sandbox, [loop, watch, task]: string[]): Promise<void>
     [
       "validate-loop",
       task,
+      // (step-20 was cut short for the watcher)
       async () =>
-        /^checkpoint_inventory\{[^}]*status="valid"\} 2$/m.test(await Deno.readTextFile(box.path("/tmp/ckptkit.prom"))),
+        /^checkpoint_inventory\{[^}]*status="invalid"\} 1$/m.test(
+          await Deno.readTextFile(box.path("/tmp/ckptkit.prom")),
+        ),
     ],
   ];
   for (const [name, command, ready] of cases) {
+    if (name === "watch_corruption") {
+      // A checkpoint cut short (what the watcher's --fast scans see): it prints it, once.
+      await Deno.truncate(`${root}/step-20/shard-00001-of-00002.bin`, 1000);
+    }
     const server = await startBlockServer(box, name, command, logs);
     try {
-      if (name === "watch_corruption") {
-        // Damage a checkpoint once the watcher runs: it reports it, once.
-        await until("watch_corruption's first poll", Date.now() + BACKSTOP, async () => {
-          if (server.exitCode !== null) throw new Fatal(`exited ${server.exitCode}: ${await tail(server.log)}`);
-          return (await Deno.readTextFile(server.log)).includes("{") || undefined;
-        });
-        await flipByte(`${root}/step-20/shard-00001-of-00002.bin`, 0);
-        await Deno.truncate(`${root}/step-20/shard-00001-of-00002.bin`, 1000);
-      }
-      await until(`${name}: its first pass`, Date.now() + BACKSTOP, async () => {
+      await until(`${name}: its first pass`, Date.now() + 3 * 60_000, async () => {
         if (server.exitCode !== null) throw new Fatal(`exited ${server.exitCode}: ${await tail(server.log)}`);
         if (name === "watch_corruption") {
           return (await Deno.readTextFile(`${server.log}.stdout`)).includes("step-20") || undefined;
@@ -745,7 +744,10 @@ async function monitoringWalkthrough(box: Sandbox, commands: string[]): Promise<
   await Deno.mkdir(`${box.dir}/prometheus`);
   await Deno.writeTextFile(config, box.rewrite(await Deno.readTextFile(`${REPO}/examples/prometheus.yml`)));
   await Deno.copyFile(`${REPO}/examples/alerts.yml`, `${box.dir}/prometheus/alerts.yml`);
-  const before = commands.slice(0, sleepAt).map((c) => c.replace("examples/prometheus.yml", config));
+  // (relative to the checkout, the working folder, so that no path rewrite applies to it)
+  const before = commands.slice(0, sleepAt).map((c) =>
+    c.replace("examples/prometheus.yml", "../prometheus/prometheus.yml")
+  );
   const results = await box.run(before);
   try {
     assertCodes(results, [0, 0, 0, 0, 1, 0, 0, 0]);
@@ -762,6 +764,8 @@ async function monitoringWalkthrough(box: Sandbox, commands: string[]): Promise<
     const isCorrupt = (a: Alert) =>
       a.labels.alertname === "CheckpointCorruptDetected" && a.state === "firing" && a.labels.checkpoint === "step-20";
     await until("CheckpointCorruptDetected for step-20", Date.now() + BACKSTOP, async () => {
+      const gone = (await box.backgroundPids()).filter((pid) => !alive(pid));
+      if (gone.length > 0) throw new Fatal(`background process ${gone.join(", ")} exited`);
       return (await activeAlerts(prom)).some(isCorrupt) || undefined;
     });
     const [curl] = await box.run(commands.slice(sleepAt + 1));
@@ -844,6 +848,32 @@ Deno.test("the shell-block reader: fences, languages, continuations and comments
   assert.deepEqual(commandsOf(blocks[0].text), ["a --x \\\n  --y   # why", "echo '# kept' \"#kept\" x#kept # gone"]);
   assert.equal(stripComment("echo '# kept' \"#kept\" x#kept # gone"), "echo '# kept' \"#kept\" x#kept");
   assert.equal(firstLine(blocks[0].text), "a --x \\");
+});
+
+Deno.test("the sandbox moves the examples' paths and ports, and nothing else", async () => {
+  await using box = await sandbox({ ports: [9090, 9091] });
+  const d = box.dir;
+  const p = box.port(9090);
+  assert.equal(
+    box.rewrite("ckptkit scan /mnt/ckpts/run --report /shared/r.json --textfile=/var/lib/node_exporter/x.prom"),
+    `ckptkit scan ${d}/mnt/ckpts/run --report ${d}/shared/r.json --textfile=${d}/var/lib/node_exporter/x.prom`,
+  );
+  assert.equal(box.rewrite("(cd /tmp/ckpts && ls /srv)"), `(cd ${d}/tmp/ckpts && ls ${d}/srv)`);
+  assert.equal(
+    box.rewrite("curl -s http://127.0.0.1:9090/api/v1/alerts --pushgateway http://pushgateway:9091/metrics"),
+    `curl -s http://127.0.0.1:${p}/api/v1/alerts --pushgateway http://127.0.0.1:${box.port(9091)}/metrics`,
+  );
+  for (const untouched of ["$PWD/cli.ts", "examples/prometheus.yml", "dist/ckptkit", "/tmpfoo", "/usr/bin/tmp"]) {
+    assert.equal(box.rewrite(untouched), untouched);
+  }
+  // Each command's exit code and output apart; a background process recorded by PID and stopped by it.
+  const results = await box.run(["echo one; false", "printf two", "sleep 300 &"]);
+  assert.deepEqual(results.map((r) => [r.code, r.stdout]), [[1, "one\n"], [0, "two"], [0, ""]]);
+  const [pid] = await box.backgroundPids();
+  assert.ok(alive(pid));
+  await box.stopBackground();
+  assert.ok(!alive(pid));
+  await assert.rejects(box.run(["exit 3"]), /bash stopped before the end of `exit 3`/);
 });
 
 const ON_PAGES = (entry: Entry) => BLOCKS.filter((block) => block.text === text(entry));
