@@ -220,6 +220,8 @@ export async function sandbox(options: { ports?: number[] } = {}): Promise<Sandb
   const state = `${dir}/.doc-commands`;
   await Deno.mkdir(checkout);
   await Deno.mkdir(state);
+  // Every machine has a /tmp.
+  await Deno.mkdir(`${dir}/tmp`);
   for await (const entry of Deno.readDir(REPO)) {
     if (["dist", "demo-root", ".git"].includes(entry.name)) continue;
     await Deno.symlink(`${REPO}/${entry.name}`, `${checkout}/${entry.name}`);

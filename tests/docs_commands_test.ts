@@ -151,19 +151,20 @@ function execForm(command: string): string {
 /** A long-running command of a block, started as a server (bash execs it), stopped by its PID. */
 async function startBlockServer(box: Sandbox, name: string, command: string, logDir: string): Promise<Server> {
   await Deno.mkdir(logDir, { recursive: true });
-  return startServer(
-    name,
-    new Deno.Command("bash", {
-      args: ["--noprofile", "--norc", "-c", execForm(box.rewrite(stripComment(command)))],
-      cwd: box.checkout,
-      env: box.env(),
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }),
-    logDir,
-  );
+  const log = `${logDir}/${name}.log`;
+  // bash writes the output straight to the files, so they can be read while the server runs.
+  const child = new Deno.Command("bash", {
+    args: ["--noprofile", "--norc", "-c", `${execForm(box.rewrite(stripComment(command)))} >${log}.stdout 2>${log}`],
+    cwd: box.checkout,
+    env: box.env(),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const server: Server = { name, child, log, drained: Promise.resolve(), exitCode: null };
+  child.status.then((status) => server.exitCode = status.code);
+  return server;
 }
 
 const BACKSTOP = 8 * 60_000; // against a hang, never a timing requirement
