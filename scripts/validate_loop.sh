@@ -68,12 +68,17 @@ resolve_ckptkit() {
 }
 
 # Milliseconds since the epoch (whole seconds when bash has no EPOCHREALTIME).
+# Callers take its output into a variable first: bash 5.2 re-parses a command
+# substitution inside $((...)) when it runs, and a signal trap firing during that
+# parse aborts the script ("unexpected EOF while looking for matching `)'").
 now_ms() {
   if [[ -n ${EPOCHREALTIME:-} ]]; then
     local micros=${EPOCHREALTIME//[.,]/}
     echo $((10#$micros / 1000))
   else
-    echo $(($(date +%s) * 1000))
+    local seconds
+    seconds=$(date +%s)
+    echo $((seconds * 1000))
   fi
 }
 
@@ -144,9 +149,12 @@ run_pass() {
 # and checking `stop` before each, bounds what such a signal can cost to one
 # slice.
 pause() {
-  local deadline=$(($(now_ms) + $1)) left slice
+  local now deadline left slice
+  now=$(now_ms)
+  deadline=$((now + $1))
   while [[ -z $stop ]]; do
-    left=$((deadline - $(now_ms)))
+    now=$(now_ms)
+    left=$((deadline - now))
     ((left > 0)) || break
     slice=$((left < 1000 ? left : 1000))
     sleep "$((slice / 1000)).$(printf '%03d' $((slice % 1000)))" &
@@ -166,7 +174,8 @@ while [[ -z $stop ]]; do
   printf '%s pass=%d exit=%d %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$passes" "$code" "$(meaning "$code")"
   if ((once)); then exit "$code"; fi
   if ((code == 2)); then exit 2; fi
-  pause $((interval_s * 1000 - ($(now_ms) - started)))
+  now=$(now_ms)
+  pause $((interval_s * 1000 - (now - started)))
 done
 printf '%s: %s received, stopped after %d pass(es)\n' "$PROG" "$stop" "$passes" >&2
 exit 0

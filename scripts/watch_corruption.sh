@@ -69,12 +69,17 @@ resolve_ckptkit() {
   fi
 }
 
+# Callers take its output into a variable first: bash 5.2 re-parses a command
+# substitution inside $((...)) when it runs, and a signal trap firing during that
+# parse aborts the script ("unexpected EOF while looking for matching `)'").
 now_ms() {
   if [[ -n ${EPOCHREALTIME:-} ]]; then
     local micros=${EPOCHREALTIME//[.,]/}
     echo $((10#$micros / 1000))
   else
-    echo $(($(date +%s) * 1000))
+    local seconds
+    seconds=$(date +%s)
+    echo $((seconds * 1000))
   fi
 }
 
@@ -243,9 +248,12 @@ run_scan() {
 # and checking `stop` before each, bounds what such a signal can cost to one
 # slice.
 pause() {
-  local deadline=$(($(now_ms) + $1)) left slice
+  local now deadline left slice
+  now=$(now_ms)
+  deadline=$((now + $1))
   while [[ -z $stop ]]; do
-    left=$((deadline - $(now_ms)))
+    now=$(now_ms)
+    left=$((deadline - now))
     ((left > 0)) || break
     slice=$((left < 1000 ? left : 1000))
     sleep "$((slice / 1000)).$(printf '%03d' $((slice % 1000)))" &
@@ -311,6 +319,7 @@ while [[ -z $stop ]]; do
       process_scan
       ;;
   esac
-  pause $((interval_s * 1000 - ($(now_ms) - started)))
+  now=$(now_ms)
+  pause $((interval_s * 1000 - (now - started)))
 done
 exit 0

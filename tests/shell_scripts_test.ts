@@ -237,6 +237,18 @@ Deno.test("scripts: executable, bash syntax, --help, bad arguments exit 2", asyn
   assert.match(noCkptkit.stderr, /cannot run ckptkit: \/nonexistent\/ckptkit not found/);
 });
 
+Deno.test("scripts: no command substitution inside $((...)), which bash 5.2 aborts on when a trap fires mid-parse", async () => {
+  // bash 5.2.15 re-parses `$(cmd)` inside `$((...))` each time it runs; SIGTERM landing then ran the trap
+  // inside the parser and the loop died with "unexpected EOF while looking for matching `)'" (exit 2,
+  // seen by tests/docs_commands_test.ts). The scripts take such values into a variable first.
+  for (const script of [VALIDATE_LOOP_SH, WATCH_CORRUPTION_SH]) {
+    const nested = (await Deno.readTextFile(script)).split("\n").filter((line) =>
+      !line.trimStart().startsWith("#") && /\$\(\([^)]*\$\(/.test(line)
+    );
+    assert.deepEqual(nested, [], script);
+  }
+});
+
 Deno.test("validate_loop.sh: writes the textfile every interval, one line per pass, exit 0 on SIGTERM", async () => {
   await using tmp = await tempDir();
   const root = `${tmp.path}/root`;
