@@ -1,7 +1,7 @@
 /**
  * `commit`: seals a folder written by another program (a PyTorch
  * `torch.save`, a DeepSpeed save) and moves it into the root as `step-N`,
- * with the crash-safe protocol of DESIGN.md.
+ * with the crash-safe protocol of docs/how-it-works.md.
  *
  * @module
  */

@@ -54,7 +54,7 @@ export interface PublishOutcome {
 }
 
 /**
- * Runs the commit protocol's steps 2 to 5 (DESIGN.md) on a staging folder
+ * Runs the commit protocol's steps 2 to 5 (docs/how-it-works.md, "The commit protocol") on a staging folder
  * whose files are written and fsynced.
  *
  * Requires `--allow-read`, `--allow-write` and `--allow-sys`.
