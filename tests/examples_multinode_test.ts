@@ -24,6 +24,7 @@ import { parseAllDocuments } from "yaml";
 import { flipByte, names, REPO, runCli, tempDir, writeStep } from "./_helpers.ts";
 import { sectionBlocks } from "./_docs.ts";
 import { installCkptkit, type Run, run } from "./_slurm.ts";
+import { onPath } from "./_servers.ts";
 
 const SLURM = `${REPO}/examples/slurm`;
 const K8S = `${REPO}/examples/k8s`;
@@ -35,19 +36,6 @@ const RUN_SHARDED_SH = `${K8S}/run-sharded-validation.sh`;
 const ON_CI = Boolean(Deno.env.get("CI"));
 
 // --- helpers ---------------------------------------------------------------------------------------
-
-/** Whether an executable named `tool` is on PATH. */
-function onPath(tool: string): boolean {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      const info = Deno.statSync(`${dir || "."}/${tool}`);
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return true;
-    } catch {
-      // not in this folder
-    }
-  }
-  return false;
-}
 
 const show = (r: Run) => `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 

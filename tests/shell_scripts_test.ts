@@ -14,23 +14,11 @@
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { ckptkitFlags, flipByte, REPO, runCli, tempDir, truncateFile } from "./_helpers.ts";
+import { onPath } from "./_servers.ts";
 
 const VALIDATE_LOOP_SH = `${REPO}/scripts/validate_loop.sh`;
 const WATCH_CORRUPTION_SH = `${REPO}/scripts/watch_corruption.sh`;
 const ON_CI = Boolean(Deno.env.get("CI"));
-
-/** Whether an executable named `tool` is on PATH. */
-function onPath(tool: string): boolean {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      const info = Deno.statSync(`${dir || "."}/${tool}`);
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return true;
-    } catch {
-      // not in this folder
-    }
-  }
-  return false;
-}
 
 /** `$CKPTKIT` for the scripts: the checkout's CLI with the binary's permission flags. */
 const CKPTKIT = [Deno.execPath(), "run", "--quiet", ...ckptkitFlags(), `${REPO}/cli.ts`].join(" ");
